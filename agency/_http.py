@@ -1,0 +1,434 @@
+"""HTTP plumbing shared by every adapter: pooled clients, the one retry loop, SSE/NDJSON
+readers and the one place HTTP failures become `agency.errors`.
+
+The retry policy's numbers are the named constants below. Retries happen only before the
+first byte of an answer reaches the caller: a stream that has started is never replayed
+(the resilience layer continues it on another provider instead).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import random
+import threading
+import time
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+)
+
+from agency import errors
+from agency.errors import ProviderError, redact
+
+__all__ = [
+    "BACKOFF_INITIAL_S",
+    "BACKOFF_MAX_S",
+    "BACKOFF_MULTIPLIER",
+    "JITTER_FRACTION",
+    "MAX_RETRY_AFTER_S",
+    "RETRYABLE_STATUS",
+    "ErrorInfo",
+    "SSEEvent",
+    "aclose_clients",
+    "aiter_ndjson",
+    "aiter_sse",
+    "async_client",
+    "call_with_retry",
+    "call_with_retry_async",
+    "close_clients",
+    "error_from_response",
+    "error_from_transport",
+    "iter_ndjson",
+    "iter_sse",
+    "retry_after_seconds",
+    "retrying",
+    "retrying_async",
+    "sync_client",
+]
+
+T = TypeVar("T")
+
+BACKOFF_INITIAL_S = 0.5
+"""First backoff delay, doubled each retry."""
+BACKOFF_MULTIPLIER = 2.0
+"""Growth factor of the exponential backoff."""
+BACKOFF_MAX_S = 8.0
+"""Ceiling of one computed backoff delay (a provider's ``Retry-After`` may exceed it)."""
+JITTER_FRACTION = 0.25
+"""Up to this fraction of the delay is added at random, so clients do not retry in step."""
+MAX_RETRY_AFTER_S = 120.0
+"""A ``Retry-After`` longer than this is not waited for: the error is raised at once."""
+RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 520, 522, 524, 529})
+"""HTTP statuses worth another attempt. 400/401/403/404/422 never are."""
+
+_POOL_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=50)
+
+
+# --------------------------------------------------------------------------- clients
+_sync_clients: dict[tuple[Any, ...], httpx.Client] = {}
+# Async clients are bound to the loop they were first used on.
+_async_clients: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[tuple[Any, ...], httpx.AsyncClient]
+] = weakref.WeakKeyDictionary()
+_clients_lock = threading.Lock()
+
+
+def _timeout(seconds: float) -> httpx.Timeout:
+    return httpx.Timeout(seconds, connect=min(seconds, 10.0))
+
+
+def sync_client(base_url: str, timeout: float) -> httpx.Client:
+    """The pooled client for this base URL and timeout. Keys are sent per request, never
+    stored on the client, so one pool serves every key."""
+    key = (base_url, timeout)
+    client = _sync_clients.get(key)
+    if client is None or client.is_closed:
+        with _clients_lock:
+            client = _sync_clients.get(key)
+            if client is None or client.is_closed:
+                client = httpx.Client(timeout=_timeout(timeout), limits=_POOL_LIMITS)
+                _sync_clients[key] = client
+    return client
+
+
+def async_client(base_url: str, timeout: float) -> httpx.AsyncClient:
+    """The pooled async client for this base URL and timeout on the running event loop."""
+    loop = asyncio.get_running_loop()
+    per_loop = _async_clients.get(loop)
+    if per_loop is None:
+        per_loop = _async_clients.setdefault(loop, {})
+    key = (base_url, timeout)
+    client = per_loop.get(key)
+    if client is None or client.is_closed:
+        client = httpx.AsyncClient(timeout=_timeout(timeout), limits=_POOL_LIMITS)
+        per_loop[key] = client
+    return client
+
+
+def close_clients() -> None:
+    """Close every pooled sync client (async ones close with `aclose_clients`)."""
+    with _clients_lock:
+        clients = list(_sync_clients.values())
+        _sync_clients.clear()
+    for client in clients:
+        client.close()
+
+
+async def aclose_clients() -> None:
+    """Close the pooled async clients of the running loop, and the sync ones."""
+    loop = asyncio.get_running_loop()
+    for client in list(_async_clients.pop(loop, {}).values()):
+        await client.aclose()
+    close_clients()
+
+
+# --------------------------------------------------------------------------- errors
+@dataclass(frozen=True)
+class ErrorInfo:
+    """What an adapter's error parser pulled out of an error body."""
+
+    message: str
+    """The provider's human-readable message."""
+    type: str | None = None
+    """The provider's error type or status word (``rate_limit_error``, ``RESOURCE_EXHAUSTED``)."""
+    code: str | None = None
+    """The provider's machine code (``context_length_exceeded``)."""
+
+
+def _default_error_info(body: Any, text: str) -> ErrorInfo:
+    """OpenAI's shape ``{"error": {"message", "type", "code"}}`` and common variants."""
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict):
+            msg = err.get("message") or err.get("msg") or err.get("detail") or json.dumps(err)[:500]
+            code = err.get("code")
+            return ErrorInfo(
+                str(msg), _str_or_none(err.get("type") or err.get("status")), _str_or_none(code)
+            )
+        if isinstance(err, str):
+            return ErrorInfo(err)
+        if "detail" in body:
+            return ErrorInfo(str(body["detail"]))
+    return ErrorInfo(text[:500] or "(empty body)")
+
+
+def _str_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def retry_after_seconds(headers: httpx.Headers) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or HTTP date)."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(float(ms) / 1000.0, 0.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(parsed.timestamp() - time.time(), 0.0)
+
+
+_CONTEXT_MARKERS = (
+    "context_length_exceeded",
+    "context length",
+    "context window",
+    "too many tokens",
+    "maximum context",
+)
+_FILTER_MARKERS = ("content_filter", "content_policy", "safety", "responsible_ai_policy")
+
+
+def error_from_response(
+    response: httpx.Response,
+    *,
+    provider: str,
+    model: str | None,
+    secret: str | None = None,
+    parse: Callable[[Any, str], ErrorInfo] | None = None,
+    request_id_headers: tuple[str, ...] = (
+        "x-request-id",
+        "request-id",
+        "x-goog-request-id",
+        "cf-ray",
+    ),
+) -> ProviderError:
+    """Map a failed HTTP response to the error tree. The body must already be read."""
+    text = response.text
+    try:
+        body: Any = json.loads(text) if text else None
+    except ValueError:
+        body = None
+    info = (parse or _default_error_info)(body, text)
+    message = redact(info.message, secret)
+    request_id = next(
+        (response.headers[h] for h in request_id_headers if h in response.headers), None
+    )
+    kw: dict[str, Any] = {
+        "provider": provider,
+        "model": model,
+        "status_code": response.status_code,
+        "request_id": request_id,
+        "body": None,  # bodies may echo prompts; keep the message only
+    }
+    status = response.status_code
+    haystack = f"{info.type} {info.code} {info.message}".lower()
+    retry_after = retry_after_seconds(response.headers)
+    if status == 429 or (info.type or "").upper() == "RESOURCE_EXHAUSTED":
+        return errors.RateLimited(message, retry_after=retry_after, **kw)
+    if status == 401:
+        return errors.AuthenticationError(message, **kw)
+    if status == 403:
+        return errors.PermissionDenied(message, **kw)
+    if status == 404:
+        return errors.ModelNotFound(message, **kw)
+    if status in (400, 413, 422):
+        if any(m in haystack for m in _CONTEXT_MARKERS) or status == 413:
+            return errors.ContextWindowExceeded(message, **kw)
+        if any(m in haystack for m in _FILTER_MARKERS):
+            return errors.ContentFiltered(message, **kw)
+        return errors.BadRequest(message, **kw)
+    if status in RETRYABLE_STATUS or status >= 500:
+        return errors.ProviderUnavailable(message, retry_after=retry_after, **kw)
+    return errors.BadRequest(message, **kw)
+
+
+def error_from_transport(
+    exc: Exception, *, provider: str, model: str | None, secret: str | None = None
+) -> ProviderError:
+    """Map an httpx transport failure (timeout, refused, reset) to the error tree."""
+    message = redact(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, secret)
+    kw: dict[str, Any] = {"provider": provider, "model": model}
+    if isinstance(exc, httpx.TimeoutException):
+        return errors.Timeout(message, **kw)
+    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
+        return errors.ConnectionFailed(f"connection dropped: {message}", **kw)
+    return errors.ConnectionFailed(message, **kw)
+
+
+# --------------------------------------------------------------------------- retries
+def _should_retry(exc: BaseException) -> bool:
+    if not isinstance(exc, ProviderError) or not exc.is_retryable:
+        return False
+    wait = getattr(exc, "retry_after", None)
+    return wait is None or wait <= MAX_RETRY_AFTER_S
+
+
+def _wait(state: RetryCallState) -> float:
+    exc = state.outcome.exception() if state.outcome else None
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        return float(retry_after)
+    delay = min(BACKOFF_INITIAL_S * BACKOFF_MULTIPLIER ** (state.attempt_number - 1), BACKOFF_MAX_S)
+    return delay + random.uniform(0, delay * JITTER_FRACTION)
+
+
+def retrying(max_retries: int, *, sleep: Callable[[float], None] = time.sleep) -> Retrying:
+    """The retry loop: ``for attempt in retrying(n): with attempt: ...``.
+
+    Retries `ProviderError`s whose ``is_retryable`` is true, waiting ``Retry-After`` when the
+    provider gave one (up to `MAX_RETRY_AFTER_S`) or exponential backoff with jitter.
+    """
+    return Retrying(
+        stop=stop_after_attempt(max(max_retries, 0) + 1),
+        retry=retry_if_exception(_should_retry),
+        wait=_wait,
+        sleep=sleep,
+        reraise=True,
+    )
+
+
+def retrying_async(
+    max_retries: int, *, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+) -> AsyncRetrying:
+    """Async twin of `retrying`."""
+    return AsyncRetrying(
+        stop=stop_after_attempt(max(max_retries, 0) + 1),
+        retry=retry_if_exception(_should_retry),
+        wait=_wait,
+        sleep=sleep,
+        reraise=True,
+    )
+
+
+def call_with_retry(
+    fn: Callable[[], T], max_retries: int, *, sleep: Callable[[float], None] = time.sleep
+) -> T:
+    """``fn()`` under the retry policy. The first attempt runs bare (no tenacity set-up on the
+    hot path); a retryable failure is handed to `retrying` as its first attempt, so backoff,
+    ``Retry-After`` and the attempt count are exactly the policy's."""
+    try:
+        return fn()
+    except ProviderError as exc:
+        if max_retries <= 0 or not _should_retry(exc):
+            raise
+        first: ProviderError | None = exc
+    for attempt in retrying(max_retries, sleep=sleep):
+        with attempt:
+            if first is not None:
+                failed, first = first, None
+                raise failed
+            return fn()
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def call_with_retry_async(
+    fn: Callable[[], Awaitable[T]],
+    max_retries: int,
+    *,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> T:
+    """Async twin of `call_with_retry`."""
+    try:
+        return await fn()
+    except ProviderError as exc:
+        if max_retries <= 0 or not _should_retry(exc):
+            raise
+        first: ProviderError | None = exc
+    async for attempt in retrying_async(max_retries, sleep=sleep):
+        with attempt:
+            if first is not None:
+                failed, first = first, None
+                raise failed
+            return await fn()
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+# --------------------------------------------------------------------------- streams
+@dataclass(frozen=True)
+class SSEEvent:
+    """One server-sent event: ``event`` is ``None`` for the default type ("message")."""
+
+    data: str
+    event: str | None = None
+    id: str | None = None
+
+
+class _SSEDecoder:
+    """The WHATWG event-stream parser: fields per line, dispatch on a blank line."""
+
+    def __init__(self) -> None:
+        self._data: list[str] = []
+        self._event: str | None = None
+        self._id: str | None = None
+
+    def feed(self, line: str) -> SSEEvent | None:
+        if not line:
+            if not self._data and self._event is None:
+                return None
+            event = SSEEvent("\n".join(self._data), self._event, self._id)
+            self._data, self._event = [], None
+            return event
+        if line.startswith(":"):
+            return None
+        name, _, value = line.partition(":")
+        if value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+        elif name == "id":
+            self._id = value
+        return None
+
+    def flush(self) -> SSEEvent | None:
+        return self.feed("") if self._data else None
+
+
+def iter_sse(response: httpx.Response) -> Iterator[SSEEvent]:
+    """Server-sent events from a streamed response."""
+    decoder = _SSEDecoder()
+    for line in response.iter_lines():
+        event = decoder.feed(line.rstrip("\r"))
+        if event is not None:
+            yield event
+    tail = decoder.flush()
+    if tail is not None:
+        yield tail
+
+
+async def aiter_sse(response: httpx.Response) -> AsyncIterator[SSEEvent]:
+    """Async twin of `iter_sse`."""
+    decoder = _SSEDecoder()
+    async for line in response.aiter_lines():
+        event = decoder.feed(line.rstrip("\r"))
+        if event is not None:
+            yield event
+    tail = decoder.flush()
+    if tail is not None:
+        yield tail
+
+
+def iter_ndjson(response: httpx.Response) -> Iterator[str]:
+    """Non-empty lines of a newline-delimited JSON stream (Ollama)."""
+    for line in response.iter_lines():
+        if line.strip():
+            yield line
+
+
+async def aiter_ndjson(response: httpx.Response) -> AsyncIterator[str]:
+    """Async twin of `iter_ndjson`."""
+    async for line in response.aiter_lines():
+        if line.strip():
+            yield line

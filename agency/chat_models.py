@@ -1,0 +1,422 @@
+"""`AgencyChatModel`: one LangChain `BaseChatModel` over any registered provider.
+
+Streaming first: `_stream`/`_astream` pull chunks from the provider's adapter, and
+`_generate`/`_agenerate` merge those same chunks (one chunk for a non-streamed call), so a
+streamed and a non-streamed answer are assembled by the same code. Retries happen inside the
+adapter, before the first chunk only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from operator import itemgetter
+from typing import Any, Literal
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.language_models.chat_models import agenerate_from_stream, generate_from_stream
+from langchain_core.messages import AIMessage, BaseMessage, message_chunk_to_message
+from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
+from langchain_core.output_parsers.openai_tools import JsonOutputKeyToolsParser, PydanticToolsParser
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
+from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
+from langchain_core.utils.pydantic import is_basemodel_subclass
+from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, model_validator
+
+from agency._specs import get_profile, load_adapter_class, parse_spec
+from agency.errors import CapabilityError, ConfigError, ProviderError
+from agency.providers._base import Capabilities, ChatAdapter, ChatRequest
+from agency.providers._profile import Connection
+
+__all__ = ["AgencyChatModel"]
+
+# Per-call keyword arguments that map onto `ChatRequest` fields.
+_REQUEST_FIELDS = frozenset(
+    {
+        "model",
+        "temperature",
+        "max_tokens",
+        "top_p",
+        "seed",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "response_format",
+    }
+)
+
+
+class AgencyChatModel(BaseChatModel):
+    """A chat model of any provider, named ``"provider:model"``.
+
+    ``AgencyChatModel(model="groq:llama-3.3-70b-versatile")`` or
+    ``AgencyChatModel(provider="groq", model="llama-3.3-70b-versatile")``; usually built by
+    `agency.chat_model`. The key comes from ``api_key`` or the provider's environment
+    variable and is never printed, logged or serialized.
+    """
+
+    model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
+
+    provider: str = ""
+    """Registered provider name; parsed from ``model`` when empty."""
+    model: str = Field(default="", alias="model_name")
+    """Model name at the provider (or a whole ``"provider:model"`` spec)."""
+    api_key: SecretStr | None = None
+    """The key; defaults to the provider's environment variable."""
+    base_url: str | None = None
+    """API root; defaults to the provider's."""
+    temperature: float | None = None
+    """Sampling temperature."""
+    max_tokens: int | None = None
+    """Upper bound on generated tokens."""
+    top_p: float | None = None
+    """Nucleus sampling."""
+    seed: int | None = None
+    """Sampling seed, where the provider supports one."""
+    stop: list[str] | None = Field(default=None, alias="stop_sequences")
+    """Default stop sequences."""
+    timeout: float | None = None
+    """Seconds per request; default 60."""
+    max_retries: int | None = None
+    """Retries on retryable failures; default 2. The `Agency` facade sets 0 and retries itself."""
+    streaming: bool = False
+    """Whether ``invoke`` streams under the hood (the answer is the same)."""
+    default_headers: dict[str, str] | None = None
+    """Extra headers on every request."""
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Provider-specific body fields sent as given."""
+    organization: str | None = None
+    """OpenAI organization header."""
+    deployment: str | None = None
+    """Azure OpenAI deployment name (defaults to the model name)."""
+    api_version: str | None = None
+    """Azure OpenAI ``api-version``."""
+
+    _adapter: ChatAdapter = PrivateAttr()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_spec(cls, values: Any) -> Any:
+        if not isinstance(values, dict):
+            return values
+        values = dict(values)
+        model = values.get("model", values.get("model_name"))
+        if not values.get("provider"):
+            if not model:
+                raise ConfigError(
+                    "no model given", fix='pass model="provider:model", e.g. "local:smollm2"'
+                )
+            spec = parse_spec(str(model))
+            values["provider"] = spec.provider
+            values.pop("model_name", None)
+            values["model"] = spec.model or get_profile(spec.provider).default_model or ""
+        elif not model:
+            values["model"] = get_profile(values["provider"]).default_model or ""
+        if isinstance(values.get("api_key"), str):
+            values["api_key"] = SecretStr(values["api_key"])
+        return values
+
+    def model_post_init(self, context: Any, /) -> None:
+        profile = get_profile(self.provider)
+        if not self.model:
+            raise ConfigError(
+                f"provider {self.provider!r} has no default model",
+                fix=f'name one: "{self.provider}:MODEL"',
+            )
+        connection = Connection.resolve(
+            profile,
+            api_key=self.api_key,
+            base_url=self.base_url,
+            timeout=self.timeout,
+            max_retries=self.max_retries,
+            headers=self.default_headers,
+            model=self.model,
+            organization=self.organization,
+            deployment=self.deployment,
+            api_version=self.api_version,
+        )
+        self._adapter = load_adapter_class(profile)(connection)
+        # Expose the resolved key (env included) as the field, so serialization maps it to
+        # its environment variable (`lc_secrets`) instead of dropping or printing it.
+        self.api_key = connection.api_key
+
+    # -- LangChain identity -------------------------------------------------------------
+    @property
+    def _llm_type(self) -> str:
+        return f"agency-{self.provider}"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        # Used for llm_string (cache keys): model and sampling, never the key.
+        params = {
+            "provider": self.provider,
+            "model": self.model,
+            "base_url": self._adapter.connection.base_url,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "top_p": self.top_p,
+            "seed": self.seed,
+            "stop": self.stop,
+        }
+        params.update(self.model_kwargs)
+        return {k: v for k, v in params.items() if v is not None}
+
+    @classmethod
+    def is_lc_serializable(cls) -> bool:
+        return True
+
+    @classmethod
+    def get_lc_namespace(cls) -> list[str]:
+        return ["agency", "chat_models"]
+
+    @property
+    def lc_secrets(self) -> dict[str, str]:
+        env = get_profile(self.provider).api_key_env if self.provider else ()
+        return {"api_key": env[0] if env else "AGENCY_API_KEY"}
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> Any:
+        params = super()._get_ls_params(stop=stop, **kwargs)
+        params["ls_provider"] = self.provider
+        params["ls_model_name"] = kwargs.get("model", self.model)
+        params["ls_model_type"] = "chat"
+        temperature = kwargs.get("temperature", self.temperature)
+        if temperature is not None:
+            params["ls_temperature"] = temperature
+        max_tokens = kwargs.get("max_tokens", self.max_tokens)
+        if max_tokens is not None:
+            params["ls_max_tokens"] = max_tokens
+        stops = stop or self.stop
+        if stops:
+            params["ls_stop"] = stops
+        return params
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this provider can do, with the preset's quirks applied."""
+        return self._adapter.effective_capabilities()
+
+    @property
+    def connection(self) -> Connection:
+        """Where this model sends its requests (the key inside is a `SecretStr`)."""
+        return self._adapter.connection
+
+    # -- requests -----------------------------------------------------------------------
+    def _request(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: Mapping[str, Any]
+    ) -> ChatRequest:
+        fields: dict[str, Any] = {
+            "model": self.model,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "top_p": self.top_p,
+            "seed": self.seed,
+        }
+        extra = dict(self.model_kwargs)
+        for key, value in kwargs.items():
+            if key in _REQUEST_FIELDS:
+                fields[key] = value
+            elif key == "stream":
+                continue
+            elif value is not None:
+                extra[key] = value
+        return ChatRequest(messages=messages, stop=stop or self.stop, extra_body=extra, **fields)
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        request = self._request(messages, stop, kwargs)
+        for chunk in self._adapter.chat(request, stream=True):
+            if run_manager:
+                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        request = self._request(messages, stop, kwargs)
+        async for chunk in self._adapter.achat(request, stream=True):
+            if run_manager:
+                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        if self.streaming or kwargs.get("stream"):
+            return generate_from_stream(self._stream(messages, stop, run_manager, **kwargs))
+        request = self._request(messages, stop, kwargs)
+        return _merge(list(self._adapter.chat(request, stream=False)))
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        if self.streaming or kwargs.get("stream"):
+            return await agenerate_from_stream(self._astream(messages, stop, run_manager, **kwargs))
+        request = self._request(messages, stop, kwargs)
+        return _merge([chunk async for chunk in self._adapter.achat(request, stream=False)])
+
+    # -- tools and structured output ------------------------------------------------------
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: str | dict[str, Any] | bool | None = None,
+        parallel_tool_calls: bool | None = None,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Bind tools in OpenAI's function format, which every adapter translates.
+
+        ``tool_choice``: ``"auto"``, ``"none"``, ``"any"``/``"required"``/``True`` (must call a
+        tool), or a tool name (must call that tool).
+        """
+        if not self.capabilities.tools:
+            raise CapabilityError(f"{self.provider} does not support tool calling")
+        formatted = [convert_to_openai_tool(t, strict=strict) for t in tools]
+        if tool_choice is not None and tool_choice is not False:
+            kwargs["tool_choice"] = _tool_choice(tool_choice, formatted)
+        if parallel_tool_calls is not None:
+            kwargs["parallel_tool_calls"] = parallel_tool_calls
+        return super().bind(tools=formatted, **kwargs)
+
+    def with_structured_output(
+        self,
+        schema: dict[str, Any] | type | None = None,
+        *,
+        method: Literal["function_calling", "json_schema", "json_mode"] | None = None,
+        include_raw: bool = False,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, dict[str, Any] | Any]:
+        """Answers parsed into ``schema`` (a pydantic class, TypedDict or JSON schema).
+
+        ``method`` defaults to ``json_schema`` where the provider constrains output to a
+        schema, else ``function_calling``, else ``json_mode``.
+        """
+        if kwargs:
+            raise ValueError(f"unexpected arguments: {sorted(kwargs)}")
+        caps = self.capabilities
+        if method is None:
+            method = (
+                "json_schema"
+                if caps.json_schema
+                else "function_calling"
+                if caps.tools
+                else "json_mode"
+            )
+        is_pydantic = isinstance(schema, type) and is_basemodel_subclass(schema)
+        parser: Runnable[Any, Any]
+        if method == "function_calling":
+            if schema is None:
+                raise ValueError("function_calling needs a schema")
+            tool = convert_to_openai_tool(schema, strict=strict)
+            name = tool["function"]["name"]
+            llm = self.bind_tools(
+                [tool],
+                tool_choice=name,
+                parallel_tool_calls=False,
+                strict=strict,
+                ls_structured_output_format={
+                    "kwargs": {"method": method, "strict": strict},
+                    "schema": tool,
+                },
+            )
+            parser = (
+                PydanticToolsParser(tools=[schema], first_tool_only=True)  # type: ignore[list-item]
+                if is_pydantic
+                else JsonOutputKeyToolsParser(key_name=name, first_tool_only=True)
+            )
+        elif method == "json_schema":
+            if schema is None:
+                raise ValueError("json_schema needs a schema")
+            if not caps.json_schema:
+                raise CapabilityError(f"{self.provider} cannot constrain output to a JSON schema")
+            json_schema = convert_to_json_schema(schema, strict=strict)
+            spec: dict[str, Any] = {
+                "name": json_schema.get("title", "output"),
+                "schema": json_schema,
+            }
+            if strict is not None:
+                spec["strict"] = strict
+            llm = self.bind(
+                response_format={"type": "json_schema", "json_schema": spec},
+                ls_structured_output_format={
+                    "kwargs": {"method": method, "strict": strict},
+                    "schema": json_schema,
+                },
+            )
+            parser = _json_parser(schema, is_pydantic)
+        elif method == "json_mode":
+            if not caps.json_mode:
+                raise CapabilityError(f"{self.provider} has no JSON mode")
+            llm = self.bind(
+                response_format={"type": "json_object"},
+                ls_structured_output_format={"kwargs": {"method": method}, "schema": schema},
+            )
+            parser = _json_parser(schema, is_pydantic)
+        else:
+            raise ValueError(
+                f"unknown method {method!r}: use function_calling, json_schema or json_mode"
+            )
+        if not include_raw:
+            return llm | parser
+        parse = RunnablePassthrough.assign(
+            parsed=itemgetter("raw") | parser, parsing_error=lambda _: None
+        )
+        fallback = RunnablePassthrough.assign(parsed=lambda _: None)
+        return RunnableMap(raw=llm) | parse.with_fallbacks(
+            [fallback], exception_key="parsing_error"
+        )
+
+
+def _json_parser(schema: Any, is_pydantic: bool) -> Runnable[Any, Any]:
+    return PydanticOutputParser(pydantic_object=schema) if is_pydantic else JsonOutputParser()
+
+
+def _merge(chunks: list[ChatGenerationChunk]) -> ChatResult:
+    """`generate_from_stream` for chunks in hand: a non-streamed answer is one chunk, and
+    merging one chunk with nothing is pure overhead on the hot path."""
+    if not chunks:
+        raise ProviderError("the provider returned no answer")
+    if len(chunks) > 1:
+        return generate_from_stream(iter(chunks))
+    chunk = chunks[0]
+    return ChatResult(
+        generations=[
+            ChatGeneration(
+                message=message_chunk_to_message(chunk.message),
+                generation_info=chunk.generation_info,
+            )
+        ]
+    )
+
+
+def _tool_choice(
+    choice: str | dict[str, Any] | bool, tools: list[dict[str, Any]]
+) -> str | dict[str, Any]:
+    if choice is True or choice in ("any", "required"):
+        return "required"
+    if isinstance(choice, dict) or choice in ("auto", "none"):
+        return choice
+    names = [t["function"]["name"] for t in tools]
+    if choice not in names:
+        raise ValueError(f"tool_choice {choice!r} is not one of the bound tools {names}")
+    return {"type": "function", "function": {"name": choice}}

@@ -1,0 +1,99 @@
+"""`AgencyEmbeddings`: one LangChain `Embeddings` over any provider that embeds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langchain_core.embeddings import Embeddings
+from pydantic import BaseModel, ConfigDict, PrivateAttr, SecretStr, model_validator
+
+from agency._specs import get_profile, load_adapter_class, parse_spec
+from agency.errors import CapabilityError, ConfigError
+from agency.providers._base import ChatAdapter
+from agency.providers._profile import Connection
+
+__all__ = ["AgencyEmbeddings"]
+
+
+class AgencyEmbeddings(BaseModel, Embeddings):
+    """Embeddings of any provider, named ``"provider:model"`` (``"local:wordllama"``)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    provider: str = ""
+    """Registered provider name; parsed from ``model`` when empty."""
+    model: str = ""
+    """Embedding model at the provider (or a whole ``"provider:model"`` spec)."""
+    dimensions: int | None = None
+    """Output size, where the model can shorten its vectors."""
+    api_key: SecretStr | None = None
+    """The key; defaults to the provider's environment variable."""
+    base_url: str | None = None
+    """API root; defaults to the provider's."""
+    timeout: float | None = None
+    """Seconds per request."""
+    max_retries: int | None = None
+    """Retries on retryable failures."""
+    deployment: str | None = None
+    """Azure OpenAI deployment name."""
+    api_version: str | None = None
+    """Azure OpenAI ``api-version``."""
+
+    _adapter: ChatAdapter = PrivateAttr()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_spec(cls, values: Any) -> Any:
+        if not isinstance(values, dict):
+            return values
+        values = dict(values)
+        if not values.get("provider"):
+            if not values.get("model"):
+                raise ConfigError("no embedding model given", fix='pass model="local:wordllama"')
+            spec = parse_spec(str(values["model"]))
+            values["provider"] = spec.provider
+            values["model"] = spec.model or get_profile(spec.provider).default_embedding_model or ""
+        elif not values.get("model"):
+            values["model"] = get_profile(values["provider"]).default_embedding_model or ""
+        return values
+
+    def model_post_init(self, context: Any, /) -> None:
+        profile = get_profile(self.provider)
+        if not self.model:
+            raise CapabilityError(
+                f"provider {profile.name!r} has no default embedding model; name one as "
+                f'"{profile.name}:MODEL" or use "local:wordllama"'
+            )
+        connection = Connection.resolve(
+            profile,
+            api_key=self.api_key,
+            base_url=self.base_url,
+            timeout=self.timeout,
+            max_retries=self.max_retries,
+            model=self.model,
+            deployment=self.deployment,
+            api_version=self.api_version,
+        )
+        self._adapter = load_adapter_class(profile)(connection)
+        if not self._adapter.effective_capabilities().embeddings:
+            raise CapabilityError(f"provider {profile.name!r} does not offer embeddings")
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        """One vector per text, in order."""
+        if not texts:
+            return []
+        return self._adapter.embed(texts, model=self.model, dimensions=self.dimensions)
+
+    def embed_query(self, text: str) -> list[float]:
+        """The vector of one text."""
+        return self.embed_documents([text])[0]
+
+    async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
+        """Async twin of `embed_documents`."""
+        if not texts:
+            return []
+        return await self._adapter.aembed(texts, model=self.model, dimensions=self.dimensions)
+
+    async def aembed_query(self, text: str) -> list[float]:
+        """Async twin of `embed_query`."""
+        return (await self.aembed_documents([text]))[0]

