@@ -47,6 +47,7 @@ __all__ = [
     "call_with_retry",
     "call_with_retry_async",
     "close_clients",
+    "default_error_info",
     "error_from_response",
     "error_from_transport",
     "iter_ndjson",
@@ -146,7 +147,7 @@ class ErrorInfo:
     """The provider's machine code (``context_length_exceeded``)."""
 
 
-def _default_error_info(body: Any, text: str) -> ErrorInfo:
+def default_error_info(body: Any, text: str) -> ErrorInfo:
     """OpenAI's shape ``{"error": {"message", "type", "code"}}`` and common variants."""
     if isinstance(body, dict):
         err = body.get("error", body)
@@ -219,7 +220,7 @@ def error_from_response(
         body: Any = json.loads(text) if text else None
     except ValueError:
         body = None
-    info = (parse or _default_error_info)(body, text)
+    info = (parse or default_error_info)(body, text)
     message = redact(info.message, secret)
     request_id = next(
         (response.headers[h] for h in request_id_headers if h in response.headers), None

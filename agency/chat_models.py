@@ -102,7 +102,9 @@ class AgencyChatModel(BaseChatModel):
         if not isinstance(values, dict):
             return values
         values = dict(values)
-        model = values.get("model", values.get("model_name"))
+        if "model_name" in values:  # the alias; one key from here on
+            values["model"] = values.pop("model_name")
+        model = values.get("model")
         if not values.get("provider"):
             if not model:
                 raise ConfigError(

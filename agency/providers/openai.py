@@ -31,15 +31,11 @@ from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGenerationChunk
 
 from agency._http import (
-    aiter_sse,
-    async_client,
     error_from_response,
-    error_from_transport,
-    iter_sse,
-    sync_client,
 )
 from agency.errors import ConnectionFailed, MalformedResponse, ProviderError
-from agency.providers._base import Capabilities, ChatAdapter, ChatRequest, ModelInfo
+from agency.providers._base import Capabilities, ChatRequest, ModelInfo
+from agency.providers._http_adapter import HTTPAdapter
 
 __all__ = [
     "EMBEDDING_BATCH_SIZE",
@@ -315,7 +311,7 @@ def _stream_error(err: Mapping[str, Any], provider: str, model: str | None) -> P
 
 
 # --------------------------------------------------------------------------- adapter
-class OpenAIAdapter(ChatAdapter):
+class OpenAIAdapter(HTTPAdapter):
     """OpenAI's chat-completions protocol over pooled httpx clients."""
 
     capabilities = Capabilities(
@@ -363,7 +359,7 @@ class OpenAIAdapter(ChatAdapter):
         return None
 
     def _headers(self) -> dict[str, str]:
-        headers = {**self.connection.headers, **self.connection.auth_headers()}
+        headers = super()._headers()
         opts = self.connection.options
         if opts.get("organization"):
             headers["OpenAI-Organization"] = str(opts["organization"])
@@ -371,120 +367,43 @@ class OpenAIAdapter(ChatAdapter):
             headers["OpenAI-Project"] = str(opts["project"])
         return headers
 
-    def _client(self) -> httpx.Client:
-        return sync_client(self.connection.base_url, self.connection.timeout)
-
-    def _aclient(self) -> httpx.AsyncClient:
-        return async_client(self.connection.base_url, self.connection.timeout)
-
-    def _raise_for(self, response: httpx.Response, model: str | None) -> None:
-        if response.status_code >= 400:
-            raise error_from_response(
-                response, provider=self.provider, model=model, secret=self.connection.secret()
-            )
-
-    def _json(self, response: httpx.Response, model: str | None) -> Any:
-        try:
-            return response.json()
-        except ValueError as exc:
-            raise MalformedResponse(
-                f"response is not JSON: {response.text[:200]!r}",
-                provider=self.provider,
-                model=model,
-                status_code=response.status_code,
-                request_id=response.headers.get("x-request-id"),
-            ) from exc
-
-    def _transport_error(self, exc: httpx.TransportError, model: str | None) -> ProviderError:
-        return error_from_transport(
-            exc, provider=self.provider, model=model, secret=self.connection.secret()
-        )
-
     def _body(self, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
         return build_chat_body(request, self.connection.profile.quirks, stream=stream)
 
     # -- chat -------------------------------------------------------------------------
     def _complete(self, request: ChatRequest) -> Iterator[ChatGenerationChunk]:
-        body = self._body(request, stream=False)
-        try:
-            response = self._client().post(
-                self._url("/chat/completions", request.model),
-                json=body,
-                headers=self._headers(),
-                params=self._params(),
-            )
-        except httpx.TransportError as exc:
-            raise self._transport_error(exc, request.model) from exc
-        self._raise_for(response, request.model)
-        yield chunk_from_completion(
-            self._json(response, request.model), self.provider, request.model
+        data = self._send(
+            "POST", "/chat/completions", request.model, self._body(request, stream=False)
         )
+        yield chunk_from_completion(data, self.provider, request.model)
 
     async def _acomplete(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:  # type: ignore[override]
         body = self._body(request, stream=False)
-        try:
-            response = await self._aclient().post(
-                self._url("/chat/completions", request.model),
-                json=body,
-                headers=self._headers(),
-                params=self._params(),
-            )
-        except httpx.TransportError as exc:
-            raise self._transport_error(exc, request.model) from exc
-        self._raise_for(response, request.model)
-        yield chunk_from_completion(
-            self._json(response, request.model), self.provider, request.model
-        )
+        data = await self._asend("POST", "/chat/completions", request.model, body)
+        yield chunk_from_completion(data, self.provider, request.model)
 
     def _stream(self, request: ChatRequest) -> Iterator[ChatGenerationChunk]:
-        body = self._body(request, stream=True)
-        model = request.model
-        try:
-            with self._client().stream(
-                "POST",
-                self._url("/chat/completions", model),
-                json=body,
-                headers=self._headers(),
-                params=self._params(),
-            ) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    self._raise_for(response, model)
-                finished = False
-                for event in iter_sse(response):
-                    chunk, done, finished = self._on_event(event.data, model, finished)
-                    if chunk is not None:
-                        yield chunk
-                    if done:
-                        return
-                self._check_end(finished, model)
-        except httpx.TransportError as exc:
-            raise self._transport_error(exc, model) from exc
+        finished = False
+        for event in self._sse(
+            "/chat/completions", self._body(request, stream=True), request.model
+        ):
+            chunk, done, finished = self._on_event(event.data, request.model, finished)
+            if chunk is not None:
+                yield chunk
+            if done:
+                return
+        self._check_end(finished, request.model)
 
     async def _astream(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:  # type: ignore[override]
+        finished = False
         body = self._body(request, stream=True)
-        model = request.model
-        try:
-            async with self._aclient().stream(
-                "POST",
-                self._url("/chat/completions", model),
-                json=body,
-                headers=self._headers(),
-                params=self._params(),
-            ) as response:
-                if response.status_code >= 400:
-                    await response.aread()
-                    self._raise_for(response, model)
-                finished = False
-                async for event in aiter_sse(response):
-                    chunk, done, finished = self._on_event(event.data, model, finished)
-                    if chunk is not None:
-                        yield chunk
-                    if done:
-                        return
-                self._check_end(finished, model)
-        except httpx.TransportError as exc:
-            raise self._transport_error(exc, model) from exc
+        async for event in self._asse("/chat/completions", body, request.model):
+            chunk, done, finished = self._on_event(event.data, request.model, finished)
+            if chunk is not None:
+                yield chunk
+            if done:
+                return
+        self._check_end(finished, request.model)
 
     def _on_event(
         self, data: str, model: str, finished: bool
@@ -547,17 +466,10 @@ class OpenAIAdapter(ChatAdapter):
         vectors: list[list[float]] = []
         for start in range(0, len(texts), EMBEDDING_BATCH_SIZE):
             batch = texts[start : start + EMBEDDING_BATCH_SIZE]
-            try:
-                response = self._client().post(
-                    self._url("/embeddings", model),
-                    json=self._embed_body(batch, model, dimensions),
-                    headers=self._headers(),
-                    params=self._params(),
-                )
-            except httpx.TransportError as exc:
-                raise self._transport_error(exc, model) from exc
-            self._raise_for(response, model)
-            vectors.extend(self._parse_embeddings(self._json(response, model), len(batch), model))
+            data = self._send(
+                "POST", "/embeddings", model, self._embed_body(batch, model, dimensions)
+            )
+            vectors.extend(self._parse_embeddings(data, len(batch), model))
         return vectors
 
     async def _aembed(
@@ -566,17 +478,9 @@ class OpenAIAdapter(ChatAdapter):
         vectors: list[list[float]] = []
         for start in range(0, len(texts), EMBEDDING_BATCH_SIZE):
             batch = texts[start : start + EMBEDDING_BATCH_SIZE]
-            try:
-                response = await self._aclient().post(
-                    self._url("/embeddings", model),
-                    json=self._embed_body(batch, model, dimensions),
-                    headers=self._headers(),
-                    params=self._params(),
-                )
-            except httpx.TransportError as exc:
-                raise self._transport_error(exc, model) from exc
-            self._raise_for(response, model)
-            vectors.extend(self._parse_embeddings(self._json(response, model), len(batch), model))
+            body = self._embed_body(batch, model, dimensions)
+            data = await self._asend("POST", "/embeddings", model, body)
+            vectors.extend(self._parse_embeddings(data, len(batch), model))
         return vectors
 
     # -- models -----------------------------------------------------------------------
@@ -604,21 +508,7 @@ class OpenAIAdapter(ChatAdapter):
         return models
 
     def _list_models(self) -> list[ModelInfo]:
-        try:
-            response = self._client().get(
-                self._url("/models"), headers=self._headers(), params=self._params()
-            )
-        except httpx.TransportError as exc:
-            raise self._transport_error(exc, None) from exc
-        self._raise_for(response, None)
-        return self._parse_models(self._json(response, None))
+        return self._parse_models(self._send("GET", "/models", None))
 
     async def _alist_models(self) -> list[ModelInfo]:
-        try:
-            response = await self._aclient().get(
-                self._url("/models"), headers=self._headers(), params=self._params()
-            )
-        except httpx.TransportError as exc:
-            raise self._transport_error(exc, None) from exc
-        self._raise_for(response, None)
-        return self._parse_models(self._json(response, None))
+        return self._parse_models(await self._asend("GET", "/models", None))
