@@ -59,4 +59,7 @@ def is_model_available(spec: str, **params: Any) -> bool:
         return False
     except ProviderError:
         return False
-    return model in ids if model else bool(ids)
+    if not model:
+        return bool(ids)
+    # Ollama lists "llama3.2:latest" for what users call "llama3.2".
+    return model in ids or f"{model}:latest" in ids

@@ -113,3 +113,16 @@ def test_import_agency_is_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_host_without_scheme_or_port_gets_the_profile_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agency.providers._profile import Connection
+
+    profile = _specs.get_profile("ollama")
+    monkeypatch.delenv("OLLAMA_API_URL", raising=False)
+    monkeypatch.setenv("OLLAMA_HOST", "gpu-box")
+    assert Connection.resolve(profile).base_url == "http://gpu-box:11434"
+    monkeypatch.setenv("OLLAMA_HOST", "0.0.0.0:8080")
+    assert Connection.resolve(profile).base_url == "http://0.0.0.0:8080"
+    monkeypatch.setenv("OLLAMA_HOST", "https://ollama.example")
+    assert Connection.resolve(profile).base_url == "https://ollama.example"

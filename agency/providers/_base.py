@@ -25,10 +25,57 @@ __all__ = [
     "ChatAdapter",
     "ChatRequest",
     "ModelInfo",
+    "normalize_finish_reason",
 ]
 
 FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter", "error"})
 """The one vocabulary every adapter maps its stop reasons into."""
+
+# Provider words for the same few reasons (OpenAI, Anthropic, Gemini, Cohere, Ollama, llama.cpp).
+_FINISH = {
+    "stop": "stop",
+    "eos": "stop",
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "complete": "stop",
+    "length": "length",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+    "tool_use": "tool_calls",
+    "tool_call": "tool_calls",
+    "content_filter": "content_filter",
+    "safety": "content_filter",
+    "recitation": "content_filter",
+    "blocklist": "content_filter",
+    "prohibited_content": "content_filter",
+    "spii": "content_filter",
+    "refusal": "content_filter",
+    "error": "error",
+    "error_toxic": "content_filter",
+    "malformed_function_call": "error",
+    "finish_reason_unspecified": "stop",
+    "other": "stop",
+    "load": "stop",
+    "unload": "stop",
+    "language": "content_filter",
+    "image_safety": "content_filter",
+    "image_prohibited_content": "content_filter",
+    "image_recitation": "content_filter",
+    "unexpected_tool_call": "error",
+    "too_many_tool_calls": "error",
+    "missing_thought_signature": "error",
+}
+
+
+def normalize_finish_reason(reason: object) -> str | None:
+    """Map a provider's stop reason (any case) into `FINISH_REASONS`; unknown words pass through
+    lower-cased so nothing is hidden."""
+    if reason is None:
+        return None
+    word = str(reason).lower()
+    return _FINISH.get(word, word)
 
 
 @dataclass(frozen=True)

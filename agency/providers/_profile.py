@@ -131,6 +131,8 @@ class Connection:
                 key="base_url",
                 fix=f"pass base_url='http://host:port/v1' (e.g. agency.chat_model('{profile.name}:MODEL', base_url=...))",
             )
+        if "://" not in url:  # OLLAMA_HOST=0.0.0.0:11434 and similar host[:port] forms
+            url = _host_url(url, profile.base_url)
         key: SecretStr | None
         if isinstance(api_key, SecretStr):
             key = api_key
@@ -164,3 +166,16 @@ def _first_env(names: tuple[str, ...]) -> str | None:
         if value:
             return value
     return None
+
+
+def _host_url(host: str, default_url: str | None) -> str:
+    """``host[:port]`` as a URL; a missing port is the profile's default port (Ollama's
+    ``OLLAMA_HOST=somehost`` means ``http://somehost:11434``)."""
+    from urllib.parse import urlsplit
+
+    url = f"http://{host}"
+    if urlsplit(url).port is None and default_url:
+        port = urlsplit(default_url).port
+        if port is not None:
+            url = f"http://{host.rstrip('/')}:{port}"
+    return url

@@ -34,7 +34,7 @@ from agency._http import (
     error_from_response,
 )
 from agency.errors import ConnectionFailed, MalformedResponse, ProviderError
-from agency.providers._base import Capabilities, ChatRequest, ModelInfo
+from agency.providers._base import Capabilities, ChatRequest, ModelInfo, normalize_finish_reason
 from agency.providers._http_adapter import HTTPAdapter
 
 __all__ = [
@@ -43,34 +43,12 @@ __all__ = [
     "build_chat_body",
     "chunk_from_completion",
     "chunk_from_stream_event",
-    "normalize_finish_reason",
     "usage_from_openai",
     "wire_messages",
 ]
 
 EMBEDDING_BATCH_SIZE = 1000
 """Texts per ``/embeddings`` request (OpenAI accepts up to 2048 inputs)."""
-
-_FINISH = {
-    "stop": "stop",
-    "eos": "stop",
-    "end_turn": "stop",
-    "length": "length",
-    "max_tokens": "length",
-    "tool_calls": "tool_calls",
-    "function_call": "tool_calls",
-    "tool_use": "tool_calls",
-    "content_filter": "content_filter",
-    "error": "error",
-}
-
-
-def normalize_finish_reason(reason: Any) -> str | None:
-    """Map a provider's stop reason into `agency.providers._base.FINISH_REASONS`."""
-    if reason is None:
-        return None
-    return _FINISH.get(str(reason).lower(), str(reason).lower())
-
 
 # --------------------------------------------------------------------------- requests
 def wire_messages(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:

@@ -28,6 +28,19 @@ OPENAI_ADAPTER = "agency.providers.openai:OpenAIAdapter"
 LOCAL_ADAPTER = "agency.providers.local:LocalAdapter"
 
 
+def _native(name: str, module: str, cls: str, **fields: Any) -> ProviderProfile:
+    """A provider with its own wire protocol (one module in `agency.providers`)."""
+    headers = fields.pop("headers", {})
+    quirks = fields.pop("quirks", {})
+    return ProviderProfile(
+        name=name,
+        adapter=f"agency.providers.{module}:{cls}",
+        default_headers=MappingProxyType(headers),
+        quirks=MappingProxyType(quirks),
+        **fields,
+    )
+
+
 def _openai_compatible(
     name: str,
     base_url: str | None,
@@ -192,6 +205,49 @@ BUILTIN_PROFILES: tuple[ProviderProfile, ...] = (
         base_url_env=("OPENAI_COMPATIBLE_BASE_URL",),
         requires_key=False,
         docs="any server that implements OpenAI's /chat/completions",
+    ),
+    _native(
+        "anthropic", "anthropic", "AnthropicAdapter",
+        base_url="https://api.anthropic.com", base_url_env=("ANTHROPIC_BASE_URL",),
+        api_key_env=("ANTHROPIC_API_KEY",), auth_header="x-api-key", auth_scheme="",
+        headers={"anthropic-version": "2023-06-01"},
+        default_model="claude-sonnet-4-5",
+        docs="https://docs.anthropic.com/en/api/messages",
+    ),
+    _native(
+        "gemini", "gemini", "GeminiAdapter",
+        base_url="https://generativelanguage.googleapis.com", base_url_env=("GEMINI_BASE_URL",),
+        api_key_env=("GOOGLE_API_KEY", "GEMINI_API_KEY"), auth_header="x-goog-api-key", auth_scheme="",
+        default_model="gemini-2.5-flash", default_embedding_model="gemini-embedding-001",
+        docs="https://ai.google.dev/api/generate-content",
+    ),
+    _native(
+        "ollama", "ollama", "OllamaAdapter",
+        base_url="http://localhost:11434", base_url_env=("OLLAMA_API_URL", "OLLAMA_HOST", "OLLAMA_BASE_URL"),
+        api_key_env=("OLLAMA_API_KEY",), requires_key=False,
+        default_model="llama3.2", default_embedding_model="nomic-embed-text",
+        docs="https://github.com/ollama/ollama/blob/main/docs/api.md",
+    ),
+    _native(
+        "cohere", "cohere", "CohereAdapter",
+        base_url="https://api.cohere.com", base_url_env=("CO_API_URL", "COHERE_BASE_URL"),
+        api_key_env=("COHERE_API_KEY", "CO_API_KEY"),
+        default_model="command-a-03-2025", default_embedding_model="embed-v4.0",
+        docs="https://docs.cohere.com/reference/chat",
+    ),
+    _native(
+        "replicate", "replicate", "ReplicateAdapter",
+        base_url="https://api.replicate.com", base_url_env=("REPLICATE_BASE_URL",),
+        api_key_env=("REPLICATE_API_TOKEN",),
+        default_model="meta/meta-llama-3-8b-instruct",
+        docs="https://replicate.com/docs/reference/http",
+    ),
+    _native(
+        "voyage", "voyage", "VoyageAdapter",
+        base_url="https://api.voyageai.com/v1", base_url_env=("VOYAGE_BASE_URL",),
+        api_key_env=("VOYAGE_API_KEY",),
+        default_embedding_model="voyage-3.5",
+        docs="https://docs.voyageai.com/reference/embeddings-api",
     ),
     ProviderProfile(
         name="local",

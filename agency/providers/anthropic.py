@@ -1,0 +1,802 @@
+"""The Anthropic Messages API wire adapter (``anthropic:claude-sonnet-4-5``).
+
+``POST /v1/messages`` (JSON, or SSE with named events) and ``GET /v1/models`` (cursor pages).
+
+Requests: system messages become the top-level ``system``; the rest alternate user/assistant
+turns (same-role messages merge; tool results are ``tool_result`` blocks opening a user turn,
+tool calls ``tool_use`` blocks); ``max_tokens`` is required (`DEFAULT_MAX_TOKENS` if unset);
+images become ``image`` blocks, PDFs and text files ``document`` blocks; Anthropic-native
+blocks (``cache_control``, signed ``thinking``, ``tool_use``, ``tool_result``, ``document``)
+pass through; ``parallel_tool_calls=False`` is ``disable_parallel_tool_use``. ``seed`` has no
+Anthropic equivalent and is not sent; ``response_format`` is refused (structured output uses a
+forced tool).
+
+Answers: when the request offers tools or turns thinking on, the content is Anthropic's block
+list (``text``, signed ``thinking``, ``tool_use``), as langchain-anthropic makes it, so
+LangChain's ``anthropic`` translator reads its ``content_blocks`` and the blocks go back as
+they came on the next turn; otherwise it is the text, and any thinking lands in
+``additional_kwargs["reasoning_content"]`` and ``["thinking_blocks"]`` (replayed from there).
+``tool_use`` blocks are tool calls either way. Anthropic's ``input_tokens`` excludes cached
+tokens: LangChain's is its sum with the cache creation and cache read tokens, which
+``input_token_details`` reports apart. Stream usage is cumulative, so it is emitted once, at
+``message_delta``; an ``error`` event mid-stream is mapped like the HTTP error it stands for.
+Anthropic has no embeddings API: `AnthropicAdapter._embed` points at ``voyage``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
+from langchain_core.messages.ai import InputTokenDetails, OutputTokenDetails, UsageMetadata
+from langchain_core.messages.tool import tool_call_chunk
+from langchain_core.outputs import ChatGenerationChunk
+
+from agency._http import ErrorInfo, SSEEvent, default_error_info, error_from_response
+from agency.errors import CapabilityError, ConnectionFailed, MalformedResponse, ProviderError
+from agency.providers._base import Capabilities, ChatRequest, ModelInfo, normalize_finish_reason
+from agency.providers._http_adapter import HTTPAdapter
+
+__all__ = [
+    "DEFAULT_MAX_TOKENS", "NO_EMBEDDINGS_MESSAGE", "AnthropicAdapter", "StreamState",
+    "anthropic_error_info", "build_messages_body", "chunk_from_message",
+    "chunk_from_stream_event", "usage_from_anthropic", "wire_messages",
+]  # fmt: skip
+
+DEFAULT_MAX_TOKENS = 4096
+"""``max_tokens`` sent when the caller sets none (the API requires one)."""
+MODELS_PAGE_LIMIT = 1000
+"""Models per ``GET /v1/models`` page (the API's maximum)."""
+NO_EMBEDDINGS_MESSAGE = (
+    'Anthropic has no embeddings API; use agency.embeddings("voyage:voyage-3.5"), '
+    "the embeddings partner Anthropic recommends"
+)
+
+_TOOL_ID = re.compile(r"^[a-zA-Z0-9_-]+$")
+_DATA_URL = re.compile(r"^data:(?P<mime>[^;,]+)(?:;[^,]*)?;base64,(?P<data>.*)$", re.S)
+_IMAGE_MAGIC = {
+    "iVBOR": "image/png",
+    "/9j/": "image/jpeg",
+    "R0lGOD": "image/gif",
+    "UklGR": "image/webp",
+}
+# Status an in-stream error would have had as an HTTP answer (Anthropic's documented pairs).
+_ERROR_STATUS = {
+    "invalid_request_error": 400, "authentication_error": 401, "billing_error": 402,
+    "permission_error": 403, "not_found_error": 404, "request_too_large": 413,
+    "rate_limit_error": 429, "api_error": 500, "timeout_error": 504, "overloaded_error": 529,
+}  # fmt: skip
+# LangChain's own output blocks: their content travels in tool_calls / thinking_blocks.
+_SKIPPED_OUTPUT_BLOCKS = frozenset(
+    {"reasoning", "tool_call", "tool_call_chunk", "invalid_tool_call"}
+)
+_NOT_IN_ASSISTANT_TURN = _SKIPPED_OUTPUT_BLOCKS | {"tool_use", "image", "image_url", "file"}
+
+
+# --------------------------------------------------------------------------- requests
+def _tool_id(raw: Any) -> str:
+    """The id as sent: other providers' ids (``functions.f:0``) are hashed, the same way on
+    the ``tool_use`` and its ``tool_result``."""
+    text = "" if raw is None else str(raw)
+    if _TOOL_ID.match(text):
+        return text
+    return "toolu_" + hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _text(text: Any, block: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+    # The API rejects empty and whitespace-only text blocks.
+    if not isinstance(text, str) or not text.strip():
+        return None
+    out: dict[str, Any] = {"type": "text", "text": text}
+    if block is not None and block.get("cache_control"):
+        out["cache_control"] = block["cache_control"]
+    return out
+
+
+def _source_from_url(url: str) -> dict[str, Any]:
+    match = _DATA_URL.match(url)
+    if match:
+        return {"type": "base64", "media_type": match["mime"], "data": match["data"]}
+    return {"type": "url", "url": url}
+
+
+def _data_block(block: Mapping[str, Any]) -> dict[str, Any]:
+    """A LangChain image/file/text-plain block (v1, or v0 ``source_type``) as an Anthropic
+    ``image`` or ``document`` block."""
+    kind = block.get("type")
+    mime = block.get("mime_type")
+    source_type = block.get("source_type")
+    source: dict[str, Any]
+    if kind == "text-plain" or source_type == "text":
+        source = {"type": "text", "media_type": "text/plain", "data": str(block.get("text", ""))}
+    elif "base64" in block or source_type == "base64":
+        data = str(block.get("base64") or block.get("data") or "")
+        if kind == "file" and mime == "text/plain":
+            try:
+                text = base64.b64decode(data).decode("utf-8")
+            except (binascii.Error, UnicodeDecodeError) as exc:
+                raise ValueError("a text/plain file block is not base64 UTF-8 text") from exc
+            source = {"type": "text", "media_type": "text/plain", "data": text}
+        else:
+            sniffed = next((m for p, m in _IMAGE_MAGIC.items() if data.startswith(p)), "image/png")
+            media = mime or ("application/pdf" if kind == "file" else sniffed)
+            source = {"type": "base64", "media_type": media, "data": data}
+    elif "url" in block:
+        source = _source_from_url(str(block["url"]))
+    elif "file_id" in block or source_type == "id":
+        source = {"type": "file", "file_id": str(block.get("file_id") or block.get("id"))}
+    else:
+        raise ValueError(f"a {kind!r} content block needs base64, url or file_id")
+    out: dict[str, Any] = {"type": "image" if kind == "image" else "document", "source": source}
+    extras = block.get("extras") if isinstance(block.get("extras"), Mapping) else {}
+    keys = ("cache_control",) if kind == "image" else ("cache_control", "citations", "title")
+    for key in keys:
+        value = block.get(key, extras.get(key))  # type: ignore[union-attr]
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def _user_block(block: Any) -> dict[str, Any] | None:
+    """One block of user (or tool-result) content in Anthropic's shape; None drops it."""
+    if isinstance(block, str):
+        return _text(block)
+    if not isinstance(block, Mapping):
+        raise ValueError(f"content blocks must be str or dict, not {type(block).__name__}")
+    kind = block.get("type")
+    if kind == "text":
+        return _text(block.get("text"), block)
+    if kind == "image_url":
+        raw = block.get("image_url")
+        url = raw.get("url") if isinstance(raw, Mapping) else raw
+        return {"type": "image", "source": _source_from_url(str(url or ""))}
+    if kind == "image" and isinstance(block.get("source"), Mapping):  # Anthropic-native
+        return {k: v for k, v in block.items() if k in ("type", "source", "cache_control")}
+    if kind in ("image", "file", "text-plain"):
+        return _data_block(block)
+    if kind in ("audio", "input_audio", "video"):
+        raise CapabilityError(f"Anthropic models do not accept {kind} input")
+    if kind == "tool_result":
+        return _native_tool_result(block)
+    if kind in _SKIPPED_OUTPUT_BLOCKS or kind in ("thinking", "redacted_thinking"):
+        return None
+    if kind == "non_standard":
+        value = block.get("value")
+        return dict(value) if isinstance(value, Mapping) else None
+    return {k: v for k, v in block.items() if k != "index"}  # other native blocks, as given
+
+
+def _result_content(content: Any) -> tuple[Any, Any]:
+    """(tool_result content, cache_control hoisted from its blocks: the API allows it only on
+    the tool_result itself)."""
+    if isinstance(content, str):
+        return (content or None), None
+    blocks, cache = [], None
+    for raw in content or []:
+        block = _user_block(raw)
+        if block is not None:
+            cache = block.pop("cache_control", None) or cache
+            blocks.append(block)
+    return (blocks or None), cache
+
+
+def _tool_result(
+    tool_use_id: Any, content: Any, is_error: bool, cache_control: Any = None
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": "tool_result", "tool_use_id": _tool_id(tool_use_id)}
+    result, hoisted = _result_content(content)
+    if result is not None:
+        out["content"] = result
+    if is_error:
+        out["is_error"] = True
+    if cache_control or hoisted:
+        out["cache_control"] = cache_control or hoisted
+    return out
+
+
+def _native_tool_result(block: Mapping[str, Any]) -> dict[str, Any]:
+    return _tool_result(
+        block.get("tool_use_id"), block.get("content"), bool(block.get("is_error")),
+        block.get("cache_control"),
+    )  # fmt: skip
+
+
+def _tool_message_blocks(message: ToolMessage) -> list[dict[str, Any]]:
+    content = message.content
+    if isinstance(content, list) and content and all(
+        isinstance(b, Mapping) and b.get("type") == "tool_result" for b in content
+    ):  # fmt: skip
+        return [_native_tool_result(b) for b in content]  # type: ignore[arg-type]
+    return [_tool_result(message.tool_call_id, content, message.status == "error")]
+
+
+def _tool_use(call_id: Any, name: Any, args: Any) -> dict[str, Any]:
+    args = args if isinstance(args, Mapping) else {}
+    return {"type": "tool_use", "id": _tool_id(call_id), "name": str(name), "input": dict(args)}
+
+
+def _assistant_blocks(message: AIMessage) -> list[dict[str, Any]]:
+    """Thinking first, then text and native blocks, then every tool call as ``tool_use``
+    (tool_calls win over ``tool_use`` blocks with the same id in the content)."""
+    call_ids = {call.get("id") for call in message.tool_calls}
+    thinking: list[Mapping[str, Any]] = []
+    blocks: list[dict[str, Any]] = []
+    content = message.content
+    for item in [content] if isinstance(content, str) else content:
+        block = {"type": "text", "text": item} if isinstance(item, str) else item
+        kind = block.get("type") if isinstance(block, Mapping) else None
+        if kind == "text":
+            text = _text(block.get("text"), block)
+            blocks += [text] if text else []
+        elif kind in ("thinking", "redacted_thinking"):
+            thinking.append(block)
+        elif kind == "tool_use" and block.get("id") not in call_ids:
+            raw = block.get("input")
+            try:
+                raw = raw or json.loads(str(block.get("partial_json") or "{}"))
+            except ValueError:
+                raw = {}
+            blocks.append(_tool_use(block.get("id"), block.get("name", ""), raw))
+        elif kind and kind not in _NOT_IN_ASSISTANT_TURN:
+            blocks.append({k: v for k, v in block.items() if k != "index"})
+    saved = message.additional_kwargs.get("thinking_blocks")
+    if not thinking and isinstance(saved, list):
+        thinking = [b for b in saved if isinstance(b, Mapping)]
+    keep = ("type", "thinking", "signature", "data", "cache_control")
+    # The API rejects thinking without its signature (it checks the thinking was its own).
+    signed = [
+        {k: v for k, v in b.items() if k in keep}
+        for b in thinking
+        if b.get("signature") or (b.get("type") == "redacted_thinking" and b.get("data"))
+    ]
+    calls = [_tool_use(c.get("id"), c["name"], c.get("args")) for c in message.tool_calls]
+    return signed + blocks + calls
+
+
+def _system_blocks(message: BaseMessage) -> list[dict[str, Any]]:
+    content = message.content
+    items = [content] if isinstance(content, str) else content
+    blocks = []
+    for block in items:
+        if isinstance(block, str):
+            text = _text(block)
+        elif isinstance(block, Mapping) and block.get("type") == "text":
+            text = _text(block.get("text"), block)
+        else:
+            raise ValueError("Anthropic system prompts hold text only")
+        if text is not None:
+            blocks.append(text)
+    return blocks
+
+
+def _role(message: BaseMessage) -> str:
+    kinds = ((SystemMessage, "system"), (AIMessage, "assistant"), (ToolMessage, "tool"))
+    role = next((r for cls, r in kinds if isinstance(message, cls)), None)
+    role = role or ("user" if isinstance(message, HumanMessage) else getattr(message, "role", ""))
+    if role not in ("system", "assistant", "tool", "user"):
+        raise ValueError(f"Anthropic cannot take a {type(message).__name__} message")
+    return str(role)
+
+
+def wire_messages(
+    messages: Sequence[BaseMessage],
+) -> tuple[str | list[dict[str, Any]] | None, list[dict[str, Any]]]:
+    """(``system``, ``messages``) of a Messages API request for a LangChain conversation."""
+    system: list[dict[str, Any]] = []
+    turns: list[dict[str, Any]] = []
+    for message in messages:
+        role = _role(message)
+        if role == "system":
+            system += _system_blocks(message)
+            continue
+        if role == "assistant":
+            ai = message if isinstance(message, AIMessage) else AIMessage(message.content)
+            blocks = _assistant_blocks(ai)
+        elif role == "tool":
+            blocks = _tool_message_blocks(message)  # type: ignore[arg-type]
+            role = "user"
+        else:
+            content = message.content
+            items = [content] if isinstance(content, str) else content
+            blocks = [b for b in map(_user_block, items) if b is not None]
+        if not blocks:  # the API rejects empty turns
+            continue
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"] += blocks
+        else:
+            turns.append({"role": role, "content": blocks})
+    for turn in turns:
+        if turn["role"] == "user":  # tool results must open the user turn
+            turn["content"].sort(key=lambda b: b.get("type") != "tool_result")
+    if turns and turns[-1]["role"] == "assistant":
+        last = turns[-1]["content"][-1]
+        if last.get("type") == "text":  # a final assistant turn may not end in whitespace
+            last["text"] = last["text"].rstrip()
+    for turn in turns:
+        content = turn["content"]
+        if (
+            len(content) == 1
+            and set(content[0]) == {"type", "text"}
+            and content[0]["type"] == "text"
+        ):
+            turn["content"] = content[0]["text"]
+    plain = len(system) == 1 and set(system[0]) == {"type", "text"}
+    return (system[0]["text"] if plain else system or None), turns
+
+
+def _wire_tool(tool: Mapping[str, Any]) -> dict[str, Any]:
+    if "input_schema" in tool and "name" in tool:  # already Anthropic's shape
+        return dict(tool)
+    fn = tool.get("function")
+    if tool.get("type") != "function" or not isinstance(fn, Mapping) or not fn.get("name"):
+        raise ValueError(f"not a function tool: {dict(tool)!r}")
+    schema = dict(fn.get("parameters") or {"type": "object", "properties": {}})
+    schema.setdefault("type", "object")
+    out: dict[str, Any] = {"name": fn["name"], "input_schema": schema}
+    if fn.get("description"):
+        out["description"] = fn["description"]
+    return out
+
+
+def _wire_tool_choice(choice: Any, parallel: bool | None) -> dict[str, Any] | None:
+    words = {"auto": "auto", "none": "none", "required": "any", "any": "any"}
+    out: dict[str, Any] | None
+    if choice is None or isinstance(choice, str):  # a word, or a bare tool name
+        word = words.get(choice) if choice else None
+        out = {"type": word} if word else ({"type": "tool", "name": choice} if choice else None)
+    elif isinstance(choice, Mapping):
+        fn = choice.get("function") if choice.get("type") == "function" else None
+        out = (
+            {"type": "tool", "name": str(fn.get("name"))}
+            if isinstance(fn, Mapping)
+            else dict(choice)
+        )
+    else:
+        raise ValueError(f"unsupported tool_choice {choice!r}")
+    if parallel is False and (out or {}).get("type") != "none":
+        out = {**(out or {"type": "auto"}), "disable_parallel_tool_use": True}
+    return out
+
+
+def build_messages_body(request: ChatRequest, *, stream: bool) -> dict[str, Any]:
+    """The JSON body of ``POST /v1/messages`` for ``request``."""
+    if request.response_format is not None:
+        raise CapabilityError(
+            "Anthropic has no response_format; use with_structured_output(schema), "
+            "which forces a tool call"
+        )
+    system, messages = wire_messages(request.messages)
+    body: dict[str, Any] = {
+        "model": request.model,
+        "messages": messages,
+        "max_tokens": DEFAULT_MAX_TOKENS if request.max_tokens is None else request.max_tokens,
+    }
+    optional = {
+        "system": system, "temperature": request.temperature, "top_p": request.top_p,
+        "stop_sequences": list(request.stop) if request.stop else None,
+    }  # fmt: skip
+    body.update({k: v for k, v in optional.items() if v is not None})
+    if request.tools:
+        body["tools"] = [_wire_tool(t) for t in request.tools]
+        choice = _wire_tool_choice(request.tool_choice, request.parallel_tool_calls)
+        if choice is not None:
+            body["tool_choice"] = choice
+    if stream:
+        body["stream"] = True
+    body.update(request.extra_body)
+    return body
+
+
+# --------------------------------------------------------------------------- responses
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _malformed(provider: str, model: str | None, what: str) -> MalformedResponse:
+    return MalformedResponse(f"unexpected response shape: {what}", provider=provider, model=model)
+
+
+def usage_from_anthropic(usage: Any) -> UsageMetadata | None:
+    """LangChain usage from Anthropic's: ``input_tokens`` there excludes cached tokens, so
+    LangChain's is input + cache creation + cache read (each also reported apart)."""
+    if not isinstance(usage, Mapping):
+        return None
+    read = _int(usage.get("cache_read_input_tokens"))
+    created = _int(usage.get("cache_creation_input_tokens"))
+    prompt = _int(usage.get("input_tokens")) + read + created
+    output = _int(usage.get("output_tokens"))
+    result = UsageMetadata(
+        input_tokens=prompt,
+        output_tokens=output,
+        total_tokens=prompt + output,
+        input_token_details=InputTokenDetails(cache_read=read, cache_creation=created),
+    )
+    details = usage.get("output_tokens_details")
+    if isinstance(details, Mapping) and isinstance(details.get("thinking_tokens"), int):
+        result["output_token_details"] = OutputTokenDetails(reasoning=details["thinking_tokens"])
+    return result
+
+
+def _metadata(
+    provider: str, message_id: Any, model: Any, stop_reason: Any, stop_sequence: Any
+) -> dict[str, Any]:
+    finish = normalize_finish_reason(stop_reason)
+    meta = {
+        "provider": provider, "model_provider": "anthropic", "model_name": model or None,
+        "id": message_id or None, "finish_reason": finish,
+        "raw_finish_reason": stop_reason if stop_reason != finish else None,
+        "stop_sequence": stop_sequence,
+    }  # fmt: skip
+    return {k: v for k, v in meta.items() if v is not None}
+
+
+def _str_field(block: Mapping[str, Any], key: str, provider: str, model: str | None) -> str:
+    value = block.get(key)
+    if not isinstance(value, str):
+        raise _malformed(provider, model, f"{block.get('type')} block without a string {key!r}")
+    return value
+
+
+def _block_mode(request: ChatRequest) -> bool:
+    """Whether answers keep Anthropic's content blocks (the request offers tools or turns
+    thinking on), as langchain-anthropic does, so LangChain's ``anthropic`` translator reads
+    their ``content_blocks``; otherwise the content is the plain text."""
+    thinking = request.extra_body.get("thinking")
+    return bool(request.tools) or (
+        isinstance(thinking, Mapping) and thinking.get("type") != "disabled"
+    )
+
+
+@dataclass
+class _Parts:
+    """What content blocks, or streamed pieces of one (``index`` set), add to a chunk."""
+
+    blocks_mode: bool
+    index: int | None = None
+    text: str = ""
+    blocks: list[Any] = field(default_factory=list)
+    tools: list[Any] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def put(self, block: dict[str, Any]) -> None:
+        """Block mode keeps ``block``; text mode keeps its text, and thinking (for the replay
+        the API requires) or unknown blocks in ``additional_kwargs``."""
+        if self.index is not None:
+            block["index"] = self.index
+        kind = block["type"]
+        if self.blocks_mode:
+            self.blocks.append(block)
+        elif kind == "text":
+            self.text += block["text"]
+        elif kind in ("thinking", "redacted_thinking"):
+            self.extra.setdefault("thinking_blocks", []).append(block)
+            if block.get("thinking"):
+                reasoning = self.extra.get("reasoning_content", "") + block["thinking"]
+                self.extra["reasoning_content"] = reasoning
+        elif kind not in ("tool_use", "input_json_delta"):  # tool calls travel as chunks
+            self.extra.setdefault("anthropic_blocks", []).append(block)
+
+    def chunk(self, **kw: Any) -> AIMessageChunk | None:
+        """The chunk, or None when these parts carry nothing (and ``kw`` adds nothing)."""
+        if not (self.text or self.blocks or self.tools or self.extra or kw):
+            return None
+        content = self.blocks if self.blocks_mode else self.text
+        return AIMessageChunk(
+            content=content, tool_call_chunks=self.tools, additional_kwargs=self.extra, **kw
+        )
+
+
+def _block_parts(parts: _Parts, block: Any, provider: str, model: str | None) -> None:
+    """Add a whole content block (response) or a block's opening (``content_block_start``)."""
+    if not isinstance(block, Mapping):
+        raise _malformed(provider, model, "a content block is not an object")
+    kind = block.get("type")
+    streamed = parts.index is not None
+    if kind == "text":
+        text = _str_field(block, "text", provider, model)
+        if text or not streamed:
+            cited = {"citations": block["citations"]} if block.get("citations") else {}
+            parts.put({"type": "text", "text": text, **cited})
+    elif kind == "tool_use":
+        raw = block.get("input")
+        if not isinstance(raw, Mapping):
+            raise _malformed(provider, model, "tool_use block without an input object")
+        # Streamed tool input arrives as input_json_delta pieces after an empty `input`.
+        args = json.dumps(raw) if raw or not streamed else ""
+        name, call_id = (_str_field(block, k, provider, model) for k in ("name", "id"))
+        index = parts.index if streamed else len(parts.tools)
+        parts.tools.append(tool_call_chunk(name=name, args=args, id=call_id, index=index))
+        parts.put({"type": "tool_use", "id": call_id, "name": name, "input": dict(raw)})
+    elif kind == "thinking":
+        thinking = _str_field(block, "thinking", provider, model)
+        parts.put(
+            {"type": "thinking", "thinking": thinking, "signature": block.get("signature") or ""}
+        )
+    else:  # redacted thinking, server tools, types added later: kept as given
+        parts.put(dict(block))
+
+
+def chunk_from_message(
+    data: Any, provider: str, model: str | None, *, blocks: bool = False
+) -> ChatGenerationChunk:
+    """The whole answer of a non-streamed ``message`` as one chunk (``blocks``: see
+    `_block_mode`)."""
+    if not isinstance(data, Mapping) or not isinstance(data.get("content"), list):
+        raise _malformed(provider, model, "no content[] in message")
+    parts = _Parts(blocks)
+    for block in data["content"]:
+        _block_parts(parts, block, provider, model)
+    stop = data.get("stop_reason")
+    meta = _metadata(provider, data.get("id"), data.get("model"), stop, data.get("stop_sequence"))
+    chunk = parts.chunk(
+        usage_metadata=usage_from_anthropic(data.get("usage")),
+        response_metadata=meta,
+        id=data.get("id"),
+        chunk_position="last",
+    )
+    assert chunk is not None  # metadata always given
+    return ChatGenerationChunk(
+        message=chunk, generation_info={"finish_reason": normalize_finish_reason(stop)}
+    )
+
+
+@dataclass
+class StreamState:
+    """What a stream has said so far: the message id/model and the cumulative usage."""
+
+    blocks_mode: bool = False
+    """Keep Anthropic's content blocks (see `_block_mode`)."""
+    message_id: str | None = None
+    model: str | None = None
+    usage: dict[str, Any] = field(default_factory=dict)
+    blocks: dict[int, str] = field(default_factory=dict)
+    finished: bool = False
+    """A ``message_delta`` (stop reason and final usage) arrived."""
+    stopped: bool = False
+    """``message_stop`` arrived: nothing more will come."""
+
+
+def _stream_error(
+    err: Any, provider: str, model: str | None, secret: str | None = None
+) -> ProviderError:
+    """An ``error`` event inside a stream, mapped like the HTTP error it stands for."""
+    err = dict(err) if isinstance(err, Mapping) else {"type": "api_error", "message": str(err)}
+    status = _ERROR_STATUS.get(str(err.get("type")), 500)
+    response = httpx.Response(status, json={"type": "error", "error": err})
+    return error_from_response(
+        response, provider=provider, model=model, secret=secret, parse=anthropic_error_info
+    )
+
+
+def _delta_parts(
+    data: Mapping[str, Any], state: StreamState, provider: str, model: str | None
+) -> _Parts:
+    index, delta = data.get("index"), data.get("delta")
+    if not isinstance(index, int) or not isinstance(delta, Mapping):
+        raise _malformed(provider, model, "content_block_delta without index/delta")
+    parts = _Parts(state.blocks_mode, index)
+    kind = delta.get("type")
+    if kind == "text_delta":
+        parts.put({"type": "text", "text": _str_field(delta, "text", provider, model)})
+    elif kind == "input_json_delta" and state.blocks.get(index) == "tool_use":
+        piece = _str_field(delta, "partial_json", provider, model)
+        parts.tools.append(tool_call_chunk(args=piece, index=index))
+        parts.put({"type": "input_json_delta", "partial_json": piece})
+    elif kind == "thinking_delta":
+        parts.put({"type": "thinking", "thinking": _str_field(delta, "thinking", provider, model)})
+    elif kind == "signature_delta":
+        signature = _str_field(delta, "signature", provider, model)
+        parts.put({"type": "thinking", "signature": signature})
+    # citations_delta and delta types added later carry no text of their own
+    return parts
+
+
+def chunk_from_stream_event(
+    event: SSEEvent,
+    state: StreamState,
+    provider: str,
+    model: str | None,
+    *,
+    secret: str | None = None,
+) -> ChatGenerationChunk | None:
+    """One server-sent event as a LangChain chunk (``None`` when it carries nothing); updates
+    ``state``. Raises the mapped error for an ``error`` event."""
+    try:
+        data = json.loads(event.data) if event.data else {}
+    except ValueError as exc:
+        raise MalformedResponse(
+            f"stream event is not JSON: {event.data[:200]!r}", provider=provider, model=model
+        ) from exc
+    if not isinstance(data, Mapping):
+        raise _malformed(provider, model, "stream event is not a JSON object")
+    kind = data.get("type") or event.event
+    message: AIMessageChunk | None = None
+    info: dict[str, Any] | None = None
+    if kind == "error":
+        raise _stream_error(data.get("error", data), provider, model, secret)
+    if kind == "message_start":
+        start = data.get("message")
+        if not isinstance(start, Mapping):
+            raise _malformed(provider, model, "message_start without a message")
+        state.message_id, state.model = start.get("id"), start.get("model")
+        usage = start.get("usage")
+        state.usage = dict(usage) if isinstance(usage, Mapping) else {}
+    elif kind == "content_block_start":
+        index, block = data.get("index"), data.get("content_block")
+        if not isinstance(index, int) or not isinstance(block, Mapping):
+            raise _malformed(provider, model, "content_block_start without index/content_block")
+        state.blocks[index] = str(block.get("type"))
+        parts = _Parts(state.blocks_mode, index)
+        _block_parts(parts, block, provider, model)
+        message = parts.chunk()
+    elif kind == "content_block_delta":
+        message = _delta_parts(data, state, provider, model).chunk()
+    elif kind == "message_delta":
+        delta, usage = data.get("delta"), data.get("usage")
+        if not isinstance(delta, Mapping):
+            raise _malformed(provider, model, "message_delta without a delta")
+        if isinstance(usage, Mapping):  # cumulative counts: the later value wins
+            state.usage.update({k: v for k, v in usage.items() if v is not None})
+        stop = delta.get("stop_reason")
+        state.finished = True
+        meta = _metadata(provider, state.message_id, state.model, stop, delta.get("stop_sequence"))
+        message = _Parts(state.blocks_mode).chunk(
+            usage_metadata=usage_from_anthropic(state.usage),
+            response_metadata=meta,
+            chunk_position="last",
+        )
+        info = {"finish_reason": normalize_finish_reason(stop)}
+    elif kind == "message_stop":
+        state.stopped = True
+    # ping, content_block_stop and event types added later carry nothing to pass on.
+    if message is None:
+        return None
+    message.id = state.message_id
+    # Every chunk names its format: LangChain translates each chunk's blocks by it (v1 output).
+    message.response_metadata.setdefault("model_provider", "anthropic")
+    return ChatGenerationChunk(message=message, generation_info=info)
+
+
+def anthropic_error_info(body: Any, text: str) -> ErrorInfo:
+    """``{"type": "error", "error": {"type", "message", "details"?}}``. Anthropic has no
+    machine code for an over-long prompt: "prompt is too long" is given the code
+    ``context_length_exceeded`` so it maps to `ContextWindowExceeded`."""
+    err = body.get("error") if isinstance(body, Mapping) else None
+    if not isinstance(err, Mapping):
+        return default_error_info(body, text)
+    message = str(err.get("message") or json.dumps(dict(err))[:500])
+    details = err.get("details")
+    code = details.get("error_code") if isinstance(details, Mapping) else None
+    if code is None and "prompt is too long" in message.lower():
+        code = "context_length_exceeded"
+    kind = err.get("type")
+    return ErrorInfo(
+        message, None if kind is None else str(kind), None if code is None else str(code)
+    )
+
+
+# --------------------------------------------------------------------------- adapter
+class AnthropicAdapter(HTTPAdapter):
+    """Anthropic's Messages API. Structured output uses a forced tool (``json_schema`` and
+    ``json_mode`` are off, so `AgencyChatModel.with_structured_output` picks
+    ``function_calling``)."""
+
+    capabilities = Capabilities(
+        tools=True, tool_choice=True, parallel_tool_calls=True, json_mode=False, json_schema=False,
+        image_inputs=True, embeddings=False, list_models=True, cached_tokens=True,
+    )  # fmt: skip
+
+    def _error_info(self, body: Any, text: str) -> ErrorInfo:
+        return anthropic_error_info(body, text)
+
+    # -- chat -------------------------------------------------------------------------
+    def _complete(self, request: ChatRequest) -> Iterator[ChatGenerationChunk]:
+        body = build_messages_body(request, stream=False)
+        data = self._send("POST", "/v1/messages", request.model, body)
+        yield chunk_from_message(data, self.provider, request.model, blocks=_block_mode(request))
+
+    async def _acomplete(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:  # type: ignore[override]
+        body = build_messages_body(request, stream=False)
+        data = await self._asend("POST", "/v1/messages", request.model, body)
+        yield chunk_from_message(data, self.provider, request.model, blocks=_block_mode(request))
+
+    def _stream(self, request: ChatRequest) -> Iterator[ChatGenerationChunk]:
+        state = StreamState(blocks_mode=_block_mode(request))
+        body = build_messages_body(request, stream=True)
+        for event in self._sse("/v1/messages", body, request.model):
+            chunk = self._on_event(event, state, request.model)
+            if chunk is not None:
+                yield chunk
+            if state.stopped:
+                return
+        self._check_end(state, request.model)
+
+    async def _astream(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:  # type: ignore[override]
+        state = StreamState(blocks_mode=_block_mode(request))
+        body = build_messages_body(request, stream=True)
+        async for event in self._asse("/v1/messages", body, request.model):
+            chunk = self._on_event(event, state, request.model)
+            if chunk is not None:
+                yield chunk
+            if state.stopped:
+                return
+        self._check_end(state, request.model)
+
+    def _on_event(
+        self, event: SSEEvent, state: StreamState, model: str
+    ) -> ChatGenerationChunk | None:
+        return chunk_from_stream_event(
+            event, state, self.provider, model, secret=self.connection.secret()
+        )
+
+    def _check_end(self, state: StreamState, model: str) -> None:
+        # message_stop may be lost once message_delta said why the answer ended; a stream
+        # that ends before that was cut off.
+        if not state.finished:
+            raise ConnectionFailed(
+                "stream ended before the answer finished (no message_delta, no message_stop)",
+                provider=self.provider,
+                model=model,
+            )
+
+    # -- embeddings -------------------------------------------------------------------
+    def _embed(self, texts: Sequence[str], **_: Any) -> list[list[float]]:
+        raise CapabilityError(NO_EMBEDDINGS_MESSAGE)
+
+    async def _aembed(self, texts: Sequence[str], **_: Any) -> list[list[float]]:
+        raise CapabilityError(NO_EMBEDDINGS_MESSAGE)
+
+    # -- models -----------------------------------------------------------------------
+    def _models_page(self, data: Any) -> tuple[list[ModelInfo], str | None]:
+        """The models of one page and the cursor of the next (None on the last page)."""
+        items = data.get("data") if isinstance(data, Mapping) else None
+        if not isinstance(items, list):
+            raise _malformed(self.provider, None, "models list has no data[]")
+        window = "max_input_tokens"
+        models = [
+            ModelInfo(item["id"], self.provider, "anthropic", _int(item.get(window)) or None, item)
+            for item in items
+            if isinstance(item, Mapping) and isinstance(item.get("id"), str)
+        ]
+        last = data.get("last_id")
+        return models, (last if data.get("has_more") is True and isinstance(last, str) else None)
+
+    @staticmethod
+    def _models_path(after: str | None) -> str:
+        path = f"/v1/models?limit={MODELS_PAGE_LIMIT}"
+        return path + (f"&after_id={quote(after, safe='')}" if after else "")
+
+    def _list_models(self) -> list[ModelInfo]:
+        models, after, seen = [], None, set()
+        while True:
+            page, after = self._models_page(self._send("GET", self._models_path(after), None))
+            models += page
+            if not after or after in seen:  # a cursor that repeats would loop forever
+                return models
+            seen.add(after)
+
+    async def _alist_models(self) -> list[ModelInfo]:
+        models, after, seen = [], None, set()
+        while True:
+            data = await self._asend("GET", self._models_path(after), None)
+            page, after = self._models_page(data)
+            models += page
+            if not after or after in seen:
+                return models
+            seen.add(after)

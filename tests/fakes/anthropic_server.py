@@ -1,0 +1,481 @@
+"""A faithful fake of the Anthropic HTTP API (Messages and Models), for tests.
+
+``FakeAnthropic`` holds a Starlette app serving, like api.anthropic.com:
+
+* ``POST /v1/messages`` (JSON, or named SSE events when ``stream`` is true),
+* ``POST /v1/messages/count_tokens``,
+* ``GET /v1/models`` (cursor pages: ``limit``, ``after_id``, ``before_id``) and
+  ``GET /v1/models/{model_id}`` (aliases such as ``claude-sonnet-4-5`` resolve to snapshots),
+
+authenticated by ``x-api-key`` and requiring the ``anthropic-version`` header. Every body is
+validated against ``CreateMessageParams`` / ``CountMessageTokensParams`` of
+``../shared/specs/anthropic-openapi.yaml`` and against rules the live API enforces beyond it
+(``_anthropic_checks``: tool_use/tool_result pairing, thinking, media, cache breakpoints, ...).
+A violation answers 400 in Anthropic's error shape and is appended to ``fake.spec_violations``.
+Prompt caching is simulated (``_anthropic_wire.PromptCache``).
+
+Per test, ``fake.script(*actions)`` queues what the next message requests get (``Reply``,
+``Fail``, ``Stall``, ``Disconnect``, ``Malformed``, ``StreamError``); with the queue empty the
+deterministic brain in ``_brain`` answers. ``fake.requests`` records every request.
+
+    with FakeAnthropic().running() as fake:
+        client = anthropic.Anthropic(base_url=fake.base_url, api_key="sk-ant-test")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import itertools
+import json
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from . import _brain
+from ._anthropic_checks import check_message_request
+from ._anthropic_wire import (
+    CONTEXT_WINDOW,
+    MODELS,
+    EventStream,
+    HeadersMiddleware,
+    ModelCard,
+    PromptCache,
+    answer_blocks,
+    brain_body,
+    error_body,
+    json_response,
+    message_body,
+    model_card,
+    stream_events,
+    usage_body,
+)
+from ._openapi import error_path, first_error
+from ._server import drop_connection, serve
+
+__all__ = [
+    "Disconnect",
+    "Fail",
+    "FakeAnthropic",
+    "Malformed",
+    "RecordedRequest",
+    "Reply",
+    "Stall",
+    "StreamError",
+]
+
+SPEC_FILE = "anthropic-openapi.yaml"
+API_VERSIONS = ("2023-06-01", "2023-01-01", "2026-10-21")  # the SDK pins the newest
+
+
+# --------------------------------------------------------------------------- script actions
+
+
+@dataclass
+class Reply:
+    """Answer the next message request with this (streamed if the request streams)."""
+
+    content: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None  # [{"name": ..., "arguments": dict}]
+    thinking: str | None = None
+    stop_reason: str | None = None  # default: tool_use with tool calls, else end_turn
+    usage: dict[str, Any] | None = None  # merged over the computed usage
+
+
+@dataclass
+class Fail:
+    """Answer with an HTTP error; ``type``/``message`` default by status."""
+
+    status: int
+    message: str | None = None
+    type: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    times: int = 1
+    retry_after: int = 0  # 429 without an explicit retry-after header: this many seconds
+
+
+@dataclass
+class Stall:
+    """Sleep before answering (client timeouts); then ``then`` or the default behaviour."""
+
+    seconds: float
+    then: Reply | Fail | Disconnect | Malformed | StreamError | None = None
+
+
+@dataclass
+class Disconnect:
+    """Cut the connection: a stream after ``after_events`` events (no ``message_stop``); a
+    non-streamed request before any response byte."""
+
+    after_events: int = 0
+
+
+@dataclass
+class Malformed:
+    """Send ``body`` raw (for streams: raw SSE text)."""
+
+    body: str
+    status: int = 200
+    content_type: str | None = None
+
+
+@dataclass
+class StreamError:
+    """A stream that fails after ``after_events`` events with an ``error`` event (a
+    non-streamed request gets the same error as an HTTP answer)."""
+
+    after_events: int = 1
+    type: str = "overloaded_error"
+    message: str = "Overloaded"
+
+
+Action = Reply | Fail | Stall | Disconnect | Malformed | StreamError
+_ERROR_STATUS = {"overloaded_error": 529, "api_error": 500, "rate_limit_error": 429}
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]  # lower-cased names
+    body: Any  # parsed JSON, or None when absent/unparsable
+    raw: bytes = b""
+
+
+class _Dropped:
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await drop_connection(scope, hard=True)
+
+
+def _dotted(path: str) -> str:
+    return path.replace("[", ".").replace("]", "")
+
+
+# --------------------------------------------------------------------------- the fake
+
+
+class FakeAnthropic:
+    """The fake service. Attributes tests use:
+
+    * ``base_url`` (``http://127.0.0.1:PORT``, no ``/v1``: the SDK and the profile add it);
+    * ``requests`` / ``last_request`` / ``bodies(path_suffix)``;
+    * ``spec_violations``: schema and live-API rule violations (should stay empty);
+    * ``internal_errors``: bugs of the fake itself (should stay empty);
+    * ``models`` (``ModelCard``s), ``api_key``, ``context_window``, ``cache``: configuration
+      and state, restored by ``reset()``.
+    """
+
+    Reply = Reply
+    Fail = Fail
+    Stall = Stall
+    Disconnect = Disconnect
+    Malformed = Malformed
+    StreamError = StreamError
+
+    def __init__(self, *, api_key: str | None = None, context_window: int = CONTEXT_WINDOW) -> None:
+        self._defaults = {"api_key": api_key, "context_window": context_window}
+        self.organization_id = "3f1c2a9e-0000-4000-8000-00000000a11c"
+        self.base_url: str | None = None
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self.reset()
+        guard = self._guard
+        self.app = Starlette(
+            routes=[
+                Route("/v1/messages", guard(self._messages), methods=["POST"]),
+                Route("/v1/messages/count_tokens", guard(self._count_tokens), methods=["POST"]),
+                Route("/v1/models", guard(self._list_models), methods=["GET"]),
+                Route("/v1/models/{model_id:path}", guard(self._get_model), methods=["GET"]),
+            ],
+            exception_handlers={404: self._not_found, 405: self._not_found},
+        )
+        self.app.add_middleware(HeadersMiddleware, fake=self)  # type: ignore[arg-type]
+
+    # ---- configuration and inspection
+
+    def reset(self) -> None:
+        """Clear script, cache, recorded requests and violations; restore the configuration."""
+        with self._lock:
+            self.api_key: str | None = self._defaults["api_key"]  # type: ignore[assignment]
+            self.context_window: int = self._defaults["context_window"]  # type: ignore[assignment]
+            self.models: list[ModelCard] = list(MODELS)
+            self.cache = PromptCache()
+            self.requests: list[RecordedRequest] = []
+            self.spec_violations: list[str] = []
+            self.internal_errors: list[str] = []
+            self._script: list[list[Any]] = []
+
+    def script(self, *actions: Action) -> None:
+        """Queue actions for the next message requests (a ``Fail`` with ``times=n`` answers n)."""
+        with self._lock:
+            self._script += [[a, getattr(a, "times", 1)] for a in actions]
+
+    @property
+    def pending_actions(self) -> int:
+        return len(self._script)
+
+    @property
+    def last_request(self) -> RecordedRequest | None:
+        return self.requests[-1] if self.requests else None
+
+    def bodies(self, path_suffix: str = "/v1/messages") -> list[Any]:
+        """Parsed bodies of the recorded requests whose path ends with ``path_suffix``."""
+        return [r.body for r in self.requests if r.path.endswith(path_suffix)]
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[FakeAnthropic]:
+        """Serve on 127.0.0.1 (free port) for the duration; sets ``base_url``."""
+        with serve(self.app) as url:
+            self.base_url = url
+            try:
+                yield self
+            finally:
+                self.base_url = None
+
+    # ---- plumbing
+
+    def _next_id(self) -> int:
+        with self._lock:
+            return next(self._ids)
+
+    def _pop(self) -> Action | None:
+        with self._lock:
+            if not self._script:
+                return None
+            entry = self._script[0]
+            entry[1] -= 1
+            if entry[1] <= 0:
+                self._script.pop(0)
+            return entry[0]  # type: ignore[no-any-return]
+
+    def _guard(
+        self, handler: Callable[[Request], Awaitable[Any]]
+    ) -> Callable[[Request], Awaitable[Any]]:
+        async def endpoint(request: Request) -> Any:
+            try:
+                return await handler(request)
+            except Exception as exc:  # a bug of the fake: answer like the service, keep a note
+                self.internal_errors.append(f"{request.method} {request.url.path}: {exc!r}")
+                return self._error(request, 500)
+
+        return endpoint
+
+    async def _record(self, request: Request) -> RecordedRequest:
+        raw = await request.body()
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        recorded = RecordedRequest(
+            method=request.method,
+            path=request.url.path,
+            query=dict(request.query_params),
+            headers={k.lower(): v for k, v in request.headers.items()},
+            body=body,
+            raw=raw,
+        )
+        self.requests.append(recorded)
+        return recorded
+
+    def _error(
+        self,
+        request: Request,
+        status: int,
+        message: str | None = None,
+        type_: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        body = error_body(status, message, type_, request.state.request_id)
+        return json_response(body, status, headers)
+
+    async def _not_found(self, request: Request, exc: Exception) -> Response:
+        await self._record(request)
+        return self._error(request, 404, "Not Found", "not_found_error")
+
+    def _fail(self, request: Request, fail: Fail) -> Response:
+        headers = dict(fail.headers)
+        if fail.status == 429:
+            headers.setdefault("retry-after", str(fail.retry_after))
+            headers.setdefault("anthropic-ratelimit-requests-remaining", "0")
+        return self._error(request, fail.status, fail.message, fail.type, headers)
+
+    def _violation(self, request: Request, text: str) -> None:
+        self.spec_violations.append(f"{request.method} {request.url.path}: {text}")
+
+    def _card(self, model: str) -> ModelCard | None:
+        return next((c for c in self.models if model in (c.id, c.alias)), None)
+
+    def _authorise(self, request: Request) -> Response | None:
+        key = request.headers.get("x-api-key")
+        bearer = request.headers.get("authorization", "")
+        key = key or (bearer[7:].strip() if bearer.lower().startswith("bearer ") else None)
+        if not key:
+            return self._error(request, 401, "x-api-key header is required")
+        if self.api_key is not None and key != self.api_key:
+            return self._error(request, 401, "invalid x-api-key")
+        version = request.headers.get("anthropic-version")
+        if version is None:
+            return self._error(request, 400, "anthropic-version: header is required")
+        if version not in API_VERSIONS:
+            return self._error(request, 400, f"anthropic-version: invalid version {version!r}")
+        return None
+
+    async def _preamble(
+        self, request: Request, schema: str
+    ) -> tuple[dict[str, Any] | None, ModelCard | None, Response | None]:
+        """Record, authenticate, parse, validate, resolve the model."""
+        recorded = await self._record(request)
+        denied = self._authorise(request)
+        if denied is not None:
+            return None, None, denied
+        body = recorded.body
+        if not isinstance(body, dict):
+            return None, None, self._error(request, 400, "There was an error parsing the body "
+                                           "of your request: expected a JSON object")  # fmt: skip
+        error = first_error(SPEC_FILE, schema, body)
+        if error is not None:
+            path = _dotted(error_path(error))
+            if error.validator == "required":
+                missing = next((k for k in error.validator_value if k not in error.instance), "")
+                text = f"{path + '.' if path else ''}{missing}: Field required"
+            elif error.validator == "additionalProperties":
+                extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+                text = f"{path + '.' if path else ''}{extra[0]}: Extra inputs are not permitted"
+            else:
+                text = f"{path}: {error.message}"
+            self._violation(request, f"{schema}: {text}")
+            return None, None, self._error(request, 400, text)
+        card = self._card(str(body["model"]))
+        if card is None:
+            return None, None, self._error(request, 404, f"model: {body['model']}")
+        request.state.fake_tokens = _brain.count_tokens(recorded.raw.decode("utf-8", "replace"))
+        return body, card, None
+
+    async def _stall(self, request: Request, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(min(0.05, left))
+            if await request.is_disconnected():
+                return
+
+    # ---- endpoints
+
+    async def _messages(self, request: Request) -> Any:
+        body, card, early = await self._preamble(request, "CreateMessageParams")
+        if early is not None:
+            return early
+        assert body is not None and card is not None
+        problem = check_message_request(body, card)
+        if problem is not None:
+            self._violation(request, f"contract: {problem.message}")
+            return self._error(request, problem.status, problem.message, problem.type)
+        stream = body.get("stream") is True
+        action = self._pop()
+        if isinstance(action, Stall):
+            await self._stall(request, action.seconds)
+            action = action.then
+        if isinstance(action, Fail):
+            return self._fail(request, action)
+        if isinstance(action, Malformed):
+            media = action.content_type or ("text/event-stream" if stream else "application/json")
+            return Response(action.body, action.status, media_type=media)
+        if isinstance(action, Disconnect) and not stream:
+            return _Dropped()
+        if isinstance(action, StreamError) and not stream:
+            status = _ERROR_STATUS.get(action.type, 500)
+            return self._error(request, status, action.message, action.type)
+        cache = self.cache.account(card.id, body, card.min_cacheable)
+        prompt_tokens = sum(cache[:3])
+        if prompt_tokens > self.context_window:
+            return self._error(request, 400, f"prompt is too long: {prompt_tokens} tokens > "
+                                             f"{self.context_window} maximum")  # fmt: skip
+        reply = action if isinstance(action, Reply) else None
+        n = self._next_id()
+        mind = brain_body(body)
+        prompt = _brain.last_user_text(mind["messages"])
+        thinking = reply.thinking if reply else None
+        if reply is None and (body.get("thinking") or {}).get("type") == "enabled":
+            thinking = f"Let me think about: {prompt[:200]}"
+        if reply is not None:
+            calls = [
+                _brain.ToolCall(c["name"], json.dumps(c.get("arguments", {})))
+                for c in reply.tool_calls or []
+            ]
+            answer = _brain.Answer(reply.content, calls)
+        else:
+            answer = _brain.respond(mind)
+            forced = (body.get("tool_choice") or {}).get("type") in ("any", "tool")
+            if answer.tool_calls and not forced:  # Claude says what it is about to do
+                answer.content = f"I'll use the {answer.tool_calls[0].name} tool."
+        blocks = answer_blocks(
+            body, answer, seed=n, thinking=thinking, stop_reason=reply and reply.stop_reason
+        )
+        usage = usage_body(blocks, cache, reply.usage if reply else None)
+        message_id = "msg_01" + hashlib.sha256(f"msg{n}".encode()).hexdigest()[:22]
+        message = message_body(message_id, card.id, blocks, usage)
+        if not stream:
+            return json_response(message)
+        events = stream_events(message)
+        if isinstance(action, StreamError):
+            error = {"type": "error", "error": {"type": action.type, "message": action.message}}
+            return EventStream(events, error=(action.after_events, error))
+        cut = action.after_events if isinstance(action, Disconnect) else None
+        return EventStream(events, drop_after=cut)
+
+    async def _count_tokens(self, request: Request) -> Any:
+        body, card, early = await self._preamble(request, "CountMessageTokensParams")
+        if early is not None:
+            return early
+        assert body is not None and card is not None
+        uncached, read, written, _ = PromptCache().account(card.id, body, card.min_cacheable)
+        return json_response({"input_tokens": uncached + read + written})
+
+    async def _list_models(self, request: Request) -> Response:
+        await self._record(request)
+        denied = self._authorise(request)
+        if denied is not None:
+            return denied
+        query = request.query_params
+        try:
+            limit = int(query.get("limit", "20"))
+        except ValueError:
+            return self._error(request, 400, "limit: Input should be a valid integer")
+        if not 1 <= limit <= 1000:
+            return self._error(request, 400, "limit: Input should be between 1 and 1000")
+        ids = [card.id for card in self.models]
+        for cursor in ("after_id", "before_id"):
+            if query.get(cursor) is not None and query[cursor] not in ids:
+                return self._error(request, 400, f"{cursor}: unknown model id {query[cursor]}")
+        if "before_id" in query:
+            end = ids.index(query["before_id"])
+            start = max(end - limit, 0)
+            more = start > 0
+        else:
+            start = ids.index(query["after_id"]) + 1 if "after_id" in query else 0
+            end = min(start + limit, len(ids))
+            more = end < len(ids)
+        page = [model_card(card) for card in self.models[start:end]]
+        return json_response({
+            "data": page, "has_more": more,
+            "first_id": page[0]["id"] if page else None,
+            "last_id": page[-1]["id"] if page else None,
+        })  # fmt: skip
+
+    async def _get_model(self, request: Request) -> Response:
+        await self._record(request)
+        denied = self._authorise(request)
+        if denied is not None:
+            return denied
+        card = self._card(request.path_params["model_id"])
+        if card is None:
+            return self._error(request, 404, f"model: {request.path_params['model_id']}")
+        return json_response(model_card(card))

@@ -1,0 +1,467 @@
+"""A faithful fake of Ollama's native HTTP API, for tests.
+
+``FakeOllama`` holds a Starlette app serving, like ``ollama serve`` on port 11434:
+
+* ``GET /`` (``Ollama is running``), ``GET /api/version``,
+* ``POST /api/chat`` (one JSON object, or NDJSON lines ending with ``"done": true``),
+* ``POST /api/embed``, ``GET /api/tags``, ``POST /api/show``;
+* any other path: Go's router answer, ``404 page not found`` as text.
+
+Every chat/embed/show body is validated against ``ChatRequest`` / ``EmbedRequest`` /
+``ShowRequest`` of ``../shared/specs/ollama-openapi.yaml``; a violation is answered with 400
+``{"error": ...}`` and appended to ``fake.spec_violations``. The spec's ``ChatMessage`` lacks
+``thinking`` and ``tool_name``, which docs/api.md documents: those are accepted; any other
+field Ollama would silently ignore (unknown top-level, message or option keys) is answered
+normally, as Ollama does, but recorded as a violation (``_ollama_wire.contract_problems``).
+
+Models are resolved like Ollama (``llama3.2`` is ``llama3.2:latest``) against ``fake.models``;
+an unknown one is 404 ``model "x" not found, try pulling it first``. Capabilities are enforced
+as Ollama does: tools need ``tools``, ``think`` needs ``thinking``, images need ``vision``,
+chat needs ``completion``.
+
+Per test, ``fake.script(*actions)`` queues what the next chat requests get (``Reply``, ``Fail``,
+``StreamError``, ``Stall``, ``Disconnect``, ``Malformed``); with the queue empty the
+deterministic brain in ``_brain`` answers. ``fake.requests`` records every request.
+
+    with FakeOllama().running() as fake:
+        client = ollama.Client(host=fake.base_url)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from . import _brain
+from ._ollama_wire import (
+    DEFAULT_MODELS,
+    SPEC_FILE,
+    VERSION,
+    Disconnect,
+    Fail,
+    Malformed,
+    ModelCard,
+    Reply,
+    Stall,
+    StreamError,
+    brain_body,
+    canonical_name,
+    chat_objects,
+    contract_problems,
+    go_json,
+    show_record,
+    tag_record,
+    timestamp,
+    turn_from_answer,
+    turn_from_reply,
+)
+from ._openai_wire import Dropped, embed_text
+from ._openapi import first_error, format_error
+from ._server import drop_connection, serve
+
+__all__ = [
+    "DEFAULT_MODELS",
+    "Disconnect",
+    "Fail",
+    "FakeOllama",
+    "Malformed",
+    "ModelCard",
+    "RecordedRequest",
+    "Reply",
+    "Stall",
+    "StreamError",
+]
+
+Action = Reply | Fail | StreamError | Stall | Disconnect | Malformed
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]  # lower-cased names
+    body: Any  # parsed JSON, or None when absent/unparsable
+    raw: bytes = b""
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        go_json(data), status, headers=headers, media_type="application/json; charset=utf-8"
+    )
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return _json({"error": message}, status, headers)
+
+
+def _lenient(body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` for schema validation, with ``content`` defaulted on messages.
+
+    The spec marks ``ChatMessage.content`` required, but Ollama decodes a missing one as ""
+    and the official SDK drops empty values (an assistant message holding only tool calls
+    goes out without ``content``): a live server accepts both, so the fake does too.
+    """
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return body
+    fixed = [{"content": "", **m} if isinstance(m, dict) else m for m in messages]
+    return {**body, "messages": fixed}
+
+
+class NDJSONResponse:
+    """ASGI response writing one JSON object per line (``application/x-ndjson``).
+
+    ``drop_after=N`` cuts the connection after N lines (a server dying mid-answer);
+    ``error_after=(N, text)`` writes N lines, then ``{"error": text}``, and ends normally.
+    """
+
+    def __init__(
+        self,
+        lines: list[Any],
+        *,
+        drop_after: int | None = None,
+        error_after: tuple[int, str] | None = None,
+    ) -> None:
+        self.lines, self.drop_after, self.error_after = lines, drop_after, error_after
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/x-ndjson")],
+            }
+        )
+        lines = list(self.lines)
+        if self.error_after is not None:
+            count, text = self.error_after
+            lines = [*lines[:count], {"error": text}]
+        for index, line in enumerate(lines):
+            if self.drop_after is not None and index >= self.drop_after:
+                await drop_connection(scope)
+                return
+            data = line if isinstance(line, str) else go_json(line)
+            body = (data + "\n").encode()
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+            await asyncio.sleep(0)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+class FakeOllama:
+    """The fake server. Attributes tests use:
+
+    * ``base_url`` (``http://127.0.0.1:PORT``, the server root like ``OLLAMA_HOST``), set
+      while ``running()``;
+    * ``requests`` (``RecordedRequest``), ``last_request``, ``bodies(path)``;
+    * ``spec_violations``: list of str (schema and documented-contract violations);
+    * ``internal_errors``: list of str (bugs of the fake itself; should stay empty);
+    * ``models`` (``ModelCard``s), ``api_key`` (require ``Authorization: Bearer`` as
+      ollama.com does), ``version``: configuration, restored by ``reset()``.
+    """
+
+    Reply = Reply
+    Fail = Fail
+    StreamError = StreamError
+    Stall = Stall
+    Disconnect = Disconnect
+    Malformed = Malformed
+
+    def __init__(
+        self, *, models: tuple[ModelCard, ...] = DEFAULT_MODELS, api_key: str | None = None
+    ) -> None:
+        self._defaults: dict[str, Any] = {"models": list(models), "api_key": api_key}
+        self.base_url: str | None = None
+        self._lock = threading.Lock()
+        self.reset()
+        guard = self._guard
+        self.app = Starlette(
+            routes=[
+                Route("/", guard(self._root), methods=["GET", "HEAD"]),
+                Route("/api/version", guard(self._version), methods=["GET"]),
+                Route("/api/tags", guard(self._tags), methods=["GET"]),
+                Route("/api/show", guard(self._show), methods=["POST"]),
+                Route("/api/chat", guard(self._chat), methods=["POST"]),
+                Route("/api/embed", guard(self._embed), methods=["POST"]),
+            ],
+            exception_handlers={404: self._not_found, 405: self._not_found},
+        )
+
+    # ---- configuration and inspection
+
+    def reset(self) -> None:
+        """Clear script, recorded requests and violations; restore the configuration."""
+        with self._lock:
+            self.models: list[ModelCard] = list(self._defaults["models"])
+            self.api_key: str | None = self._defaults["api_key"]
+            self.version: str = VERSION
+            self.requests: list[RecordedRequest] = []
+            self.spec_violations: list[str] = []
+            self.internal_errors: list[str] = []
+            self._chat_script: list[list[Any]] = []
+            self._embed_script: list[list[Any]] = []
+
+    def script(self, *actions: Action) -> None:
+        """Queue actions for the next chat requests (a ``Fail`` with ``times=n`` answers n)."""
+        with self._lock:
+            self._chat_script += [[a, getattr(a, "times", 1)] for a in actions]
+
+    def script_embed(self, *actions: Action) -> None:
+        """Queue actions for the next ``/api/embed`` requests (``Reply`` is not meaningful)."""
+        with self._lock:
+            self._embed_script += [[a, getattr(a, "times", 1)] for a in actions]
+
+    @property
+    def last_request(self) -> RecordedRequest | None:
+        return self.requests[-1] if self.requests else None
+
+    def bodies(self, path: str = "/api/chat") -> list[Any]:
+        """Parsed bodies of the recorded requests to ``path``."""
+        return [r.body for r in self.requests if r.path == path]
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[FakeOllama]:
+        """Serve on 127.0.0.1 (free port) for the duration; sets ``base_url``."""
+        with serve(self.app) as url:
+            self.base_url = url
+            try:
+                yield self
+            finally:
+                self.base_url = None
+
+    def card(self, name: str) -> ModelCard | None:
+        wanted = canonical_name(name)
+        return next((c for c in self.models if c.name == wanted), None)
+
+    # ---- plumbing
+
+    def _pop(self, queue: list[list[Any]]) -> Action | None:
+        with self._lock:
+            if not queue:
+                return None
+            entry = queue[0]
+            entry[1] -= 1
+            if entry[1] <= 0:
+                queue.pop(0)
+            return entry[0]
+
+    def _guard(
+        self, handler: Callable[[Request], Awaitable[Any]]
+    ) -> Callable[[Request], Awaitable[Any]]:
+        async def endpoint(request: Request) -> Any:
+            try:
+                request.state.recorded = await self._record(request)
+                denied = self._authorise(request)
+                return denied if denied is not None else await handler(request)
+            except Exception as exc:  # a bug of the fake: answer like the server, keep a note
+                self.internal_errors.append(f"{request.method} {request.url.path}: {exc!r}")
+                return _error(500, "internal server error")
+
+        return endpoint
+
+    async def _record(self, request: Request) -> RecordedRequest:
+        raw = await request.body()
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        recorded = RecordedRequest(
+            request.method,
+            request.url.path,
+            {k.lower(): v for k, v in request.headers.items()},
+            body,
+            raw,
+        )
+        self.requests.append(recorded)
+        return recorded
+
+    def _authorise(self, request: Request) -> Response | None:
+        if self.api_key is None:
+            return None  # a local server takes no key
+        bearer = request.headers.get("authorization", "")
+        if bearer != f"Bearer {self.api_key}":
+            return _error(401, "unauthorized")
+        return None
+
+    async def _not_found(self, request: Request, exc: Exception) -> Response:
+        await self._record(request)
+        # Gin's default for unknown routes and wrong methods alike.
+        return PlainTextResponse("404 page not found", 404)
+
+    def _violation(self, request: Request, text: str) -> None:
+        self.spec_violations.append(f"{request.method} {request.url.path}: {text}")
+
+    def _parse(
+        self, request: Request, schema: str
+    ) -> tuple[dict[str, Any] | None, Response | None]:
+        recorded: RecordedRequest = request.state.recorded  # not requests[-1]: concurrency
+        if not recorded.raw:
+            return None, _error(400, "missing request body")
+        if not isinstance(recorded.body, dict):
+            self._violation(request, "body is not a JSON object")
+            return None, _error(400, "invalid character in request body")
+        error = first_error(SPEC_FILE, schema, _lenient(recorded.body))
+        if error is not None:
+            text = format_error(error)
+            self._violation(request, f"{schema}: {text}")
+            if error.validator == "required" and "'model'" in error.message:
+                return None, _error(400, "model is required")
+            return None, _error(400, f"json: cannot unmarshal request ({text})")
+        return recorded.body, None
+
+    def _model_missing(self, name: str) -> Response:
+        return _error(404, f'model "{name}" not found, try pulling it first')
+
+    async def _stall(self, request: Request, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(min(0.05, left))
+            if await request.is_disconnected():
+                return
+
+    # ---- endpoints
+
+    async def _root(self, request: Request) -> Response:
+        return PlainTextResponse("Ollama is running")
+
+    async def _version(self, request: Request) -> Response:
+        return _json({"version": self.version})
+
+    async def _tags(self, request: Request) -> Response:
+        return _json({"models": [tag_record(card) for card in self.models]})
+
+    async def _show(self, request: Request) -> Response:
+        body, early = self._parse(request, "ShowRequest")
+        if early is not None:
+            return early
+        assert body is not None
+        card = self.card(body["model"])
+        if card is None:
+            return _error(404, f"model '{body['model']}' not found")
+        return _json(show_record(card))
+
+    def _capability_error(self, body: dict[str, Any], card: ModelCard) -> str | None:
+        name = body["model"]
+        if "completion" not in card.capabilities:
+            return f'"{name}" does not support chat'
+        if body.get("tools") and "tools" not in card.capabilities:
+            return f"registry.ollama.ai/library/{card.name} does not support tools"
+        if body.get("think") and "thinking" not in card.capabilities:
+            return f'"{name}" does not support thinking'
+        if "vision" not in card.capabilities and any(
+            m.get("images") for m in body.get("messages") or []
+        ):
+            return "this model is missing data required for image input"
+        return None
+
+    async def _chat(self, request: Request) -> Any:
+        body, early = self._parse(request, "ChatRequest")
+        if early is not None:
+            return early
+        assert body is not None
+        ignored, rejected = contract_problems(body)
+        for text in ignored:
+            self._violation(request, f"contract: {text}")
+        if rejected is not None:
+            self._violation(request, f"contract: {rejected}")
+            return _error(400, rejected)
+        card = self.card(body["model"])
+        if card is None:
+            return self._model_missing(body["model"])
+        problem = self._capability_error(body, card)
+        if problem is not None:
+            return _error(400, problem)
+        stream = body.get("stream", True) is not False  # Ollama streams unless told not to
+        action = self._pop(self._chat_script)
+        if isinstance(action, Stall):
+            await self._stall(request, action.seconds)
+            action = action.then
+        if isinstance(action, Fail):
+            return _error(action.status, action.message, action.headers)
+        if isinstance(action, Malformed):
+            media = action.content_type or (
+                "application/x-ndjson" if stream else "application/json; charset=utf-8"
+            )
+            return Response(action.body, action.status, media_type=media)
+        if isinstance(action, Disconnect) and not stream:
+            return Dropped()
+        messages = body.get("messages") or []
+        if not messages:  # an empty chat only loads the model
+            return self._load_answer(body["model"], stream)
+        brain = brain_body(body)
+        prompt_tokens = _brain.prompt_token_count(brain)
+        if isinstance(action, Reply):
+            turn = turn_from_reply(action, prompt_tokens)
+        else:
+            thinking = ""
+            if body.get("think"):
+                thinking = f"The user asks: {_brain.last_user_text(brain['messages'])[:200]}"
+            turn = turn_from_answer(_brain.respond(brain), thinking, prompt_tokens)
+        objects = chat_objects(body["model"], turn, stream=stream)  # echoed as given
+        if not stream:
+            return _json(objects[0])
+        return NDJSONResponse(
+            objects,
+            drop_after=action.after_chunks if isinstance(action, Disconnect) else None,
+            error_after=(action.after_chunks, action.message)
+            if isinstance(action, StreamError)
+            else None,
+        )
+
+    def _load_answer(self, model: str, stream: bool) -> Any:
+        answer = {
+            "model": model,
+            "created_at": timestamp(),
+            "message": {"role": "assistant", "content": ""},
+            "done_reason": "load",
+            "done": True,
+        }
+        return NDJSONResponse([answer]) if stream else _json(answer)
+
+    async def _embed(self, request: Request) -> Any:
+        body, early = self._parse(request, "EmbedRequest")
+        if early is not None:
+            return early
+        assert body is not None
+        card = self.card(body["model"])
+        if card is None:
+            return self._model_missing(body["model"])
+        action = self._pop(self._embed_script)
+        if isinstance(action, Stall):
+            await self._stall(request, action.seconds)
+            action = action.then
+        if isinstance(action, Fail):
+            return _error(action.status, action.message, action.headers)
+        if isinstance(action, Malformed):
+            return Response(action.body, action.status, media_type="application/json")
+        if isinstance(action, Disconnect):
+            return Dropped()
+        raw = body["input"]
+        texts = ([raw] if raw else []) if isinstance(raw, str) else list(raw)
+        full = card.embedding_length
+        dims = body.get("dimensions")
+        if dims is not None and not 1 <= dims <= full:
+            return _error(400, f"dimensions must be between 1 and {full}")
+        counts = [_brain.count_tokens(text) + 2 for text in texts]  # + BOS/EOS
+        if body.get("truncate") is False and any(n > card.context_length for n in counts):
+            return _error(400, "the input length exceeds the context length")
+        vectors = [embed_text(text, dims or full, full) for text in texts]
+        return _json(
+            {
+                "model": body["model"],
+                "embeddings": vectors,
+                "total_duration": 14_143_917 + 1_000 * sum(counts),
+                "load_duration": 1_019_500,
+                "prompt_eval_count": sum(counts),
+            }
+        )
