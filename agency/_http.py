@@ -191,6 +191,7 @@ def retry_after_seconds(headers: httpx.Headers) -> float | None:
 
 
 _CONTEXT_MARKERS = (
+    "prompt is too long",
     "context_length_exceeded",
     "context length",
     "context window",

@@ -76,7 +76,8 @@ class AgencyEmbeddings(BaseModel, Embeddings):
         )
         self._adapter = load_adapter_class(profile)(connection)
         if not self._adapter.effective_capabilities().embeddings:
-            raise CapabilityError(f"provider {profile.name!r} does not offer embeddings")
+            hint = self._adapter.embeddings_hint or 'use agency.embeddings("local:wordllama")'
+            raise CapabilityError(f"provider {profile.name!r} does not offer embeddings; {hint}")
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """One vector per text, in order."""

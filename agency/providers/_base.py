@@ -66,6 +66,8 @@ _FINISH = {
     "unexpected_tool_call": "error",
     "too_many_tool_calls": "error",
     "missing_thought_signature": "error",
+    "timeout": "length",
+    "pause_turn": "length",
 }
 
 
@@ -159,6 +161,8 @@ class ChatAdapter(ABC):
 
     capabilities: ClassVar[Capabilities] = Capabilities()
     """What this wire protocol supports (a preset may switch parts off via quirks)."""
+    embeddings_hint: ClassVar[str] = ""
+    """Said when embeddings are asked of a provider that has none: where to get them."""
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection

@@ -697,6 +697,8 @@ class AnthropicAdapter(HTTPAdapter):
     ``json_mode`` are off, so `AgencyChatModel.with_structured_output` picks
     ``function_calling``)."""
 
+    embeddings_hint = NO_EMBEDDINGS_MESSAGE
+
     capabilities = Capabilities(
         tools=True, tool_choice=True, parallel_tool_calls=True, json_mode=False, json_schema=False,
         image_inputs=True, embeddings=False, list_models=True, cached_tokens=True,

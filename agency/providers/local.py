@@ -264,12 +264,15 @@ def _formatter(llm: Any) -> Any | None:
         return "" if token < 0 else llm.detokenize([token], special=True).decode("utf-8", "replace")
 
     eos = llm.token_eos()
-    return llama_chat_format.Jinja2ChatFormatter(
-        template=template,
-        eos_token=text(eos),
-        bos_token=text(llm.token_bos()),
-        stop_token_ids=[eos],
-    )
+    try:
+        return llama_chat_format.Jinja2ChatFormatter(
+            template=template,
+            eos_token=text(eos),
+            bos_token=text(llm.token_bos()),
+            stop_token_ids=[eos],
+        )
+    except Exception:  # a template jinja2 cannot compile: leave formatting to llama-cpp
+        return None
 
 
 def _prompt_tokens(model: _Model, messages: list[dict[str, Any]]) -> int:

@@ -544,7 +544,12 @@ class OllamaAdapter(HTTPAdapter):
         return [[float(x) for x in vector] for vector in vectors]
 
     def _embed(
-        self, texts: Sequence[str], *, model: str, dimensions: int | None
+        self,
+        texts: Sequence[str],
+        *,
+        model: str,
+        dimensions: int | None,
+        input_type: str | None = None,  # this API embeds queries and documents alike
     ) -> list[list[float]]:
         vectors: list[list[float]] = []
         for count, body in self._batches(texts, model, dimensions):
@@ -552,7 +557,12 @@ class OllamaAdapter(HTTPAdapter):
         return vectors
 
     async def _aembed(
-        self, texts: Sequence[str], *, model: str, dimensions: int | None
+        self,
+        texts: Sequence[str],
+        *,
+        model: str,
+        dimensions: int | None,
+        input_type: str | None = None,  # this API embeds queries and documents alike
     ) -> list[list[float]]:
         vectors: list[list[float]] = []
         for count, body in self._batches(texts, model, dimensions):

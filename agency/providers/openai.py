@@ -439,7 +439,12 @@ class OpenAIAdapter(HTTPAdapter):
         return out  # type: ignore[return-value]
 
     def _embed(
-        self, texts: Sequence[str], *, model: str, dimensions: int | None
+        self,
+        texts: Sequence[str],
+        *,
+        model: str,
+        dimensions: int | None,
+        input_type: str | None = None,  # this API embeds queries and documents alike
     ) -> list[list[float]]:
         vectors: list[list[float]] = []
         for start in range(0, len(texts), EMBEDDING_BATCH_SIZE):
@@ -451,7 +456,12 @@ class OpenAIAdapter(HTTPAdapter):
         return vectors
 
     async def _aembed(
-        self, texts: Sequence[str], *, model: str, dimensions: int | None
+        self,
+        texts: Sequence[str],
+        *,
+        model: str,
+        dimensions: int | None,
+        input_type: str | None = None,  # this API embeds queries and documents alike
     ) -> list[list[float]]:
         vectors: list[list[float]] = []
         for start in range(0, len(texts), EMBEDDING_BATCH_SIZE):

@@ -211,7 +211,7 @@ BUILTIN_PROFILES: tuple[ProviderProfile, ...] = (
         base_url="https://api.anthropic.com", base_url_env=("ANTHROPIC_BASE_URL",),
         api_key_env=("ANTHROPIC_API_KEY",), auth_header="x-api-key", auth_scheme="",
         headers={"anthropic-version": "2023-06-01"},
-        default_model="claude-sonnet-4-5",
+        default_model="claude-sonnet-4-6",
         docs="https://docs.anthropic.com/en/api/messages",
     ),
     _native(

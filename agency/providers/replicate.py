@@ -533,7 +533,12 @@ class ReplicateAdapter(HTTPAdapter):
 
     # -- embeddings -------------------------------------------------------------------
     def _embed(
-        self, texts: Sequence[str], *, model: str, dimensions: int | None
+        self,
+        texts: Sequence[str],
+        *,
+        model: str,
+        dimensions: int | None,
+        input_type: str | None = None,  # this API embeds queries and documents alike
     ) -> list[list[float]]:
         _no_dimensions(dimensions)
         vectors: list[list[float]] = []
@@ -546,7 +551,12 @@ class ReplicateAdapter(HTTPAdapter):
         return vectors
 
     async def _aembed(
-        self, texts: Sequence[str], *, model: str, dimensions: int | None
+        self,
+        texts: Sequence[str],
+        *,
+        model: str,
+        dimensions: int | None,
+        input_type: str | None = None,  # this API embeds queries and documents alike
     ) -> list[list[float]]:
         _no_dimensions(dimensions)
         vectors: list[list[float]] = []

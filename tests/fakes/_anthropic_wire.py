@@ -25,10 +25,12 @@ from . import _brain
 from ._server import drop_connection
 
 __all__ = [
+    "CONTEXT_WINDOW",
     "MODELS",
     "STATUS_DEFAULTS",
     "AnswerBlocks",
     "EventStream",
+    "HeadersMiddleware",
     "ModelCard",
     "PromptCache",
     "answer_blocks",
@@ -38,6 +40,7 @@ __all__ = [
     "json_response",
     "message_body",
     "model_card",
+    "new_request_id",
     "request_segments",
     "stream_events",
     "thinking_signature",
@@ -241,11 +244,15 @@ def request_segments(body: dict[str, Any]) -> list[tuple[Any, int, dict[str, Any
     for tool in body.get("tools") or []:
         out.append((tool, _brain.count_tokens(json.dumps(tool)), tool.get("cache_control")))
     system = body.get("system")
-    for block in [{"type": "text", "text": system}] if isinstance(system, str) else system or []:
+    blocks: list[dict[str, Any]] = (
+        [{"type": "text", "text": system}] if isinstance(system, str) else system or []
+    )
+    for block in blocks:
         out.append((block, _brain.count_tokens(block["text"]), block.get("cache_control")))
     for turn in body["messages"]:
         content = turn["content"]
-        for block in [{"type": "text", "text": content}] if isinstance(content, str) else content:
+        blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
+        for block in blocks:
             if block.get("type") == "text":
                 tokens = _brain.count_tokens(block["text"])
             elif block.get("type") in ("image", "document"):

@@ -138,6 +138,7 @@ class StreamError:
 
 
 Action = Reply | Fail | Stall | Disconnect | Malformed | StreamError
+_Fail = Fail  # FakeAnthropic.Fail shadows the name inside the class body
 _ERROR_STATUS = {"overloaded_error": 529, "api_error": 500, "rate_limit_error": 429}
 
 
@@ -301,7 +302,7 @@ class FakeAnthropic:
         await self._record(request)
         return self._error(request, 404, "Not Found", "not_found_error")
 
-    def _fail(self, request: Request, fail: Fail) -> Response:
+    def _fail(self, request: Request, fail: _Fail) -> Response:
         headers = dict(fail.headers)
         if fail.status == 429:
             headers.setdefault("retry-after", str(fail.retry_after))
@@ -417,7 +418,11 @@ class FakeAnthropic:
             if answer.tool_calls and not forced:  # Claude says what it is about to do
                 answer.content = f"I'll use the {answer.tool_calls[0].name} tool."
         blocks = answer_blocks(
-            body, answer, seed=n, thinking=thinking, stop_reason=reply and reply.stop_reason
+            body,
+            answer,
+            seed=n,
+            thinking=thinking,
+            stop_reason=reply.stop_reason if reply else None,
         )
         usage = usage_body(blocks, cache, reply.usage if reply else None)
         message_id = "msg_01" + hashlib.sha256(f"msg{n}".encode()).hexdigest()[:22]

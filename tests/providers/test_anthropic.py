@@ -78,7 +78,8 @@ def _png() -> bytes:
         crc = struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
         return struct.pack(">I", len(data)) + kind + data + crc
 
-    raw = b"".join(b"\x00" + bytes((x * 30, y * 30, 200)) * 1 for y in range(4) for x in range(4))
+    rows = (b"".join(bytes((x * 30, y * 30, 200)) for x in range(4)) for y in range(4))
+    raw = b"".join(b"\x00" + row for row in rows)  # each scanline opens with its filter byte
     header = struct.pack(">IIBBBBB", 4, 4, 8, 2, 0, 0, 0)
     return (
         b"\x89PNG\r\n\x1a\n"
