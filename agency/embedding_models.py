@@ -80,21 +80,30 @@ class AgencyEmbeddings(BaseModel, Embeddings):
             raise CapabilityError(f"provider {profile.name!r} does not offer embeddings; {hint}")
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        """One vector per text, in order."""
+        """One vector per text, in order, embedded as documents to be searched."""
         if not texts:
             return []
-        return self._adapter.embed(texts, model=self.model, dimensions=self.dimensions)
+        return self._adapter.embed(
+            texts, model=self.model, dimensions=self.dimensions, input_type="document"
+        )
 
     def embed_query(self, text: str) -> list[float]:
-        """The vector of one text."""
-        return self.embed_documents([text])[0]
+        """The vector of one search query (Cohere, Voyage and Gemini embed queries apart)."""
+        return self._adapter.embed(
+            [text], model=self.model, dimensions=self.dimensions, input_type="query"
+        )[0]
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
         """Async twin of `embed_documents`."""
         if not texts:
             return []
-        return await self._adapter.aembed(texts, model=self.model, dimensions=self.dimensions)
+        return await self._adapter.aembed(
+            texts, model=self.model, dimensions=self.dimensions, input_type="document"
+        )
 
     async def aembed_query(self, text: str) -> list[float]:
         """Async twin of `embed_query`."""
-        return (await self.aembed_documents([text]))[0]
+        vectors = await self._adapter.aembed(
+            [text], model=self.model, dimensions=self.dimensions, input_type="query"
+        )
+        return vectors[0]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGenerationChunk
@@ -24,9 +24,13 @@ __all__ = [
     "Capabilities",
     "ChatAdapter",
     "ChatRequest",
+    "InputType",
     "ModelInfo",
     "normalize_finish_reason",
 ]
+
+InputType = Literal["query", "document"]
+"""What texts are embedded for: search queries or the documents searched."""
 
 FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter", "error"})
 """The one vocabulary every adapter maps its stop reasons into."""
@@ -210,20 +214,31 @@ class ChatAdapter(ABC):
             yield chunk
 
     def embed(
-        self, texts: Sequence[str], *, model: str, dimensions: int | None = None
+        self,
+        texts: Sequence[str],
+        *,
+        model: str,
+        dimensions: int | None = None,
+        input_type: InputType | None = None,
     ) -> list[list[float]]:
-        """One vector per text, in order."""
+        """One vector per text, in order. ``input_type`` says whether the texts are search
+        ``"query"``s or ``"document"``s, for providers that embed them differently."""
         return call_with_retry(
-            lambda: self._embed(texts, model=model, dimensions=dimensions),
+            lambda: self._embed(texts, model=model, dimensions=dimensions, input_type=input_type),
             self.connection.max_retries,
         )
 
     async def aembed(
-        self, texts: Sequence[str], *, model: str, dimensions: int | None = None
+        self,
+        texts: Sequence[str],
+        *,
+        model: str,
+        dimensions: int | None = None,
+        input_type: InputType | None = None,
     ) -> list[list[float]]:
         """Async twin of `embed`."""
         return await call_with_retry_async(
-            lambda: self._aembed(texts, model=model, dimensions=dimensions),
+            lambda: self._aembed(texts, model=model, dimensions=dimensions, input_type=input_type),
             self.connection.max_retries,
         )
 
@@ -253,12 +268,22 @@ class ChatAdapter(ABC):
         return self._astream(request)
 
     def _embed(
-        self, texts: Sequence[str], *, model: str, dimensions: int | None
+        self,
+        texts: Sequence[str],
+        *,
+        model: str,
+        dimensions: int | None,
+        input_type: InputType | None = None,
     ) -> list[list[float]]:
         raise CapabilityError(f"{self.provider} does not offer embeddings")
 
     async def _aembed(
-        self, texts: Sequence[str], *, model: str, dimensions: int | None
+        self,
+        texts: Sequence[str],
+        *,
+        model: str,
+        dimensions: int | None,
+        input_type: InputType | None = None,
     ) -> list[list[float]]:
         raise CapabilityError(f"{self.provider} does not offer embeddings")
 

@@ -12,7 +12,8 @@
 - Streams carry usage on their last chunk (llama.cpp's own streams carry none): prompt tokens
   from the formatted prompt, completion tokens counted as they are streamed.
 - ``response_format`` is grammar-constrained: ``json_object`` to any (compact) JSON object,
-  ``json_schema`` to the schema. Tools and images raise `CapabilityError`.
+  ``json_schema`` to the schema. Tools: forced calls only (``tool_choice``), grammar-constrained
+  to the tools' schemas. Images raise `CapabilityError`.
 - Failures: a prompt longer than the context raises `ContextWindowExceeded`, an unknown model
   `ModelNotFound`, a missing package `ConfigError`, anything else `ProviderUnavailable`.
 - Per-request llama.cpp sampling extras pass through ``model_kwargs`` (``top_k``, ``min_p``,
@@ -54,6 +55,7 @@ from agency.errors import (
     ProviderUnavailable,
 )
 from agency.providers._base import Capabilities, ChatAdapter, ChatRequest, ModelInfo
+from agency.providers._local_tools import as_forced_tool_request, as_tool_call, calls_tool
 from agency.providers.openai import build_chat_body, chunk_from_completion, chunk_from_stream_event
 
 __all__ = [
@@ -430,8 +432,8 @@ class LocalAdapter(ChatAdapter):
     """llama.cpp and wordllama in this process, behind the adapter contract."""
 
     capabilities = Capabilities(
-        tools=False,
-        tool_choice=False,
+        tools=True,  # forced calls only: see _as_forced_tool_request
+        tool_choice=True,
         json_mode=True,
         json_schema=True,
         embeddings=True,
@@ -446,11 +448,7 @@ class LocalAdapter(ChatAdapter):
         """The loaded model and the `create_chat_completion` arguments for ``request``."""
         provider, name = self.provider, request.model
         where: dict[str, Any] = {"provider": provider, "model": name}
-        if request.tools:
-            raise CapabilityError(
-                f"{provider}:{name} cannot call tools: a 135M model does not produce reliable tool "
-                "calls; use a hosted provider for tools, or with_structured_output(method='json_schema')"
-            )
+        request = as_forced_tool_request(request, where)
         body = build_chat_body(request, {"max_tokens_field": "max_tokens"}, stream=False)
         unknown = sorted(set(body) - _HANDLED - _LLAMA_EXTRAS)
         if unknown:
@@ -486,9 +484,15 @@ class LocalAdapter(ChatAdapter):
             raise
         except Exception as exc:
             raise _map_error(exc, self.provider, request.model) from exc
-        yield chunk_from_completion(data, self.provider, request.model)
+        chunk = chunk_from_completion(data, self.provider, request.model)
+        yield as_tool_call(chunk, self.provider, request.model) if calls_tool(request) else chunk
 
     def _stream(self, request: ChatRequest) -> Generator[ChatGenerationChunk, None, None]:
+        if calls_tool(request):
+            # A tool call is one grammar-constrained JSON object: it is parsed whole, so the
+            # stream is the non-streamed answer as one chunk.
+            yield from self._complete(request)
+            return
         model, kwargs = self._prepare(request)
         provider, name = self.provider, request.model
         try:
@@ -567,12 +571,22 @@ class LocalAdapter(ChatAdapter):
 
     # -- embeddings -------------------------------------------------------------------
     def _embed(
-        self, texts: Sequence[str], *, model: str, dimensions: int | None
+        self,
+        texts: Sequence[str],
+        *,
+        model: str,
+        dimensions: int | None,
+        input_type: str | None = None,  # wordllama embeds queries and documents alike
     ) -> list[list[float]]:
         return _embed_sync(texts, model, dimensions, self.provider)
 
     async def _aembed(
-        self, texts: Sequence[str], *, model: str, dimensions: int | None
+        self,
+        texts: Sequence[str],
+        *,
+        model: str,
+        dimensions: int | None,
+        input_type: str | None = None,  # wordllama embeds queries and documents alike
     ) -> list[list[float]]:
         if len(texts) <= _INLINE_EMBED_TEXTS:
             # Cheaper inline than the thread hop (see _INLINE_EMBED_TEXTS).

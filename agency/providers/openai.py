@@ -50,6 +50,7 @@ __all__ = [
 EMBEDDING_BATCH_SIZE = 1000
 """Texts per ``/embeddings`` request (OpenAI accepts up to 2048 inputs)."""
 
+
 # --------------------------------------------------------------------------- requests
 def wire_messages(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
     """LangChain messages as chat-completions messages.

@@ -200,18 +200,56 @@ def test_json_schema_dict_schema_and_long_strings_stay_parseable() -> None:
 
 
 # -- what it cannot do ----------------------------------------------------------------------
-def test_tools_raise_capability_error(llm: agency.AgencyChatModel) -> None:
+def test_forced_tool_calls_are_grammar_constrained(llm: agency.AgencyChatModel) -> None:
+    @tool
+    def get_weather(city: str) -> str:
+        """Return the weather for a city."""
+        return f"sunny in {city}"
+
     @tool
     def add(a: int, b: int) -> int:
         """Add two integers."""
         return a + b
 
-    assert llm.capabilities.tools is False
-    with pytest.raises(CapabilityError):
-        llm.bind_tools([add])
-    spec = {"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}}
-    with pytest.raises(CapabilityError, match="cannot call tools"):
+    assert llm.capabilities.tools is True
+    named = llm.bind_tools([get_weather, add], tool_choice="get_weather").invoke(
+        "What is the weather in Paris?"
+    )
+    assert [c["name"] for c in named.tool_calls] == ["get_weather"]
+    assert set(named.tool_calls[0]["args"]) == {"city"} and isinstance(
+        named.tool_calls[0]["args"]["city"], str
+    )
+    assert named.response_metadata["finish_reason"] == "tool_calls"
+    full = None
+    for chunk in llm.bind_tools([add], tool_choice="any").stream("Add 2 and 3."):
+        full = chunk if full is None else full + chunk
+    assert full is not None and full.tool_calls[0]["name"] == "add"
+    args = full.tool_calls[0]["args"]
+    assert set(args) == {"a", "b"} and all(isinstance(v, int) for v in args.values())
+    assert full.usage_metadata is not None and full.usage_metadata["output_tokens"] > 0
+
+
+async def test_forced_tool_call_async(llm: agency.AgencyChatModel) -> None:
+    @tool
+    def get_weather(city: str) -> str:
+        """Return the weather for a city."""
+        return f"sunny in {city}"
+
+    msg = await llm.bind_tools([get_weather], tool_choice="any").ainvoke("Weather in Rome?")
+    assert msg.tool_calls[0]["name"] == "get_weather"
+
+
+def test_unforced_tools_say_what_to_do(llm: agency.AgencyChatModel) -> None:
+    spec = {
+        "type": "function",
+        "function": {"name": "add", "parameters": {"type": "object", "properties": {}}},
+    }
+    with pytest.raises(CapabilityError, match="forced tool calls only"):
         llm.invoke(PROMPT, tools=[spec])
+    with pytest.raises(CapabilityError, match="forced tool calls only"):
+        llm.invoke(PROMPT, tools=[spec], tool_choice="auto")
+    # tool_choice="none" means: answer in text
+    assert llm.invoke(PROMPT, tools=[spec], tool_choice="none").text
 
 
 def test_images_raise_capability_error(llm: agency.AgencyChatModel) -> None:
