@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from operator import itemgetter
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
@@ -23,7 +23,7 @@ from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
-from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, model_validator
+from pydantic import ConfigDict, Field, SecretStr, model_validator
 
 from agency._specs import get_profile, load_adapter_class, parse_spec
 from agency.errors import CapabilityError, ConfigError, ProviderError
@@ -94,7 +94,8 @@ class AgencyChatModel(BaseChatModel):
     api_version: str | None = None
     """Azure OpenAI ``api-version``."""
 
-    _adapter: ChatAdapter = PrivateAttr()
+    if TYPE_CHECKING:
+        _adapter: ChatAdapter
 
     @model_validator(mode="before")
     @classmethod
@@ -139,7 +140,10 @@ class AgencyChatModel(BaseChatModel):
             deployment=self.deployment,
             api_version=self.api_version,
         )
-        self._adapter = load_adapter_class(profile)(connection)
+        # A plain instance attribute, not a pydantic PrivateAttr: private attributes are read
+        # through pydantic's __getattr__ (an internal AttributeError each time), which cost
+        # ~10 us per call on the hot path (measured in benchmarks/local_overhead.py).
+        object.__setattr__(self, "_adapter", load_adapter_class(profile)(connection))
         # Expose the resolved key (env included) as the field, so serialization maps it to
         # its environment variable (`lc_secrets`) instead of dropping or printing it.
         self.api_key = connection.api_key

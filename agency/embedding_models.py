@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.embeddings import Embeddings
-from pydantic import BaseModel, ConfigDict, PrivateAttr, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
 
 from agency._specs import get_profile, load_adapter_class, parse_spec
 from agency.errors import CapabilityError, ConfigError
@@ -39,7 +39,8 @@ class AgencyEmbeddings(BaseModel, Embeddings):
     api_version: str | None = None
     """Azure OpenAI ``api-version``."""
 
-    _adapter: ChatAdapter = PrivateAttr()
+    if TYPE_CHECKING:
+        _adapter: ChatAdapter
 
     @model_validator(mode="before")
     @classmethod
@@ -74,7 +75,10 @@ class AgencyEmbeddings(BaseModel, Embeddings):
             deployment=self.deployment,
             api_version=self.api_version,
         )
-        self._adapter = load_adapter_class(profile)(connection)
+        # A plain instance attribute, not a pydantic PrivateAttr: private attributes are read
+        # through pydantic's __getattr__ (an internal AttributeError each time), which cost
+        # ~10 us per call on the hot path (measured in benchmarks/local_overhead.py).
+        object.__setattr__(self, "_adapter", load_adapter_class(profile)(connection))
         if not self._adapter.effective_capabilities().embeddings:
             hint = self._adapter.embeddings_hint or 'use agency.embeddings("local:wordllama")'
             raise CapabilityError(f"provider {profile.name!r} does not offer embeddings; {hint}")

@@ -490,7 +490,8 @@ async def test_async_twins(fake: FakeGemini) -> None:
     emb = agency.embeddings("gemini", base_url=fake.base_url, api_key="test-key", dimensions=32)
     vectors = await emb.aembed_documents(["a cat", "a dog"])
     assert [len(v) for v in vectors] == [32, 32] and vectors[0] != vectors[1]
-    assert (await emb.aembed_query("a cat")) == vectors[0]
+    query = await emb.aembed_query("a cat")
+    assert len(query) == 32 and fake.last_request.body["taskType"] == "RETRIEVAL_QUERY"  # type: ignore[union-attr]
     fake.page_size_cap = 3
     models = await agency.alist_models("gemini", base_url=fake.base_url, api_key="test-key")
     assert [m.id for m in models] == fake.models
@@ -512,13 +513,17 @@ def test_embeddings_single_batched_and_chunked(
     assert batches[0]["requests"][0] == {
         "model": "models/gemini-embedding-001",
         "content": {"parts": [{"text": "text number 0"}]},
+        "taskType": "RETRIEVAL_DOCUMENT",
         "outputDimensionality": 64,
     }
-    assert emb.embed_query("text number 4") == vectors[4]
+    assert len(emb.embed_query("text number 4")) == 64
+    assert fake.last_request.body["taskType"] == "RETRIEVAL_QUERY"  # type: ignore[union-attr]
     assert fake.last_request.path.endswith(":embedContent")  # type: ignore[union-attr]
     adapter = emb._adapter
-    query = adapter.embed(["text number 4"], model="gemini-embedding-001", dimensions=64)
-    assert query == [vectors[4]]
+    again = adapter.embed(
+        ["text number 4"], model="gemini-embedding-001", dimensions=64, input_type="document"
+    )
+    assert again == [vectors[4]]
     typed = adapter._embed(["q"], model="gemini-embedding-001", dimensions=None, input_type="query")
     assert fake.last_request.body["taskType"] == "RETRIEVAL_QUERY" and len(typed[0]) == 3072  # type: ignore[union-attr]
 

@@ -78,8 +78,11 @@ def test_vectors_match_the_official_client(fake: FakeVoyage) -> None:
     texts = ["the cat sat on the mat", "a dog ran", "ünïcödé ✓"]
     ours = _emb(fake).embed_documents(texts)
     client = voyageai.Client(api_key=KEY, base_url=fake.base_url, max_retries=0)
-    assert ours == client.embed(texts, model="voyage-3.5").embeddings  # same float32 bytes
-    assert fake.bodies()[0] == {"input": texts, "model": "voyage-3.5", "encoding_format": "base64"}
+    official = client.embed(texts, model="voyage-3.5", input_type="document").embeddings
+    assert ours == official  # same float32 bytes
+    assert fake.bodies()[0] == {
+        "input": texts, "model": "voyage-3.5", "input_type": "document", "encoding_format": "base64",
+    }  # fmt: skip
     assert fake.requests[0].headers["authorization"] == f"Bearer {KEY}"
 
 
@@ -106,7 +109,10 @@ async def test_async_input_type_and_batches(
         (2, 256, "query"),
         (1, 256, "query"),
     ]
-    assert await _emb(fake).aembed_query("a") == (await _emb(fake).aembed_documents(["a"]))[0]
+    query = await _emb(fake).aembed_query("a")
+    document = (await _emb(fake).aembed_documents(["a"]))[0]
+    assert query != document  # Voyage embeds a query and a document differently
+    assert [b["input_type"] for b in fake.bodies()[-2:]] == ["query", "document"]
 
 
 def test_batches_and_dimensions(fake: FakeVoyage, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -117,7 +123,8 @@ def test_batches_and_dimensions(fake: FakeVoyage, monkeypatch: pytest.MonkeyPatc
     assert len(vectors) == 7 and all(len(v) == 512 for v in vectors)
     assert [len(b["input"]) for b in fake.bodies()] == [3, 3, 1]
     assert all(b["output_dimension"] == 512 for b in fake.bodies())
-    assert vectors[4] == emb.embed_query("text number 4")
+    assert vectors[4] != emb.embed_query("text number 4")  # query vs document
+    assert fake.bodies()[-1]["input_type"] == "query"
     assert emb.embed_documents([]) == []
 
 
