@@ -35,6 +35,7 @@ from agency.config import (
     ProviderEntry,
 )
 from agency.errors import ConfigError, redact
+from agency.providers._profile import host_url
 
 __all__ = ["config_from_env", "load_config"]
 
@@ -342,7 +343,6 @@ def load_config(
 
 
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
-_EXTRA_URL_ENV = {"ollama": ("OLLAMA_API_URL", "OLLAMA_HOST", "OLLAMA_BASE_URL")}
 
 
 def config_from_env(env: Mapping[str, str] | None = None) -> AgencyConfig:
@@ -404,16 +404,14 @@ def config_from_env(env: Mapping[str, str] | None = None) -> AgencyConfig:
     for name in known:
         profile, prefix = get_profile(name), name.upper().replace("-", "_")
         key = next((get(v) for v in profile.api_key_env if get(v)), None)
-        url = next(
-            (get(v) for v in profile.base_url_env + _EXTRA_URL_ENV.get(name, ()) if get(v)), None
-        )
+        url = next((get(v) for v in profile.base_url_env if get(v)), None)
         if key or (url and not profile.requires_key) or name == default:
             entry = {
                 "provider": name,
                 "api_key": key,
                 "text_model": get(f"{prefix}_MODEL"),
                 "embedding_model": get(f"{prefix}_EMBEDDING_MODEL"),
-                "base_url": url if not url or "://" in url else f"http://{url}",
+                "base_url": url if not url or "://" in url else host_url(url, profile.base_url),
             }
             entries.append({k: v for k, v in entry.items() if v})
     llm: dict[str, Any] = {"providers": entries, "default_provider": default}

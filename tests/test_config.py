@@ -567,3 +567,24 @@ temperature = 0.25
     body = openai_fake.bodies()[-1]
     assert (body["model"], body["max_completion_tokens"], body["temperature"]) == ("gpt-4o-mini", 7, 0.25)
     assert openai_fake.requests[-1].headers["authorization"] == "Bearer sk-test"
+
+
+def test_env_quick_start_native_providers() -> None:
+    """The native providers' documented variables configure them with no file."""
+    cfg = config_from_env(
+        {
+            "ANTHROPIC_API_KEY": "sk-ant-test",
+            "GEMINI_API_KEY": "gm-test",
+            "OLLAMA_HOST": "gpu-box",
+            "OLLAMA_MODEL": "llama3.2:3b",
+            "COHERE_API_KEY": "co-test",
+            "REPLICATE_API_TOKEN": "r8-test",
+            "VOYAGE_API_KEY": "pa-test",
+        }
+    )
+    names = {e.name for e in cfg.llm.providers}
+    assert {"anthropic", "gemini", "ollama", "cohere", "replicate", "voyage"} <= names
+    ollama = cfg.provider("ollama")
+    assert ollama.base_url == "http://gpu-box:11434" and ollama.spec == "ollama:llama3.2:3b"
+    assert cfg.provider("gemini").api_key.get_secret_value() == "gm-test"  # type: ignore[union-attr]
+    assert cfg.provider("anthropic").spec == "anthropic:claude-sonnet-4-6"

@@ -18,7 +18,7 @@ from pydantic import SecretStr
 
 from agency.errors import AuthenticationError, ConfigError
 
-__all__ = ["DEFAULT_MAX_RETRIES", "DEFAULT_TIMEOUT_S", "Connection", "ProviderProfile"]
+__all__ = ["DEFAULT_MAX_RETRIES", "DEFAULT_TIMEOUT_S", "Connection", "ProviderProfile", "host_url"]
 
 DEFAULT_TIMEOUT_S = 60.0
 """Seconds a provider call may take before `Timeout` (connect, read and write each)."""
@@ -132,7 +132,7 @@ class Connection:
                 fix=f"pass base_url='http://host:port/v1' (e.g. agency.chat_model('{profile.name}:MODEL', base_url=...))",
             )
         if "://" not in url:  # OLLAMA_HOST=0.0.0.0:11434 and similar host[:port] forms
-            url = _host_url(url, profile.base_url)
+            url = host_url(url, profile.base_url)
         key: SecretStr | None
         if isinstance(api_key, SecretStr):
             key = api_key
@@ -168,7 +168,7 @@ def _first_env(names: tuple[str, ...]) -> str | None:
     return None
 
 
-def _host_url(host: str, default_url: str | None) -> str:
+def host_url(host: str, default_url: str | None) -> str:
     """``host[:port]`` as a URL; a missing port is the profile's default port (Ollama's
     ``OLLAMA_HOST=somehost`` means ``http://somehost:11434``)."""
     from urllib.parse import urlsplit
