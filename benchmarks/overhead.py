@@ -142,14 +142,27 @@ def _clients(
         )
         return r.json()["choices"][0]["message"]["content"]
 
+    from langchain_core.messages import HumanMessage
+
+    from agency.providers._base import ChatRequest
+
+    request = ChatRequest(messages=[HumanMessage("Say hello")], model="gpt-4o-mini")
+    adapter = ours._adapter
+
     sync = {
         "raw httpx": raw,
+        "agency adapter (no LangChain)": lambda: list(adapter.chat(request, stream=False)),
         "openai SDK": lambda: oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES),  # type: ignore[arg-type]
         "langchain-openai ChatOpenAI": lambda: lc.invoke("Say hello"),
         "agency.chat_model": lambda: ours.invoke("Say hello"),
     }
+
+    async def aadapter() -> Any:
+        return [chunk async for chunk in adapter.achat(request, stream=False)]
+
     asyn = {
         "raw httpx": araw,
+        "agency adapter (no LangChain)": aadapter,
         "openai SDK": lambda: aoai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES),  # type: ignore[arg-type]
         "langchain-openai ChatOpenAI": lambda: lc.ainvoke("Say hello"),
         "agency.chat_model": lambda: ours.ainvoke("Say hello"),
@@ -157,14 +170,18 @@ def _clients(
     return sync, asyn
 
 
-def _sequential(fn: Callable[[], Any], calls: int) -> list[float]:
+def _interleaved(fns: dict[str, Callable[[], Any]], calls: int) -> dict[str, list[float]]:
+    """Per-call times, the clients taking turns call by call, so drift on a shared machine
+    (frequency, other processes) hits each of them alike."""
     for _ in range(min(100, calls)):  # warm-up: connections, imports, caches
-        fn()
-    times = []
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(calls):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
     return times
 
 
@@ -181,6 +198,28 @@ async def _concurrent(fn: Callable[[], Awaitable[Any]], calls: int, concurrency:
     t0 = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return calls / (time.perf_counter() - t0)
+
+
+def _langchain_floor() -> float:
+    """ms per `invoke` of a chat model that does nothing: what any LangChain model pays."""
+    import timeit
+
+    from langchain_core.language_models import BaseChatModel
+    from langchain_core.messages import AIMessage
+    from langchain_core.outputs import ChatGeneration, ChatResult
+
+    class Noop(BaseChatModel):
+        @property
+        def _llm_type(self) -> str:
+            return "noop"
+
+        def _generate(
+            self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any
+        ) -> ChatResult:
+            return ChatResult(generations=[ChatGeneration(message=AIMessage("hi"))])
+
+    model = Noop()
+    return min(timeit.repeat(lambda: model.invoke("Say hello"), number=500, repeat=5)) / 500 * 1e3
 
 
 def main() -> None:
@@ -203,10 +242,8 @@ def main() -> None:
         sync, asyn = _clients(base)
         p50: dict[str, float] = {}
         mean: dict[str, float] = {}
-        # Interleave rounds so drift on a shared machine hits every client alike.
         for _ in range(args.rounds):
-            for name, fn in sync.items():
-                times = _sequential(fn, args.calls)
+            for name, times in _interleaved(sync, args.calls).items():
                 p50[name] = min(p50.get(name, 1e9), statistics.median(times) * 1e3)
                 mean[name] = min(mean.get(name, 1e9), statistics.fmean(times) * 1e3)
         throughput = {}
@@ -234,6 +271,10 @@ def main() -> None:
                 f"{throughput[name]:.0f}",
             )
         Console().print(table)
+        floor = _langchain_floor()
+        print(
+            f"LangChain's own BaseChatModel.invoke machinery (a model whose _generate returns at once): {floor:.3f} ms per call"
+        )
         over = p50["agency.chat_model"] - base_p50
         print(
             f"agency overhead over raw httpx at concurrency 1: {over:.3f} ms per call (target <= 0.3 ms)"
