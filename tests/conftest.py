@@ -36,3 +36,14 @@ def openai_fake(openai_fake_server: FakeOpenAI) -> Iterator[FakeOpenAI]:
     openai_fake_server.reset()
     if internal:
         pytest.fail(f"the fake OpenAI server itself failed: {internal}")
+
+
+@pytest.fixture
+def local_media(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The public media URLs LangChain's standard media tests download, served from bytes
+    made here (``tests/fakes/media.py``): the tests stay offline."""
+    try:
+        from .fakes.media import serve_public_media
+    except ImportError:
+        from fakes.media import serve_public_media
+    serve_public_media(monkeypatch)

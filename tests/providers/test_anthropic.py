@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import base64
 import itertools
-import struct
-import zlib
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 from fakes.anthropic_server import (
     Disconnect,
@@ -25,6 +22,7 @@ from fakes.anthropic_server import (
     Stall,
     StreamError,
 )
+from fakes.media import pdf, png
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_tests.integration_tests import ChatModelIntegrationTests
 from pydantic import BaseModel
@@ -71,43 +69,6 @@ def _invoke(llm: Any, messages: Any = "hello", stream: bool = False) -> AIMessag
         full = chunk if full is None else full + chunk
     assert full is not None
     return full  # type: ignore[no-any-return]
-
-
-def _png() -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-        return struct.pack(">I", len(data)) + kind + data + crc
-
-    rows = (b"".join(bytes((x * 30, y * 30, 200)) for x in range(4)) for y in range(4))
-    raw = b"".join(b"\x00" + row for row in rows)  # each scanline opens with its filter byte
-    header = struct.pack(">IIBBBBB", 4, 4, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(raw))
-        + chunk(b"IEND", b"")
-    )
-
-
-_PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
-
-
-@pytest.fixture
-def local_media(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Serve the public media URLs the standard media tests download from bytes made here."""
-    real_get = httpx.get
-    media = {".png": (_png(), "image/png"), ".pdf": (_PDF, "application/pdf")}
-
-    def get(url: str, *args: Any, **kwargs: Any) -> httpx.Response:
-        for ext, (content, kind) in media.items():
-            if str(url).startswith("https://") and str(url).endswith(ext):
-                request = httpx.Request("GET", url)
-                return httpx.Response(
-                    200, content=content, headers={"content-type": kind}, request=request
-                )
-        return real_get(url, *args, **kwargs)
-
-    monkeypatch.setattr(httpx, "get", get)
 
 
 def _cached_prompt(tag: str) -> SystemMessage:
@@ -357,15 +318,15 @@ def test_stop_sequence_and_max_tokens_finish_reasons(fake: FakeAnthropic) -> Non
 
 
 def test_images_and_documents_become_anthropic_blocks(fake: FakeAnthropic) -> None:
-    png = base64.b64encode(_png()).decode()
+    png_b64 = base64.b64encode(png()).decode()
     message = HumanMessage(
         content=[
             {"type": "text", "text": "what are these?"},
-            {"type": "image", "base64": png, "mime_type": "image/png"},
+            {"type": "image", "base64": png_b64, "mime_type": "image/png"},
             {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}},
             {
                 "type": "file",
-                "base64": base64.b64encode(_PDF).decode(),
+                "base64": base64.b64encode(pdf()).decode(),
                 "mime_type": "application/pdf",
             },
         ]
@@ -376,7 +337,7 @@ def test_images_and_documents_become_anthropic_blocks(fake: FakeAnthropic) -> No
     content = fake.last_request.body["messages"][0]["content"]  # type: ignore[union-attr]
     assert content[1] == {
         "type": "image",
-        "source": {"type": "base64", "media_type": "image/png", "data": png},
+        "source": {"type": "base64", "media_type": "image/png", "data": png_b64},
     }
     assert content[2] == {
         "type": "image",

@@ -6,12 +6,9 @@ live API's rules; each test ends by asserting there was no violation.
 
 from __future__ import annotations
 
-import struct
-import zlib
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 from fakes.cohere_server import Disconnect, Fail, FakeCohere, Malformed, Reply, Stall, StreamError
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
@@ -64,38 +61,6 @@ def _invoke(llm: Any, stream: bool, prompt: Any = "hello") -> AIMessage:
         full = chunk if full is None else full + chunk
     assert full is not None
     return full  # type: ignore[no-any-return]
-
-
-def _png(size: int = 4) -> bytes:
-    """A real (tiny) PNG, made here."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-        return struct.pack(">I", len(data)) + kind + data + crc
-
-    rows = (
-        b"\x00" + b"".join(bytes((x * 60, y * 60, 200)) for x in range(size)) for y in range(size)
-    )
-    header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"".join(rows)))
-        + chunk(b"IEND", b"")
-    )
-
-
-@pytest.fixture
-def local_media(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Serve the public PNG the standard image tests download from bytes made here."""
-    real_get = httpx.get
-
-    def get(url: str, *args: Any, **kwargs: Any) -> httpx.Response:
-        if str(url).startswith("https://") and str(url).endswith(".png"):
-            return httpx.Response(200, content=_png(), request=httpx.Request("GET", url))
-        return real_get(url, *args, **kwargs)
-
-    monkeypatch.setattr(httpx, "get", get)
 
 
 @pytest.mark.usefixtures("local_media")

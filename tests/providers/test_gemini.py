@@ -7,15 +7,9 @@ asserting there was no violation.
 
 from __future__ import annotations
 
-import io
-import math
-import struct
-import wave
-import zlib
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 from fakes.gemini_server import Disconnect, Fail, FakeGemini, Malformed, Reply, Stall
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
@@ -65,50 +59,6 @@ def _invoke(llm: Any, stream: bool, prompt: Any = "hello") -> AIMessage:
 
 
 # --------------------------------------------------------------------------- local media
-def _png() -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-        return struct.pack(">I", len(data)) + kind + data + crc
-
-    raw = b"".join(b"\x00" + bytes((x * 30, y * 30, 200)) * 1 for y in range(8) for x in range(8))
-    header = struct.pack(">IIBBBBB", 8, 8, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")  # fmt: skip
-
-
-def _wav() -> bytes:
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(8000)
-        w.writeframes(b"".join(struct.pack("<h", int(8000 * math.sin(i / 8))) for i in range(800)))
-    return buf.getvalue()
-
-
-_PDF = (
-    b"%PDF-1.4\n1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\n2 0 obj << /Type /Pages "
-    b"/Kids [] /Count 0 >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
-)
-
-
-@pytest.fixture
-def local_media(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Serve the public media URLs the standard media tests download from bytes made here."""
-    real_get = httpx.get
-    media = {
-        ".png": (_png(), "image/png"),
-        ".pdf": (_PDF, "application/pdf"),
-        ".wav": (_wav(), "audio/wav"),
-    }
-
-    def get(url: str, *args: Any, **kwargs: Any) -> httpx.Response:
-        for ext, (content, kind) in media.items():
-            if str(url).startswith("https://") and str(url).endswith(ext):
-                return httpx.Response(200, content=content, headers={"content-type": kind},
-                                      request=httpx.Request("GET", url))  # fmt: skip
-        return real_get(url, *args, **kwargs)
-
-    monkeypatch.setattr(httpx, "get", get)
 
 
 # --------------------------------------------------------------------------- standard suites

@@ -8,12 +8,10 @@ its documented contracts; each test ends by asserting there was no violation.
 from __future__ import annotations
 
 import socket
-import struct
-import zlib
 from collections.abc import Iterator
 
-import httpx
 import pytest
+from fakes.media import png
 from fakes.ollama_server import (
     Disconnect,
     Fail,
@@ -57,32 +55,6 @@ def fake(_server: FakeOllama) -> Iterator[FakeOllama]:
 
 def _llm(fake: FakeOllama, model: str = "llama3.2", **kw: object) -> AgencyChatModel:
     return agency.chat_model(f"ollama:{model}", base_url=fake.base_url, **kw)
-
-
-def _png() -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-        return struct.pack(">I", len(data)) + kind + data + crc
-
-    header = struct.pack(">IIBBBBB", 2, 2, 8, 2, 0, 0, 0)
-    pixels = zlib.compress(b"\x00" + b"\xff\x00\x00" * 2 + b"\x00" + b"\x00\xff\x00" * 2)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
-    )
-
-
-@pytest.fixture
-def local_media(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Serve the PNG the standard image tests download from bytes made here (no internet)."""
-    real_get = httpx.get
-
-    def get(url: str, *args: object, **kwargs: object) -> httpx.Response:
-        if str(url).startswith("https://") and str(url).endswith(".png"):
-            request = httpx.Request("GET", url)
-            return httpx.Response(200, content=_png(), request=request)
-        return real_get(url, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(httpx, "get", get)
 
 
 def _collect(llm: object, prompt: object) -> AIMessage:
@@ -305,7 +277,7 @@ def test_thinking_arrives_as_reasoning_and_goes_back(fake: FakeOllama) -> None:
 def test_images_go_as_raw_base64_and_urls_are_refused(fake: FakeOllama) -> None:
     import base64
 
-    data = base64.b64encode(_png()).decode()
+    data = base64.b64encode(png()).decode()
     msg = HumanMessage(
         content=[
             {"type": "text", "text": "what is this?"},
@@ -313,7 +285,7 @@ def test_images_go_as_raw_base64_and_urls_are_refused(fake: FakeOllama) -> None:
         ]
     )
     answer = _llm(fake, "llava").invoke([msg])
-    assert f"I see an image ({len(_png())} bytes)" in answer.text
+    assert f"I see an image ({len(png())} bytes)" in answer.text
     sent = fake.bodies()[-1]["messages"][0]
     assert sent == {"role": "user", "content": "what is this?", "images": [data]}
     count = len(fake.requests)
