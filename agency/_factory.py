@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from agency._specs import get_profile, load_adapter_class, parse_spec
+from agency._specs import build_adapter, parse_spec
 from agency.chat_models import AgencyChatModel
 from agency.embedding_models import AgencyEmbeddings
 from agency.errors import ModelNotFound, ProviderError
 from agency.providers._base import ModelInfo
-from agency.providers._profile import Connection
 
 __all__ = ["alist_models", "chat_model", "embeddings", "is_model_available", "list_models"]
 
@@ -33,9 +32,7 @@ def embeddings(spec: str = "local:wordllama", **params: Any) -> AgencyEmbeddings
 
 def _adapter_for(spec_or_provider: str, params: dict[str, Any]) -> tuple[Any, str | None]:
     parsed = parse_spec(spec_or_provider)
-    profile = get_profile(parsed.provider)
-    connection = Connection.resolve(profile, **params)
-    return load_adapter_class(profile)(connection), parsed.model
+    return build_adapter(parsed.provider, **params), parsed.model
 
 
 def list_models(spec_or_provider: str, **params: Any) -> list[ModelInfo]:

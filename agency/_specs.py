@@ -15,19 +15,24 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agency.errors import ConfigError, ProviderNotFound
-from agency.providers._profile import ProviderProfile
+from agency.providers._profile import Connection, ProviderProfile
+
+if TYPE_CHECKING:
+    from agency.providers._base import ChatAdapter
 
 __all__ = [
     "ENTRY_POINT_GROUP",
     "ModelSpec",
+    "build_adapter",
     "get_profile",
     "known_providers",
     "load_adapter_class",
     "parse_spec",
     "register_provider",
+    "split_model_fields",
     "suggest_provider",
 ]
 
@@ -136,6 +141,40 @@ def load_adapter_class(profile: ProviderProfile) -> type[Any]:
         ) from exc
     except AttributeError as exc:
         raise ConfigError(f"provider {profile.name!r}: {profile.adapter} not found") from exc
+
+
+def split_model_fields(values: dict[str, Any], *, embedding: bool) -> dict[str, Any]:
+    """Model-class constructor fields with ``model`` split into ``provider`` and ``model``.
+
+    ``model`` may be a whole ``"provider:model"`` spec when ``provider`` is not given; an
+    absent model name becomes the profile's default chat (or ``embedding``) model.
+    """
+    values = dict(values)
+    if "model_name" in values:  # the chat model's alias; one key from here on
+        values["model"] = values.pop("model_name")
+    model = values.get("model")
+    if not values.get("provider"):
+        if not model:
+            example = "local:wordllama" if embedding else "local:smollm2"
+            raise ConfigError(
+                f"no {'embedding ' if embedding else ''}model given",
+                fix=f'pass model="provider:model", e.g. "{example}"',
+            )
+        spec = parse_spec(str(model))
+        values["provider"], model = spec.provider, spec.model
+    if not model:
+        profile = get_profile(values["provider"])
+        model = profile.default_embedding_model if embedding else profile.default_model
+    values["model"] = model or ""
+    return values
+
+
+def build_adapter(provider: str, **params: Any) -> ChatAdapter:
+    """The wire adapter of ``provider`` on a `Connection` resolved from ``params``
+    (parameters, then environment variables, then the profile's defaults)."""
+    profile = get_profile(provider)
+    connection = Connection.resolve(profile, **params)
+    return load_adapter_class(profile)(connection)  # type: ignore[no-any-return]
 
 
 def _profiles() -> dict[str, ProviderProfile]:

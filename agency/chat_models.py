@@ -26,7 +26,7 @@ from langchain_core.utils.function_calling import convert_to_json_schema, conver
 from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import ConfigDict, Field, SecretStr, model_validator
 
-from agency._specs import get_profile, load_adapter_class, parse_spec
+from agency._specs import build_adapter, get_profile, split_model_fields
 from agency.errors import CapabilityError, ConfigError, ProviderError
 from agency.providers._base import Capabilities, ChatAdapter, ChatRequest
 from agency.providers._profile import Connection
@@ -103,34 +103,19 @@ class AgencyChatModel(BaseChatModel):
     def _split_spec(cls, values: Any) -> Any:
         if not isinstance(values, dict):
             return values
-        values = dict(values)
-        if "model_name" in values:  # the alias; one key from here on
-            values["model"] = values.pop("model_name")
-        model = values.get("model")
-        if not values.get("provider"):
-            if not model:
-                raise ConfigError(
-                    "no model given", fix='pass model="provider:model", e.g. "local:smollm2"'
-                )
-            spec = parse_spec(str(model))
-            values["provider"] = spec.provider
-            values.pop("model_name", None)
-            values["model"] = spec.model or get_profile(spec.provider).default_model or ""
-        elif not model:
-            values["model"] = get_profile(values["provider"]).default_model or ""
+        values = split_model_fields(values, embedding=False)
         if isinstance(values.get("api_key"), str):
             values["api_key"] = SecretStr(values["api_key"])
         return values
 
     def model_post_init(self, context: Any, /) -> None:
-        profile = get_profile(self.provider)
         if not self.model:
             raise ConfigError(
                 f"provider {self.provider!r} has no default model",
                 fix=f'name one: "{self.provider}:MODEL"',
             )
-        connection = Connection.resolve(
-            profile,
+        adapter = build_adapter(
+            self.provider,
             api_key=self.api_key,
             base_url=self.base_url,
             timeout=self.timeout,
@@ -144,10 +129,10 @@ class AgencyChatModel(BaseChatModel):
         # A plain instance attribute, not a pydantic PrivateAttr: private attributes are read
         # through pydantic's __getattr__ (an internal AttributeError each time), which cost
         # ~10 us per call on the hot path (measured in benchmarks/local_overhead.py).
-        object.__setattr__(self, "_adapter", load_adapter_class(profile)(connection))
+        object.__setattr__(self, "_adapter", adapter)
         # Expose the resolved key (env included) as the field, so serialization maps it to
         # its environment variable (`lc_secrets`) instead of dropping or printing it.
-        self.api_key = connection.api_key
+        self.api_key = adapter.connection.api_key
 
     # -- LangChain identity -------------------------------------------------------------
     @property

@@ -7,10 +7,9 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.embeddings import Embeddings
 from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
 
-from agency._specs import get_profile, load_adapter_class, parse_spec
-from agency.errors import CapabilityError, ConfigError
+from agency._specs import build_adapter, split_model_fields
+from agency.errors import CapabilityError
 from agency.providers._base import ChatAdapter
-from agency.providers._profile import Connection
 
 __all__ = ["AgencyEmbeddings"]
 
@@ -45,28 +44,16 @@ class AgencyEmbeddings(BaseModel, Embeddings):
     @model_validator(mode="before")
     @classmethod
     def _split_spec(cls, values: Any) -> Any:
-        if not isinstance(values, dict):
-            return values
-        values = dict(values)
-        if not values.get("provider"):
-            if not values.get("model"):
-                raise ConfigError("no embedding model given", fix='pass model="local:wordllama"')
-            spec = parse_spec(str(values["model"]))
-            values["provider"] = spec.provider
-            values["model"] = spec.model or get_profile(spec.provider).default_embedding_model or ""
-        elif not values.get("model"):
-            values["model"] = get_profile(values["provider"]).default_embedding_model or ""
-        return values
+        return split_model_fields(values, embedding=True) if isinstance(values, dict) else values
 
     def model_post_init(self, context: Any, /) -> None:
-        profile = get_profile(self.provider)
         if not self.model:
             raise CapabilityError(
-                f"provider {profile.name!r} has no default embedding model; name one as "
-                f'"{profile.name}:MODEL" or use "local:wordllama"'
+                f"provider {self.provider!r} has no default embedding model; name one as "
+                f'"{self.provider}:MODEL" or use "local:wordllama"'
             )
-        connection = Connection.resolve(
-            profile,
+        adapter = build_adapter(
+            self.provider,
             api_key=self.api_key,
             base_url=self.base_url,
             timeout=self.timeout,
@@ -75,13 +62,11 @@ class AgencyEmbeddings(BaseModel, Embeddings):
             deployment=self.deployment,
             api_version=self.api_version,
         )
-        # A plain instance attribute, not a pydantic PrivateAttr: private attributes are read
-        # through pydantic's __getattr__ (an internal AttributeError each time), which cost
-        # ~10 us per call on the hot path (measured in benchmarks/local_overhead.py).
-        object.__setattr__(self, "_adapter", load_adapter_class(profile)(connection))
-        if not self._adapter.effective_capabilities().embeddings:
-            hint = self._adapter.embeddings_hint or 'use agency.embeddings("local:wordllama")'
-            raise CapabilityError(f"provider {profile.name!r} does not offer embeddings; {hint}")
+        if not adapter.effective_capabilities().embeddings:
+            hint = adapter.embeddings_hint or 'use agency.embeddings("local:wordllama")'
+            raise CapabilityError(f"provider {self.provider!r} does not offer embeddings; {hint}")
+        # A plain attribute, not a PrivateAttr: see AgencyChatModel.model_post_init.
+        object.__setattr__(self, "_adapter", adapter)
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """One vector per text, in order, embedded as documents to be searched."""
