@@ -59,6 +59,7 @@ from ._anthropic_wire import (
     usage_body,
 )
 from ._openapi import error_path, first_error
+from ._scripting import ActionQueue
 from ._server import drop_connection, serve
 
 __all__ = [
@@ -213,12 +214,11 @@ class FakeAnthropic:
             self.requests: list[RecordedRequest] = []
             self.spec_violations: list[str] = []
             self.internal_errors: list[str] = []
-            self._script: list[list[Any]] = []
+            self._script = ActionQueue()
 
     def script(self, *actions: Action) -> None:
         """Queue actions for the next message requests (a ``Fail`` with ``times=n`` answers n)."""
-        with self._lock:
-            self._script += [[a, getattr(a, "times", 1)] for a in actions]
+        self._script.push(*actions)
 
     @property
     def pending_actions(self) -> int:
@@ -247,16 +247,6 @@ class FakeAnthropic:
     def _next_id(self) -> int:
         with self._lock:
             return next(self._ids)
-
-    def _pop(self) -> Action | None:
-        with self._lock:
-            if not self._script:
-                return None
-            entry = self._script[0]
-            entry[1] -= 1
-            if entry[1] <= 0:
-                self._script.pop(0)
-            return entry[0]  # type: ignore[no-any-return]
 
     def _guard(
         self, handler: Callable[[Request], Awaitable[Any]]
@@ -380,7 +370,7 @@ class FakeAnthropic:
             self._violation(request, f"contract: {problem.message}")
             return self._error(request, problem.status, problem.message, problem.type)
         stream = body.get("stream") is True
-        action = self._pop()
+        action = self._script.pop()
         if isinstance(action, Stall):
             await self._stall(request, action.seconds)
             action = action.then

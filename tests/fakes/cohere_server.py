@@ -65,6 +65,7 @@ from ._cohere_wire import (
 from ._openai_wire import Dropped, embed_text
 from ._openapi import error_path
 from ._openapi_paths import body_properties, first_body_error
+from ._scripting import ActionQueue
 from ._server import serve
 
 __all__ = [
@@ -135,18 +136,16 @@ class FakeCohere:
             self.requests: list[RecordedRequest] = []
             self.spec_violations: list[str] = []
             self.internal_errors: list[str] = []
-            self._chat_script: list[list[Any]] = []
-            self._embed_script: list[list[Any]] = []
+            self._chat_script = ActionQueue()
+            self._embed_script = ActionQueue()
 
     def script(self, *actions: Action) -> None:
         """Queue actions for the next chat requests (``Fail(times=n)`` answers n requests)."""
-        with self._lock:
-            self._chat_script += [[a, getattr(a, "times", 1)] for a in actions]
+        self._chat_script.push(*actions)
 
     def script_embed(self, *actions: Action) -> None:
         """Queue actions for the next embed requests."""
-        with self._lock:
-            self._embed_script += [[a, getattr(a, "times", 1)] for a in actions]
+        self._embed_script.push(*actions)
 
     @property
     def last_request(self) -> RecordedRequest | None:
@@ -182,16 +181,6 @@ class FakeCohere:
         return self._json(
             error_body(status, message, trace), status, {"x-debug-trace-id": trace, **headers}
         )
-
-    def _pop(self, queue: list[list[Any]]) -> Action | None:
-        with self._lock:
-            if not queue:
-                return None
-            entry = queue[0]
-            entry[1] -= 1
-            if entry[1] <= 0:
-                queue.pop(0)
-            return entry[0]  # type: ignore[no-any-return]
 
     def _guard(
         self, handler: Callable[[Request], Awaitable[Any]]
@@ -272,10 +261,10 @@ class FakeCohere:
                 return
 
     async def _scripted(
-        self, request: Request, queue: list[list[Any]], stream: bool
+        self, request: Request, queue: ActionQueue, stream: bool
     ) -> tuple[Any, Any]:
         """(response to send now or None, the action that shapes the answer or None)."""
-        action = self._pop(queue)
+        action = queue.pop()
         if isinstance(action, Stall):
             await self._stall(request, action.seconds)
             action = action.then

@@ -64,6 +64,7 @@ from ._gemini_wire import (
 )
 from ._openai_wire import Dropped
 from ._openapi import format_error, most_relevant, request_validator
+from ._scripting import ActionQueue
 
 __all__ = [
     "DEFAULT_MODELS",
@@ -230,18 +231,16 @@ class FakeGemini:
             self.requests: list[RecordedRequest] = []
             self.spec_violations: list[str] = []
             self.internal_errors: list[str] = []
-            self._script: list[list[Any]] = []
-            self._embed_script: list[list[Any]] = []
+            self._script = ActionQueue()
+            self._embed_script = ActionQueue()
 
     def script(self, *actions: Action) -> None:
         """Queue actions for the next generate requests (a ``Fail`` with ``times=n`` answers n)."""
-        with self._lock:
-            self._script += [[a, getattr(a, "times", 1)] for a in actions]
+        self._script.push(*actions)
 
     def script_embeddings(self, *actions: Action) -> None:
         """Queue actions for the next embedding requests."""
-        with self._lock:
-            self._embed_script += [[a, getattr(a, "times", 1)] for a in actions]
+        self._embed_script.push(*actions)
 
     @property
     def last_request(self) -> RecordedRequest | None:
@@ -268,16 +267,6 @@ class FakeGemini:
     def _next_id(self) -> int:
         with self._lock:
             return next(self._ids)
-
-    def _pop(self, queue: list[list[Any]]) -> Action | None:
-        with self._lock:
-            if not queue:
-                return None
-            entry = queue[0]
-            entry[1] -= 1
-            if entry[1] <= 0:
-                queue.pop(0)
-            return entry[0]  # type: ignore[no-any-return]
 
     def _guard(
         self, handler: Callable[[Request], Awaitable[Any]]
@@ -391,10 +380,10 @@ class FakeGemini:
                 return
 
     async def _scripted(
-        self, request: Request, queue: list[list[Any]], model: str, stream: bool
+        self, request: Request, queue: ActionQueue, model: str, stream: bool
     ) -> tuple[Any, Any]:
         """(response to send now or None, Reply or None) from a script queue."""
-        action = self._pop(queue)
+        action = queue.pop()
         if isinstance(action, Stall):
             await self._stall(request, action.seconds)
             action = action.then

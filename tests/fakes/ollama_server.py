@@ -68,6 +68,7 @@ from ._ollama_wire import (
 )
 from ._openai_wire import Dropped, embed_text
 from ._openapi import first_error, format_error
+from ._scripting import ActionQueue
 from ._server import drop_connection, serve
 
 __all__ = [
@@ -208,18 +209,16 @@ class FakeOllama:
             self.requests: list[RecordedRequest] = []
             self.spec_violations: list[str] = []
             self.internal_errors: list[str] = []
-            self._chat_script: list[list[Any]] = []
-            self._embed_script: list[list[Any]] = []
+            self._chat_script = ActionQueue()
+            self._embed_script = ActionQueue()
 
     def script(self, *actions: Action) -> None:
         """Queue actions for the next chat requests (a ``Fail`` with ``times=n`` answers n)."""
-        with self._lock:
-            self._chat_script += [[a, getattr(a, "times", 1)] for a in actions]
+        self._chat_script.push(*actions)
 
     def script_embed(self, *actions: Action) -> None:
         """Queue actions for the next ``/api/embed`` requests (``Reply`` is not meaningful)."""
-        with self._lock:
-            self._embed_script += [[a, getattr(a, "times", 1)] for a in actions]
+        self._embed_script.push(*actions)
 
     @property
     def last_request(self) -> RecordedRequest | None:
@@ -244,16 +243,6 @@ class FakeOllama:
         return next((c for c in self.models if c.name == wanted), None)
 
     # ---- plumbing
-
-    def _pop(self, queue: list[list[Any]]) -> Action | None:
-        with self._lock:
-            if not queue:
-                return None
-            entry = queue[0]
-            entry[1] -= 1
-            if entry[1] <= 0:
-                queue.pop(0)
-            return entry[0]
 
     def _guard(
         self, handler: Callable[[Request], Awaitable[Any]]
@@ -382,7 +371,7 @@ class FakeOllama:
         if problem is not None:
             return _error(400, problem)
         stream = body.get("stream", True) is not False  # Ollama streams unless told not to
-        action = self._pop(self._chat_script)
+        action = self._chat_script.pop()
         if isinstance(action, Stall):
             await self._stall(request, action.seconds)
             action = action.then
@@ -436,7 +425,7 @@ class FakeOllama:
         card = self.card(body["model"])
         if card is None:
             return self._model_missing(body["model"])
-        action = self._pop(self._embed_script)
+        action = self._embed_script.pop()
         if isinstance(action, Stall):
             await self._stall(request, action.seconds)
             action = action.then

@@ -61,6 +61,7 @@ from ._openai_wire import (
     usage_for,
 )
 from ._openapi import component_properties, error_path, first_error, format_error
+from ._scripting import ActionQueue
 from ._server import serve
 from ._sse import SSEResponse, chat_chunks
 
@@ -237,19 +238,17 @@ class FakeOpenAI:
             self.requests: list[RecordedRequest] = []
             self.spec_violations: list[str] = []
             self.internal_errors: list[str] = []
-            self._chat_script: list[list[Any]] = []
-            self._embedding_script: list[list[Any]] = []
+            self._chat_script = ActionQueue()
+            self._embedding_script = ActionQueue()
 
     def script(self, *actions: Action) -> None:
         """Queue actions for the next chat completion requests (one per request; a ``Fail``
         with ``times=n`` answers n requests)."""
-        with self._lock:
-            self._chat_script += [[a, getattr(a, "times", 1)] for a in actions]
+        self._chat_script.push(*actions)
 
     def script_embeddings(self, *actions: Action) -> None:
         """Queue actions for the next embeddings requests (``Reply`` is not meaningful)."""
-        with self._lock:
-            self._embedding_script += [[a, getattr(a, "times", 1)] for a in actions]
+        self._embedding_script.push(*actions)
 
     @property
     def pending_actions(self) -> int:
@@ -278,16 +277,6 @@ class FakeOpenAI:
     def _next_id(self) -> int:
         with self._lock:
             return next(self._ids)
-
-    def _pop(self, queue: list[list[Any]]) -> Action | None:
-        with self._lock:
-            if not queue:
-                return None
-            entry = queue[0]
-            entry[1] -= 1
-            if entry[1] <= 0:
-                queue.pop(0)
-            return entry[0]
 
     def _guard(
         self, handler: Callable[[Request], Awaitable[Any]]
@@ -458,10 +447,10 @@ class FakeOpenAI:
                 return
 
     async def _scripted(
-        self, request: Request, queue: list[list[Any]], stream: bool
+        self, request: Request, queue: ActionQueue, stream: bool
     ) -> tuple[Any, Any]:
         """(response to send now or None, Reply or None) from the script queue."""
-        action = self._pop(queue)
+        action = queue.pop()
         if isinstance(action, Stall):
             await self._stall(request, action.seconds)
             action = action.then

@@ -60,6 +60,7 @@ from ._replicate_wire import (
     problem,
     tokens_of,
 )
+from ._scripting import ActionQueue
 from ._server import serve
 
 __all__ = ["Disconnect", "Fail", "FakeReplicate", "Malformed", "RecordedRequest", "Reply", "Stall"]
@@ -135,12 +136,11 @@ class FakeReplicate:
             self.spec_violations: list[str] = []
             self.internal_errors: list[str] = []
             self.predictions: dict[str, _Prediction] = {}
-            self._script: list[list[Any]] = []
+            self._script = ActionQueue()
 
     def script(self, *actions: Action) -> None:
         """Queue actions for the next create-prediction requests (chat and embeddings)."""
-        with self._lock:
-            self._script += [[a, getattr(a, "times", 1)] for a in actions]
+        self._script.push(*actions)
 
     def bodies(self, suffix: str = "/predictions") -> list[Any]:
         """Bodies of the recorded POST requests whose path ends with ``suffix``."""
@@ -214,16 +214,6 @@ class FakeReplicate:
             422, f"- {problem_text}\n", title,
             invalid_fields=[{"type": "invalid", "field": field_name, "description": problem_text}],
         )  # fmt: skip
-
-    def _pop(self) -> Action | None:
-        with self._lock:
-            if not self._script:
-                return None
-            entry = self._script[0]
-            entry[1] -= 1
-            if entry[1] <= 0:
-                self._script.pop(0)
-            return entry[0]  # type: ignore[no-any-return]
 
     # ---- predictions
     def _view(self, p: _Prediction, now: float | None = None) -> dict[str, Any]:
@@ -339,7 +329,7 @@ class FakeReplicate:
         body = request.state.body
         if not isinstance(body, dict):
             return self._problem(400, "The request body is not valid JSON.")
-        action = self._pop()
+        action = self._script.pop()
         if isinstance(action, Stall):
             await asyncio.sleep(action.seconds)
             action = action.then

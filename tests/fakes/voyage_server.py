@@ -39,6 +39,7 @@ from starlette.routing import Route
 
 from . import _brain
 from ._openai_wire import embed_text
+from ._scripting import ActionQueue
 from ._server import drop_connection, serve
 
 __all__ = [
@@ -177,11 +178,10 @@ class FakeVoyage:
             self.requests: list[RecordedRequest] = []
             self.spec_violations: list[str] = []
             self.internal_errors: list[str] = []
-            self._script: list[list[Any]] = []
+            self._script = ActionQueue()
 
     def script(self, *actions: Fail | Stall | Malformed | Disconnect) -> None:
-        with self._lock:
-            self._script += [[a, getattr(a, "times", 1)] for a in actions]
+        self._script.push(*actions)
 
     def bodies(self) -> list[Any]:
         return [r.body for r in self.requests]
@@ -194,16 +194,6 @@ class FakeVoyage:
                 yield self
             finally:
                 self.base_url = None
-
-    def _pop(self) -> Any:
-        with self._lock:
-            if not self._script:
-                return None
-            entry = self._script[0]
-            entry[1] -= 1
-            if entry[1] <= 0:
-                self._script.pop(0)
-            return entry[0]
 
     @staticmethod
     def _detail(status: int, detail: str, headers: dict[str, str] | None = None) -> Response:
@@ -244,7 +234,7 @@ class FakeVoyage:
                 f"Model {body['model']} is not supported. Supported models are "
                 f"{sorted(self.models)}."
             )
-        action = self._pop()
+        action = self._script.pop()
         if isinstance(action, Stall):
             deadline = time.monotonic() + action.seconds
             while deadline > time.monotonic() and not await request.is_disconnected():
