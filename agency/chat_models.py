@@ -20,12 +20,14 @@ from langchain_core.messages import AIMessage, BaseMessage, message_chunk_to_mes
 from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
 from langchain_core.output_parsers.openai_tools import JsonOutputKeyToolsParser, PydanticToolsParser
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableMap, RunnablePassthrough
+from langchain_core.runnables.config import ensure_config
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import ConfigDict, Field, SecretStr, model_validator
 
+from agency._fastpath import finish_result, normalize_messages, quiet_call
 from agency._specs import build_adapter, get_profile, split_model_fields
 from agency.errors import CapabilityError, ConfigError, ProviderError
 from agency.providers._base import Capabilities, ChatAdapter, ChatRequest
@@ -193,6 +195,42 @@ class AgencyChatModel(BaseChatModel):
     def connection(self) -> Connection:
         """Where this model sends its requests (the key inside is a `SecretStr`)."""
         return self._adapter.connection
+
+    # -- calls ----------------------------------------------------------------------------
+    def invoke(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AIMessage:
+        """LangChain's `invoke`; with no callback, tracer, cache or limiter attached it skips
+        the callback machinery that would have nothing to report to (see `agency._fastpath`)."""
+        config = ensure_config(config)
+        if not quiet_call(self, config, kwargs):
+            return super().invoke(input, config, stop=stop, **kwargs)
+        kwargs.pop("ls_structured_output_format", None)
+        kwargs.pop("structured_output_format", None)
+        messages = normalize_messages(self._convert_input(input).to_messages())
+        return finish_result(self._generate(messages, stop=stop, **kwargs))  # type: ignore[no-any-return]
+
+    async def ainvoke(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AIMessage:
+        """The async twin of `invoke`, with the same fast path."""
+        config = ensure_config(config)
+        if not quiet_call(self, config, kwargs):
+            return await super().ainvoke(input, config, stop=stop, **kwargs)
+        kwargs.pop("ls_structured_output_format", None)
+        kwargs.pop("structured_output_format", None)
+        messages = normalize_messages(self._convert_input(input).to_messages())
+        return finish_result(await self._agenerate(messages, stop=stop, **kwargs))  # type: ignore[no-any-return]
 
     # -- requests -----------------------------------------------------------------------
     def _request(

@@ -9,6 +9,8 @@ and here::
     ├── ConfigError (ValueError)                          bad TOML, env or parameters
     ├── ProviderNotFound (ValueError)                     unknown "provider:" prefix
     ├── CapabilityError (NotImplementedError)              the provider cannot do this at all
+    ├── BudgetExceeded                                    refused before the call: over budget
+    ├── AllProvidersFailed (ExceptionGroup, ModelAPIError)  every candidate failed; .exceptions
     └── ProviderError (ModelError)                        a provider call failed
         ├── AuthenticationError (ModelAuthenticationError)        401
         ├── PermissionDenied (ModelPermissionDeniedError)         403
@@ -18,6 +20,7 @@ and here::
         │   └── ContentFiltered                                   refused by a safety filter
         ├── RateLimited (ModelRateLimitError)       [retryable]   429, carries retry_after
         ├── ProviderUnavailable (ModelAPIError)     [retryable]   5xx, 529 overloaded, 408, 409
+        │   └── CircuitOpen                         [retryable]   skipped: its breaker is open
         ├── Timeout (ModelTimeoutError)             [retryable]   connect/read timed out
         ├── ConnectionFailed (ModelConnectionError) [retryable]   refused, reset, DNS
         └── MalformedResponse (ModelAPIError)                     a body we cannot parse
@@ -31,6 +34,7 @@ Adapters map wire failures in one place (`agency._http.error_from_response`) and
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from langchain_core.exceptions import (
@@ -48,9 +52,12 @@ from langchain_core.exceptions import (
 
 __all__ = [
     "AgencyError",
+    "AllProvidersFailed",
     "AuthenticationError",
     "BadRequest",
+    "BudgetExceeded",
     "CapabilityError",
+    "CircuitOpen",
     "ConfigError",
     "ConnectionFailed",
     "ContentFiltered",
@@ -220,3 +227,63 @@ class MalformedResponse(ProviderError, ModelAPIError):
     """The provider answered with something that is not its documented format."""
 
     is_retryable = False
+
+
+class CircuitOpen(ProviderUnavailable):
+    """The provider was not called: its circuit breaker is open after recent failures.
+
+    ``retry_after`` is the number of seconds until a probe call is allowed.
+    """
+
+
+class BudgetExceeded(AgencyError):
+    """The call was refused before anything was sent: its worst-case cost does not fit.
+
+    ``scope`` is ``"request"``, ``"total"`` or ``"role:<name>"``; ``needed`` is the worst-case
+    cost of the call and ``remaining`` what the scope had left, both in US dollars.
+    """
+
+    def __init__(self, message: str, *, scope: str, needed: float, remaining: float) -> None:
+        self.scope = scope
+        self.needed = needed
+        self.remaining = remaining
+        super().__init__(message)
+
+
+class AllProvidersFailed(ExceptionGroup, AgencyError, ModelAPIError):  # type: ignore[misc]
+    """Every candidate of a fallback chain failed; ``exceptions`` holds each failure in order.
+
+    ``attempts`` lists ``(candidate, error)`` pairs; the message says what each one did. It is
+    an `ExceptionGroup`, so ``except* RateLimited`` picks out the rate-limit failures.
+    """
+
+    attempts: list[tuple[str, BaseException]]
+
+    def __new__(
+        cls, message: str, exceptions: Sequence[Exception], attempts: Any = None
+    ) -> AllProvidersFailed:
+        self = super().__new__(cls, message, exceptions)
+        self.attempts = list(attempts) if attempts is not None else [("?", e) for e in exceptions]
+        return self
+
+    def __init__(
+        self, message: str, exceptions: Sequence[Exception], attempts: Any = None
+    ) -> None:
+        super().__init__(message, exceptions)
+
+    @property
+    def is_retryable(self) -> bool:  # type: ignore[override]
+        """Retryable when any candidate's failure was."""
+        return any(getattr(e, "is_retryable", False) for e in self.exceptions)
+
+    def derive(self, excs: Sequence[Exception]) -> AllProvidersFailed:  # type: ignore[override]
+        kept = [(n, e) for n, e in self.attempts if e in excs]
+        return AllProvidersFailed(self.message, list(excs), kept)
+
+    def __str__(self) -> str:
+        lines = [self.message]
+        lines += [f"  {name}: {type(err).__name__}: {err}" for name, err in self.attempts]
+        return "\n".join(lines)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (AllProvidersFailed, (self.message, list(self.exceptions), self.attempts))

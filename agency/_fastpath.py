@@ -1,0 +1,117 @@
+"""When nobody listens, `invoke` can skip LangChain's callback machinery.
+
+`BaseChatModel.invoke` builds a callback manager, run managers, tracing payloads and an
+`LLMResult` on every call: about 0.2 ms, most of our per-call overhead (measured in
+`benchmarks/overhead.py`). With no handler, tracer, cache or rate limiter attached, all of
+that work has no observer, so `AgencyChatModel.invoke` calls `_generate` directly and applies
+the same post-processing LangChain would (normalized input messages, the response metadata
+merge, a run id for messages without one). The moment anything listens, the full path runs.
+
+`quiet_call` answers "does anything listen?" from the same sources LangChain's
+`CallbackManager.configure` reads. It leans on private langchain-core names; if they move,
+it answers False and every call takes the full path.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel
+    from langchain_core.messages import BaseMessage
+    from langchain_core.outputs import ChatResult
+    from langchain_core.runnables import RunnableConfig
+
+__all__ = ["finish_result", "normalize_messages", "quiet_call"]
+
+_TRACING_ENV = (
+    "LANGCHAIN_TRACING_V2",
+    "LANGSMITH_TRACING",
+    "LANGSMITH_TRACING_V2",
+    "LANGCHAIN_TRACING",
+    "LANGCHAIN_HANDLER",
+)
+
+
+def _load() -> tuple[Callable[..., Any], ...] | None:
+    try:
+        from langchain_core.globals import get_debug, get_llm_cache
+        from langchain_core.language_models._utils import _normalize_messages
+        from langchain_core.tracers.context import _configure_hooks, tracing_v2_callback_var
+        from langchain_core.utils._gateway import GATEWAY_METADATA_RESPONSE_KEY
+        from langchain_core.utils.utils import LC_ID_PREFIX
+        from langsmith.run_helpers import get_tracing_context
+    except ImportError:  # pragma: no cover - depends on the installed langchain-core
+        return None
+
+    def hooks_active() -> bool:
+        for var, _inheritable, _cls, env_var in _configure_hooks:
+            if var.get() is not None:
+                return True
+            if env_var and os.environ.get(env_var, "").lower() not in ("", "false", "0"):
+                return True
+        return False
+
+    global _ID_PREFIX, _GATEWAY_KEY
+    _ID_PREFIX, _GATEWAY_KEY = LC_ID_PREFIX, GATEWAY_METADATA_RESPONSE_KEY
+    return (
+        get_debug,
+        get_llm_cache,
+        _normalize_messages,
+        tracing_v2_callback_var.get,
+        get_tracing_context,
+        hooks_active,
+    )
+
+
+_ID_PREFIX = "lc_run-"
+_GATEWAY_KEY = "lc_gateway_metadata"
+_HELPERS = _load()
+
+
+def quiet_call(model: BaseChatModel, config: RunnableConfig, kwargs: dict[str, Any]) -> bool:
+    """True when this call has no observer: no callbacks, tracer, debug, cache or limiter."""
+    if _HELPERS is None:
+        return False
+    get_debug, get_llm_cache, _norm, tracer_var, tracing_context, hooks_active = _HELPERS
+    if config.get("callbacks") or config.get("run_id") or model.callbacks or model.verbose:
+        return False
+    if model.rate_limiter is not None or model.output_version == "v1":
+        return False
+    if model.cache is not None and model.cache is not False:
+        return False
+    if model.cache is None and get_llm_cache() is not None:
+        return False
+    if get_debug() or tracer_var() is not None or hooks_active():
+        return False
+    if any(os.environ.get(name, "").lower() not in ("", "false", "0") for name in _TRACING_ENV):
+        return False
+    context = tracing_context()
+    return not (context.get("enabled") or context.get("parent") is not None)
+
+
+def normalize_messages(messages: list[BaseMessage]) -> list[BaseMessage]:
+    """LangChain's normalization of input messages (v1 content blocks to provider form)."""
+    assert _HELPERS is not None
+    return list(_HELPERS[2](messages))
+
+
+def finish_result(result: ChatResult) -> Any:
+    """The first message, post-processed exactly as `_generate_with_cache` would."""
+    run_id = None
+    for idx, generation in enumerate(result.generations):
+        message = generation.message
+        if message.id is None:
+            run_id = run_id or uuid.uuid4()
+            message.id = f"{_ID_PREFIX}-{run_id}-{idx}"
+        info = generation.generation_info or {}
+        if _GATEWAY_KEY in info:
+            info = {k: v for k, v in info.items() if k != _GATEWAY_KEY}
+        message.response_metadata = {**info, **message.response_metadata}
+    if len(result.generations) == 1 and result.llm_output is not None:
+        first = result.generations[0].message
+        first.response_metadata = {**result.llm_output, **first.response_metadata}
+    return result.generations[0].message

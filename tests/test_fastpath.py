@@ -1,0 +1,144 @@
+"""`invoke` skips LangChain's callback machinery only when nothing observes the call, and the
+answer is the same either way."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fakes.openai_server import FakeOpenAI, Reply
+from langchain_core.callbacks import BaseCallbackHandler, get_usage_metadata_callback
+from langchain_core.caches import InMemoryCache
+from langchain_core.globals import set_debug, set_llm_cache
+from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.runnables import RunnableConfig
+from pydantic import BaseModel
+
+import agency
+from agency import _fastpath
+from agency.chat_models import AgencyChatModel
+
+
+class Recorder(BaseCallbackHandler):
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def on_chat_model_start(self, *args: Any, **kwargs: Any) -> None:
+        self.events.append("start")
+
+    def on_llm_end(self, *args: Any, **kwargs: Any) -> None:
+        self.events.append("end")
+
+
+def _model(fake: FakeOpenAI, **params: Any) -> AgencyChatModel:
+    model = agency.chat_model(
+        "openai-compatible:gpt-4o-mini", base_url=fake.base_url, api_key="sk-test", **params
+    )
+    assert isinstance(model, AgencyChatModel)
+    return model
+
+
+# Values that differ between any two responses of the same server.
+_PER_RESPONSE = {"id", "created", "system_fingerprint", "request_id"}
+
+
+def _comparable(message: AIMessage) -> dict[str, Any]:
+    data = message.model_dump(exclude={"id"})
+    for call in data["tool_calls"]:
+        call["id"] = "call"
+    data["additional_kwargs"].pop("tool_calls", None)
+    metadata = data["response_metadata"]
+    data["response_metadata"] = {
+        k: ("varies" if k in _PER_RESPONSE else v) for k, v in metadata.items()
+    }
+    return data
+
+
+def test_quiet_call_is_the_default(openai_fake: FakeOpenAI) -> None:
+    assert _fastpath.quiet_call(_model(openai_fake), RunnableConfig(), {})
+
+
+async def test_fast_and_full_paths_answer_alike(openai_fake: FakeOpenAI) -> None:
+    model = _model(openai_fake)
+    tools = model.bind_tools(
+        [
+            {
+                "type": "function",
+                "function": {"name": "f", "parameters": {"type": "object", "properties": {}}},
+            }
+        ]
+    )
+    for runnable in (model, tools):
+        reply = Reply(
+            content="same", tool_calls=[{"name": "f", "arguments": {"x": 1}}], cached_tokens=2
+        )
+        openai_fake.script(reply, reply, reply, reply)
+        fast = runnable.invoke([HumanMessage("hi")])
+        full = runnable.invoke([HumanMessage("hi")], {"callbacks": [Recorder()]})
+        afast = await runnable.ainvoke([HumanMessage("hi")])
+        afull = await runnable.ainvoke([HumanMessage("hi")], {"callbacks": [Recorder()]})
+        assert isinstance(fast, AIMessage) and fast.tool_calls
+        assert _comparable(fast) == _comparable(full) == _comparable(afast) == _comparable(afull)
+        assert fast.usage_metadata and fast.usage_metadata["input_token_details"]["cache_read"] == 2
+
+
+def test_callbacks_in_config_or_on_model_see_the_call(openai_fake: FakeOpenAI) -> None:
+    in_config = Recorder()
+    _model(openai_fake).invoke("hi", {"callbacks": [in_config]})
+    on_model = Recorder()
+    _model(openai_fake, callbacks=[on_model]).invoke("hi")
+    assert in_config.events == on_model.events == ["start", "end"]
+
+
+def test_usage_callback_context_sees_the_call(openai_fake: FakeOpenAI) -> None:
+    with get_usage_metadata_callback() as usage:
+        _model(openai_fake).invoke("hi")
+    assert usage.usage_metadata["gpt-4o-mini"]["total_tokens"] > 0
+
+
+def test_global_cache_is_honoured(openai_fake: FakeOpenAI) -> None:
+    set_llm_cache(InMemoryCache())
+    try:
+        model = _model(openai_fake)
+        first = model.invoke("cache me")
+        second = model.invoke("cache me")
+    finally:
+        set_llm_cache(None)
+    assert first.content == second.content
+    assert len([r for r in openai_fake.requests if r.path.endswith("/chat/completions")]) == 1
+
+
+def test_debug_and_tracing_take_the_full_path(
+    openai_fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = _model(openai_fake)
+    set_debug(True)
+    try:
+        assert not _fastpath.quiet_call(model, RunnableConfig(), {})
+    finally:
+        set_debug(False)
+    monkeypatch.setenv("LANGSMITH_TRACING", "true")
+    assert not _fastpath.quiet_call(model, RunnableConfig(), {})
+    monkeypatch.setenv("LANGSMITH_TRACING", "false")
+    assert _fastpath.quiet_call(model, RunnableConfig(), {})
+
+
+def test_structured_output_on_the_fast_path(openai_fake: FakeOpenAI) -> None:
+    class Answer(BaseModel):
+        value: int
+
+    openai_fake.script(Reply(content='{"value": 7}'))
+    result = _model(openai_fake).with_structured_output(Answer, method="json_schema").invoke("7?")
+    assert result == Answer(value=7)
+
+
+def test_messages_without_id_get_a_run_id() -> None:
+    result = ChatResult(
+        generations=[
+            ChatGeneration(message=AIMessage("x"), generation_info={"finish_reason": "stop"})
+        ]
+    )
+    message = _fastpath.finish_result(result)
+    assert message.id is not None and message.id.startswith("lc_run-")
+    assert message.response_metadata["finish_reason"] == "stop"
