@@ -266,9 +266,7 @@ class AllProvidersFailed(ExceptionGroup, AgencyError, ModelAPIError):  # type: i
         self.attempts = list(attempts) if attempts is not None else [("?", e) for e in exceptions]
         return self
 
-    def __init__(
-        self, message: str, exceptions: Sequence[Exception], attempts: Any = None
-    ) -> None:
+    def __init__(self, message: str, exceptions: Sequence[Exception], attempts: Any = None) -> None:
         super().__init__(message, exceptions)
 
     @property

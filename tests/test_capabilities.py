@@ -11,7 +11,9 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 def test_readme_matrix_matches_the_adapters() -> None:
     text = README.read_text(encoding="utf-8")
-    block = text[text.index(_capabilities.BEGIN) + len(_capabilities.BEGIN) : text.index(_capabilities.END)]
+    block = text[
+        text.index(_capabilities.BEGIN) + len(_capabilities.BEGIN) : text.index(_capabilities.END)
+    ]
     assert block.strip() == _capabilities.capability_matrix(), (
         "README capability matrix is stale: run python -m agency._capabilities README.md"
     )

@@ -44,29 +44,46 @@ def test_default_spec_follows_keys_and_overrides(monkeypatch: pytest.MonkeyPatch
 
 def test_chat_streams_and_not(openai_fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_COMPATIBLE_API_KEY", "sk-test")
-    args = ["chat", "Tell me about SSE", "--model", "openai-compatible:gpt-4o-mini", "--base-url", openai_fake.base_url]
+    args = [
+        "chat",
+        "Tell me about SSE",
+        "--model",
+        "openai-compatible:gpt-4o-mini",
+        "--base-url",
+        openai_fake.base_url,
+    ]
     streamed = runner.invoke(cli.app, [*args, "--system", "Be terse"])
     assert streamed.exit_code == 0, streamed.output
     assert "Tell me about SSE" in streamed.stdout
     body = openai_fake.bodies()[-1]
-    assert body["stream"] is True and body["messages"][0] == {"role": "system", "content": "Be terse"}
+    assert body["stream"] is True and body["messages"][0] == {
+        "role": "system",
+        "content": "Be terse",
+    }
     openai_fake.script(Reply(content="plain answer"))
     plain = runner.invoke(cli.app, [*args, "--no-stream"])
     assert plain.exit_code == 0 and plain.stdout.strip() == "plain answer"
     assert "stream" not in openai_fake.bodies()[-1]
 
 
-def test_chat_reports_errors_without_traceback(openai_fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_chat_reports_errors_without_traceback(
+    openai_fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("OPENAI_COMPATIBLE_API_KEY", "sk-test")
     openai_fake.script(Fail(401))
-    result = runner.invoke(cli.app, ["chat", "hi", "-m", "openai-compatible:gpt-4o-mini", "--base-url", openai_fake.base_url])
+    result = runner.invoke(
+        cli.app,
+        ["chat", "hi", "-m", "openai-compatible:gpt-4o-mini", "--base-url", openai_fake.base_url],
+    )
     assert result.exit_code == 1
     assert "error:" in result.stderr and "Traceback" not in result.output
     bad = runner.invoke(cli.app, ["chat", "hi", "-m", "opnai:gpt-4o"])
     assert bad.exit_code == 1 and "Did you mean 'openai'" in bad.stderr
 
 
-def test_models_lists_providers_and_a_providers_models(openai_fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_models_lists_providers_and_a_providers_models(
+    openai_fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
     all_providers = runner.invoke(cli.app, ["models"])
     assert all_providers.exit_code == 0
     for name in ("openai", "groq", "azure-openai", "local"):

@@ -565,7 +565,11 @@ temperature = 0.25
     llm = agency.chat_model(entry.spec, **entry.model_params())
     assert llm.invoke("hello config").text
     body = openai_fake.bodies()[-1]
-    assert (body["model"], body["max_completion_tokens"], body["temperature"]) == ("gpt-4o-mini", 7, 0.25)
+    assert (body["model"], body["max_completion_tokens"], body["temperature"]) == (
+        "gpt-4o-mini",
+        7,
+        0.25,
+    )
     assert openai_fake.requests[-1].headers["authorization"] == "Bearer sk-test"
 
 

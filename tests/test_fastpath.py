@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 from fakes.openai_server import FakeOpenAI, Reply
-from langchain_core.callbacks import BaseCallbackHandler, get_usage_metadata_callback
 from langchain_core.caches import InMemoryCache
+from langchain_core.callbacks import BaseCallbackHandler, get_usage_metadata_callback
 from langchain_core.globals import set_debug, set_llm_cache
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, ChatResult

@@ -57,8 +57,12 @@ def installed_plugin(tmp_path: Path) -> Iterator[None]:
     (tmp_path / "agency_echo_plugin.py").write_text(textwrap.dedent(PLUGIN), encoding="utf-8")
     dist = tmp_path / "agency_echo_plugin-0.1.dist-info"
     dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: agency-echo-plugin\nVersion: 0.1\n", encoding="utf-8")
-    (dist / "entry_points.txt").write_text("[agency.providers]\necho = agency_echo_plugin:profiles\n", encoding="utf-8")
+    (dist / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: agency-echo-plugin\nVersion: 0.1\n", encoding="utf-8"
+    )
+    (dist / "entry_points.txt").write_text(
+        "[agency.providers]\necho = agency_echo_plugin:profiles\n", encoding="utf-8"
+    )
     saved = dict(_specs._registry)
     sys.path.insert(0, str(tmp_path))
     _specs._loaded = False
@@ -84,8 +88,12 @@ def test_entry_point_provider_works_end_to_end() -> None:
 def test_broken_plugin_warns_and_others_still_work(tmp_path: Path) -> None:
     dist = tmp_path / "broken_plugin-0.1.dist-info"
     dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 0.1\n", encoding="utf-8")
-    (dist / "entry_points.txt").write_text("[agency.providers]\nbroken = no_such_module_xyz:profiles\n", encoding="utf-8")
+    (dist / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: broken-plugin\nVersion: 0.1\n", encoding="utf-8"
+    )
+    (dist / "entry_points.txt").write_text(
+        "[agency.providers]\nbroken = no_such_module_xyz:profiles\n", encoding="utf-8"
+    )
     saved = dict(_specs._registry)
     sys.path.insert(0, str(tmp_path))
     _specs._loaded = False

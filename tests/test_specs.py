@@ -115,7 +115,9 @@ def test_import_agency_is_light() -> None:
     assert out.stdout.strip() == ""
 
 
-def test_host_without_scheme_or_port_gets_the_profile_default(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_host_without_scheme_or_port_gets_the_profile_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from agency.providers._profile import Connection
 
     profile = _specs.get_profile("ollama")
