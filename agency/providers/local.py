@@ -54,7 +54,7 @@ from agency.errors import (
     ProviderError,
     ProviderUnavailable,
 )
-from agency.providers._base import Capabilities, ChatAdapter, ChatRequest, ModelInfo
+from agency.providers._base import Capabilities, ChatAdapter, ChatRequest, InputType, ModelInfo
 from agency.providers._local_tools import as_forced_tool_request, as_tool_call, calls_tool
 from agency.providers.openai import build_chat_body, chunk_from_completion, chunk_from_stream_event
 
@@ -410,6 +410,11 @@ def _wordllama(dim: int) -> Any:
 def _embed_sync(
     texts: Sequence[str], model: str, dimensions: int | None, provider: str
 ) -> list[list[float]]:
+    if dimensions is None and model == DEFAULT_EMBEDDING_MODEL and type(texts) is list:
+        # The common case, kept lean: a single query is ~70 us of wordllama work, and every
+        # microsecond here counts against the 10% overhead budget (benchmarks/local_overhead.py).
+        vectors = _wordllama(_WORDLLAMA_SHIPPED_DIM).embed(texts)
+        return (vectors if len(texts) == 1 else vectors.astype(np.float64)).tolist()  # type: ignore[no-any-return]
     if model != DEFAULT_EMBEDDING_MODEL:
         what = f"unknown local embedding model {model!r}; use 'wordllama'"
         raise ModelNotFound(what, provider=provider, model=model)
@@ -570,6 +575,17 @@ class LocalAdapter(ChatAdapter):
             stop.set()
 
     # -- embeddings -------------------------------------------------------------------
+    def embed(
+        self,
+        texts: Sequence[str],
+        *,
+        model: str,
+        dimensions: int | None = None,
+        input_type: InputType | None = None,
+    ) -> list[list[float]]:
+        """One vector per text; in process, so there is nothing to retry."""
+        return _embed_sync(texts, model, dimensions, self.provider)
+
     def _embed(
         self,
         texts: Sequence[str],
