@@ -20,12 +20,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from langchain_core.language_models import BaseChatModel
-    from langchain_core.messages import BaseMessage
+    from langchain_core.language_models import BaseChatModel, LanguageModelInput
+    from langchain_core.messages import AIMessage, BaseMessage
     from langchain_core.outputs import ChatResult
     from langchain_core.runnables import RunnableConfig
 
-__all__ = ["finish_result", "normalize_messages", "quiet_call"]
+__all__ = ["QuietInvokeMixin", "finish_result", "normalize_messages", "quiet_call"]
 
 _TRACING_ENV = (
     "LANGCHAIN_TRACING_V2",
@@ -115,3 +115,48 @@ def finish_result(result: ChatResult) -> Any:
         first = result.generations[0].message
         first.response_metadata = {**result.llm_output, **first.response_metadata}
     return result.generations[0].message
+
+
+class QuietInvokeMixin:
+    """`invoke`/`ainvoke` with the fast path; mix in before `BaseChatModel`."""
+
+    def invoke(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AIMessage:
+        """LangChain's `invoke`; with no callback, tracer, cache or limiter attached it skips
+        the callback machinery that would have nothing to report to."""
+        from langchain_core.runnables.config import ensure_config
+
+        model: Any = self
+        config = ensure_config(config)
+        if not quiet_call(model, config, kwargs):
+            return super().invoke(input, config, stop=stop, **kwargs)  # type: ignore[misc,no-any-return]
+        kwargs.pop("ls_structured_output_format", None)
+        kwargs.pop("structured_output_format", None)
+        messages = normalize_messages(model._convert_input(input).to_messages())
+        return finish_result(model._generate(messages, stop=stop, **kwargs))  # type: ignore[no-any-return]
+
+    async def ainvoke(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AIMessage:
+        """The async twin of `invoke`, with the same fast path."""
+        from langchain_core.runnables.config import ensure_config
+
+        model: Any = self
+        config = ensure_config(config)
+        if not quiet_call(model, config, kwargs):
+            return await super().ainvoke(input, config, stop=stop, **kwargs)  # type: ignore[misc,no-any-return]
+        kwargs.pop("ls_structured_output_format", None)
+        kwargs.pop("structured_output_format", None)
+        messages = normalize_messages(model._convert_input(input).to_messages())
+        return finish_result(await model._agenerate(messages, stop=stop, **kwargs))  # type: ignore[no-any-return]

@@ -9,27 +9,20 @@ adapter, before the first chunk only.
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from operator import itemgetter
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.language_models import BaseChatModel
 from langchain_core.language_models.chat_models import agenerate_from_stream, generate_from_stream
-from langchain_core.messages import AIMessage, BaseMessage, message_chunk_to_message
-from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
-from langchain_core.output_parsers.openai_tools import JsonOutputKeyToolsParser, PydanticToolsParser
+from langchain_core.messages import BaseMessage, message_chunk_to_message
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import Runnable, RunnableConfig, RunnableMap, RunnablePassthrough
-from langchain_core.runnables.config import ensure_config
-from langchain_core.tools import BaseTool
-from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
-from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import ConfigDict, Field, SecretStr, model_validator
 
-from agency._fastpath import finish_result, normalize_messages, quiet_call
+from agency._fastpath import QuietInvokeMixin
 from agency._specs import build_adapter, get_profile, split_model_fields
-from agency.errors import CapabilityError, ConfigError, ProviderError
+from agency._structured import StructuredOutputMixin
+from agency.errors import ConfigError, ProviderError
 from agency.providers._base import Capabilities, ChatAdapter, ChatRequest
 from agency.providers._profile import Connection
 
@@ -51,7 +44,7 @@ _REQUEST_FIELDS = frozenset(
 )
 
 
-class AgencyChatModel(BaseChatModel):
+class AgencyChatModel(QuietInvokeMixin, StructuredOutputMixin, BaseChatModel):
     """A chat model of any provider, named ``"provider:model"``.
 
     ``AgencyChatModel(model="groq:llama-3.3-70b-versatile")`` or
@@ -196,42 +189,6 @@ class AgencyChatModel(BaseChatModel):
         """Where this model sends its requests (the key inside is a `SecretStr`)."""
         return self._adapter.connection
 
-    # -- calls ----------------------------------------------------------------------------
-    def invoke(
-        self,
-        input: LanguageModelInput,
-        config: RunnableConfig | None = None,
-        *,
-        stop: list[str] | None = None,
-        **kwargs: Any,
-    ) -> AIMessage:
-        """LangChain's `invoke`; with no callback, tracer, cache or limiter attached it skips
-        the callback machinery that would have nothing to report to (see `agency._fastpath`)."""
-        config = ensure_config(config)
-        if not quiet_call(self, config, kwargs):
-            return super().invoke(input, config, stop=stop, **kwargs)
-        kwargs.pop("ls_structured_output_format", None)
-        kwargs.pop("structured_output_format", None)
-        messages = normalize_messages(self._convert_input(input).to_messages())
-        return finish_result(self._generate(messages, stop=stop, **kwargs))  # type: ignore[no-any-return]
-
-    async def ainvoke(
-        self,
-        input: LanguageModelInput,
-        config: RunnableConfig | None = None,
-        *,
-        stop: list[str] | None = None,
-        **kwargs: Any,
-    ) -> AIMessage:
-        """The async twin of `invoke`, with the same fast path."""
-        config = ensure_config(config)
-        if not quiet_call(self, config, kwargs):
-            return await super().ainvoke(input, config, stop=stop, **kwargs)
-        kwargs.pop("ls_structured_output_format", None)
-        kwargs.pop("structured_output_format", None)
-        messages = normalize_messages(self._convert_input(input).to_messages())
-        return finish_result(await self._agenerate(messages, stop=stop, **kwargs))  # type: ignore[no-any-return]
-
     # -- requests -----------------------------------------------------------------------
     def _request(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: Mapping[str, Any]
@@ -303,128 +260,11 @@ class AgencyChatModel(BaseChatModel):
         request = self._request(messages, stop, kwargs)
         return _merge([chunk async for chunk in self._adapter.achat(request, stream=False)])
 
-    # -- tools and structured output ------------------------------------------------------
-    def bind_tools(
-        self,
-        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
-        *,
-        tool_choice: str | dict[str, Any] | bool | None = None,
-        parallel_tool_calls: bool | None = None,
-        strict: bool | None = None,
-        **kwargs: Any,
-    ) -> Runnable[LanguageModelInput, AIMessage]:
-        """Bind tools in OpenAI's function format, which every adapter translates.
-
-        ``tool_choice``: ``"auto"``, ``"none"``, ``"any"``/``"required"``/``True`` (must call a
-        tool), or a tool name (must call that tool).
-        """
-        if not self.capabilities.tools:
-            raise CapabilityError(f"{self.provider} does not support tool calling")
-        formatted = [convert_to_openai_tool(t, strict=strict) for t in tools]
-        if tool_choice is not None and tool_choice is not False:
-            kwargs["tool_choice"] = _tool_choice(tool_choice, formatted)
-        if parallel_tool_calls is not None:
-            kwargs["parallel_tool_calls"] = parallel_tool_calls
-        return super().bind(tools=formatted, **kwargs)
-
-    def with_structured_output(
-        self,
-        schema: dict[str, Any] | type | None = None,
-        *,
-        method: Literal["function_calling", "json_schema", "json_mode"] | None = None,
-        include_raw: bool = False,
-        strict: bool | None = None,
-        **kwargs: Any,
-    ) -> Runnable[LanguageModelInput, dict[str, Any] | Any]:
-        """Answers parsed into ``schema`` (a pydantic class, TypedDict or JSON schema).
-
-        ``method`` defaults to ``json_schema`` where the provider constrains output to a
-        schema, else ``function_calling``, else ``json_mode``.
-        """
-        if kwargs:
-            raise ValueError(f"unexpected arguments: {sorted(kwargs)}")
-        caps = self.capabilities
-        if method is None:
-            method = (
-                "json_schema"
-                if caps.json_schema
-                else "function_calling"
-                if caps.tools
-                else "json_mode"
-            )
-        is_pydantic = isinstance(schema, type) and is_basemodel_subclass(schema)
-        parser: Runnable[Any, Any]
-        if method == "function_calling":
-            if schema is None:
-                raise ValueError("function_calling needs a schema")
-            tool = convert_to_openai_tool(schema, strict=strict)
-            name = tool["function"]["name"]
-            llm = self.bind_tools(
-                [tool],
-                tool_choice=name,
-                parallel_tool_calls=False,
-                strict=strict,
-                ls_structured_output_format={
-                    "kwargs": {"method": method, "strict": strict},
-                    "schema": tool,
-                },
-            )
-            parser = (
-                PydanticToolsParser(tools=[schema], first_tool_only=True)  # type: ignore[list-item]
-                if is_pydantic
-                else JsonOutputKeyToolsParser(key_name=name, first_tool_only=True)
-            )
-        elif method == "json_schema":
-            if schema is None:
-                raise ValueError("json_schema needs a schema")
-            if not caps.json_schema:
-                raise CapabilityError(f"{self.provider} cannot constrain output to a JSON schema")
-            json_schema = convert_to_json_schema(schema, strict=strict)
-            spec: dict[str, Any] = {
-                "name": json_schema.get("title", "output"),
-                "schema": json_schema,
-            }
-            if strict is not None:
-                spec["strict"] = strict
-            llm = self.bind(
-                response_format={"type": "json_schema", "json_schema": spec},
-                ls_structured_output_format={
-                    "kwargs": {"method": method, "strict": strict},
-                    "schema": json_schema,
-                },
-            )
-            parser = _json_parser(schema, is_pydantic)
-        elif method == "json_mode":
-            if not caps.json_mode:
-                raise CapabilityError(f"{self.provider} has no JSON mode")
-            llm = self.bind(
-                response_format={"type": "json_object"},
-                ls_structured_output_format={"kwargs": {"method": method}, "schema": schema},
-            )
-            parser = _json_parser(schema, is_pydantic)
-        else:
-            raise ValueError(
-                f"unknown method {method!r}: use function_calling, json_schema or json_mode"
-            )
-        if not include_raw:
-            return llm | parser
-        parse = RunnablePassthrough.assign(
-            parsed=itemgetter("raw") | parser, parsing_error=lambda _: None
-        )
-        fallback = RunnablePassthrough.assign(parsed=lambda _: None)
-        return RunnableMap(raw=llm) | parse.with_fallbacks(
-            [fallback], exception_key="parsing_error"
-        )
-
 
 # LangChain calls inspect.signature(self._generate) on every call to see whether it takes a
 # run_manager; a precomputed __signature__ makes that 3x cheaper (~15 us per call, measured).
 for _method in (AgencyChatModel._generate, AgencyChatModel._agenerate):
     _method.__signature__ = inspect.signature(_method)  # type: ignore[union-attr]
-
-
-def _json_parser(schema: Any, is_pydantic: bool) -> Runnable[Any, Any]:
-    return PydanticOutputParser(pydantic_object=schema) if is_pydantic else JsonOutputParser()
 
 
 def _merge(chunks: list[ChatGenerationChunk]) -> ChatResult:
@@ -443,16 +283,3 @@ def _merge(chunks: list[ChatGenerationChunk]) -> ChatResult:
             )
         ]
     )
-
-
-def _tool_choice(
-    choice: str | dict[str, Any] | bool, tools: list[dict[str, Any]]
-) -> str | dict[str, Any]:
-    if choice is True or choice in ("any", "required"):
-        return "required"
-    if isinstance(choice, dict) or choice in ("auto", "none"):
-        return choice
-    names = [t["function"]["name"] for t in tools]
-    if choice not in names:
-        raise ValueError(f"tool_choice {choice!r} is not one of the bound tools {names}")
-    return {"type": "function", "function": {"name": choice}}

@@ -7,7 +7,7 @@ A wire adapter subclasses it and writes only its protocol: request bodies and re
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any, ClassVar
 
 import httpx
@@ -41,6 +41,10 @@ class HTTPAdapter(ChatAdapter):
         "cf-ray",
     )
     """Response headers that carry the provider's request id."""
+
+    on_response_headers: Callable[[Mapping[str, str]], None] | None = None
+    """Called with the headers of every HTTP response (errors too), e.g. by a rate limiter
+    that reads ``x-ratelimit-*``; ``None`` (the default) costs nothing."""
 
     # -- hooks --------------------------------------------------------------------------
     def _url(self, path: str, model: str | None = None) -> str:
@@ -115,6 +119,8 @@ class HTTPAdapter(ChatAdapter):
             )
         except httpx.TransportError as exc:
             raise self._transport_error(exc, model) from exc
+        if self.on_response_headers is not None:
+            self.on_response_headers(response.headers)
         self._raise_for(response, model)
         return self._json(response, model)
 
@@ -133,6 +139,8 @@ class HTTPAdapter(ChatAdapter):
             )
         except httpx.TransportError as exc:
             raise self._transport_error(exc, model) from exc
+        if self.on_response_headers is not None:
+            self.on_response_headers(response.headers)
         self._raise_for(response, model)
         return self._json(response, model)
 
@@ -149,6 +157,8 @@ class HTTPAdapter(ChatAdapter):
                 params=self._params(),
                 **kw,
             ) as response:
+                if self.on_response_headers is not None:
+                    self.on_response_headers(response.headers)
                 if response.status_code >= 400:
                     response.read()
                     raise self._error(response, model)
@@ -169,6 +179,8 @@ class HTTPAdapter(ChatAdapter):
                 params=self._params(),
                 **kw,
             ) as response:
+                if self.on_response_headers is not None:
+                    self.on_response_headers(response.headers)
                 if response.status_code >= 400:
                     await response.aread()
                     raise self._error(response, model)
