@@ -17,13 +17,17 @@ __version__ = "0.1.0"
 
 # name -> module that defines it; resolved lazily by __getattr__ so `import agency` is light.
 _EXPORTS: dict[str, str] = {
+    "Agency": "agency.app",
     "AgencyChatModel": "agency.chat_models",
     "AgencyConfig": "agency.config",
     "AgencyEmbeddings": "agency.embedding_models",
     "AgencyError": "agency.errors",
+    "AllProvidersFailed": "agency.errors",
     "AuthenticationError": "agency.errors",
     "BadRequest": "agency.errors",
+    "BudgetExceeded": "agency.errors",
     "CapabilityError": "agency.errors",
+    "CircuitOpen": "agency.errors",
     "ConfigError": "agency.errors",
     "ConnectionFailed": "agency.errors",
     "ContentFiltered": "agency.errors",
@@ -50,13 +54,17 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "Agency",
     "AgencyChatModel",
     "AgencyConfig",
     "AgencyEmbeddings",
     "AgencyError",
+    "AllProvidersFailed",
     "AuthenticationError",
     "BadRequest",
+    "BudgetExceeded",
     "CapabilityError",
+    "CircuitOpen",
     "ConfigError",
     "ConnectionFailed",
     "ContentFiltered",
@@ -105,14 +113,18 @@ if TYPE_CHECKING:
         list_models,
     )
     from agency._specs import ModelSpec, known_providers, parse_spec, register_provider
+    from agency.app import Agency
     from agency.chat_models import AgencyChatModel
     from agency.config import AgencyConfig, load_config
     from agency.embedding_models import AgencyEmbeddings
     from agency.errors import (
         AgencyError,
+        AllProvidersFailed,
         AuthenticationError,
         BadRequest,
+        BudgetExceeded,
         CapabilityError,
+        CircuitOpen,
         ConfigError,
         ConnectionFailed,
         ContentFiltered,

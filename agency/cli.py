@@ -1,4 +1,5 @@
-"""The ``agency`` command line: ``agency chat "prompt"`` and ``agency models [PROVIDER]``.
+"""The ``agency`` command line: ``agency chat "prompt"``, ``agency models [PROVIDER]`` and
+``agency providers`` (health and statistics of the configured providers).
 
 With no model given and no key configured, ``chat`` runs on the embedded ``local:smollm2``
 and says so, so it works on a fresh machine with no network.
@@ -143,6 +144,51 @@ def models(
             f"{provider}:{info.id}", info.owned_by or "-", str(info.context_window or "-")
         )
     _out.print(table)
+
+
+@app.command()
+def providers(
+    config: Annotated[
+        str | None,
+        typer.Option(
+            "--config", "-c", help="agency.toml; else the environment, else the embedded model."
+        ),
+    ] = None,
+    check: Annotated[
+        bool, typer.Option("--check/--no-check", help="Probe each provider with a models call.")
+    ] = True,
+) -> None:
+    """Health and statistics of the configured providers."""
+    from agency.app import Agency
+    from agency.errors import AgencyError
+
+    try:
+        ag = Agency.from_config(config) if config else Agency.from_env()
+        health = ag.health(check=check)
+    except AgencyError as exc:
+        _err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    table = Table("provider", "model", "reachable", "breaker", "limits", "latency ms")
+    for name, row in health.items():
+        if "unconfigured" in row:
+            table.add_row(name, "-", "[red]no[/red]", "-", row["unconfigured"], "-")
+            continue
+        limits = row["limits"]
+        shown = ", ".join(
+            f"{k}={v}" for k, v in limits.items() if v is not None and k in ("rpm", "tpm")
+        )
+        reachable = row.get("reachable")
+        table.add_row(
+            name,
+            row["spec"],
+            "-" if reachable is None else ("[green]yes[/green]" if reachable else "[red]no[/red]"),
+            row["breaker"]["state"],
+            shown or "-",
+            "-" if row["latency_ewma_ms"] is None else f"{row['latency_ewma_ms']:.0f}",
+        )
+    _out.print(table)
+    _out.print(ag.stats())
+    ag.close()
 
 
 def main() -> None:

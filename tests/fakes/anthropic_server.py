@@ -32,10 +32,12 @@ import json
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -67,6 +69,7 @@ __all__ = [
     "Fail",
     "FakeAnthropic",
     "Malformed",
+    "RateLimits",
     "RecordedRequest",
     "Reply",
     "Stall",
@@ -153,6 +156,65 @@ class RecordedRequest:
     raw: bytes = b""
 
 
+@dataclass
+class RateLimits:
+    """The documented ``anthropic-ratelimit-*`` headers, set as ``fake.rate_limits`` to send
+    them on every response (JSON, SSE and errors). A field set to None omits its header; a
+    header the response sets itself (a 429's ``requests-remaining: 0``, ``Fail.headers``) wins.
+    A ``*_reset`` is sent as given when a str, else as RFC 3339 that many seconds from now.
+
+    https://docs.anthropic.com/en/api/rate-limits#response-headers
+    """
+
+    requests_limit: int | str | None = 4_000
+    requests_remaining: int | str | None = 3_999
+    requests_reset: float | str | None = 1.0
+    tokens_limit: int | str | None = 2_400_000
+    tokens_remaining: int | str | None = 2_399_000
+    tokens_reset: float | str | None = 1.0
+    input_tokens_limit: int | str | None = 2_000_000
+    input_tokens_remaining: int | str | None = 1_999_000
+    input_tokens_reset: float | str | None = 1.0
+    output_tokens_limit: int | str | None = 400_000
+    output_tokens_remaining: int | str | None = 400_000
+    output_tokens_reset: float | str | None = 1.0
+
+    def headers(self) -> dict[str, str]:
+        now = datetime.now(UTC)
+        out = {}
+        for name, value in asdict(self).items():
+            if value is None:
+                continue
+            if name.endswith("_reset") and not isinstance(value, str):
+                value = (now + timedelta(seconds=value)).strftime("%Y-%m-%dT%H:%M:%SZ")
+            out["anthropic-ratelimit-" + name.replace("_", "-")] = str(value)
+        return out
+
+
+class _RateLimitMiddleware:
+    """Adds ``fake.rate_limits`` (when set) to every response. Installed inside
+    ``HeadersMiddleware``, so these values win over its defaults."""
+
+    def __init__(self, app: Any, fake: FakeAnthropic) -> None:
+        self.app, self.fake = app, fake
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        limits = self.fake.rate_limits
+        if scope["type"] != "http" or limits is None:
+            await self.app(scope, receive, send)
+            return
+        extra = limits.headers()
+
+        async def send_with_limits(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in extra.items():
+                    headers.setdefault(name, value)
+            await send(message)
+
+        await self.app(scope, receive, send_with_limits)
+
+
 class _Dropped:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await drop_connection(scope, hard=True)
@@ -172,8 +234,8 @@ class FakeAnthropic:
     * ``requests`` / ``last_request`` / ``bodies(path_suffix)``;
     * ``spec_violations``: schema and live-API rule violations (should stay empty);
     * ``internal_errors``: bugs of the fake itself (should stay empty);
-    * ``models`` (``ModelCard``s), ``api_key``, ``context_window``, ``cache``: configuration
-      and state, restored by ``reset()``.
+    * ``models`` (``ModelCard``s), ``api_key``, ``context_window``, ``cache``, ``rate_limits``
+      (``RateLimits`` or None): configuration and state, restored by ``reset()``.
     """
 
     Reply = Reply
@@ -200,6 +262,8 @@ class FakeAnthropic:
             ],
             exception_handlers={404: self._not_found, 405: self._not_found},
         )
+        # Added first, so it runs inside HeadersMiddleware and its headers win.
+        self.app.add_middleware(_RateLimitMiddleware, fake=self)  # type: ignore[arg-type]
         self.app.add_middleware(HeadersMiddleware, fake=self)  # type: ignore[arg-type]
 
     # ---- configuration and inspection
@@ -215,6 +279,7 @@ class FakeAnthropic:
             self.spec_violations: list[str] = []
             self.internal_errors: list[str] = []
             self._script = ActionQueue()
+            self.rate_limits: RateLimits | None = None
 
     def script(self, *actions: Action) -> None:
         """Queue actions for the next message requests (a ``Fail`` with ``times=n`` answers n)."""

@@ -34,10 +34,11 @@ import struct
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -71,6 +72,7 @@ __all__ = [
     "Fail",
     "FakeOpenAI",
     "Malformed",
+    "RateLimits",
     "RecordedRequest",
     "Reply",
     "Stall",
@@ -157,6 +159,54 @@ class RecordedRequest:
     raw: bytes = b""
 
 
+@dataclass
+class RateLimits:
+    """The documented ``x-ratelimit-*`` headers, set as ``fake.rate_limits`` to send them on
+    every response (JSON, SSE and errors). A field set to None omits its header; a header the
+    response sets itself (a 429's ``remaining-requests: 0``, ``Fail.headers``) wins.
+
+    https://platform.openai.com/docs/guides/rate-limits#rate-limits-in-headers
+    """
+
+    limit_requests: int | str | None = 10_000
+    limit_tokens: int | str | None = 30_000_000
+    remaining_requests: int | str | None = 9_999
+    remaining_tokens: int | str | None = 29_999_000
+    reset_requests: str | None = "6ms"  # a duration: "1s", "6m0s", "17ms"
+    reset_tokens: str | None = "0s"
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "x-ratelimit-" + name.replace("_", "-"): str(value)
+            for name, value in asdict(self).items()
+            if value is not None
+        }
+
+
+class _RateLimitMiddleware:
+    """Adds ``fake.rate_limits`` (when set) to every response. Installed inside
+    ``HeadersMiddleware``, so these values win over its defaults."""
+
+    def __init__(self, app: Any, fake: FakeOpenAI) -> None:
+        self.app, self.fake = app, fake
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        limits = self.fake.rate_limits
+        if scope["type"] != "http" or limits is None:
+            await self.app(scope, receive, send)
+            return
+        extra = limits.headers()
+
+        async def send_with_limits(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in extra.items():
+                    headers.setdefault(name, value)
+            await send(message)
+
+        await self.app(scope, receive, send_with_limits)
+
+
 # --------------------------------------------------------------------------- the fake
 
 
@@ -168,8 +218,8 @@ class FakeOpenAI:
     * ``requests``: list of ``RecordedRequest``; ``last_request``; ``bodies(path_suffix)``;
     * ``spec_violations``: list of str (schema and live-API rule violations);
     * ``internal_errors``: list of str (bugs of the fake itself; should stay empty);
-    * ``models``, ``api_key``, ``azure_api_key``, ``azure_deployments``, ``context_window``:
-      configuration (restored by ``reset()``).
+    * ``models``, ``api_key``, ``azure_api_key``, ``azure_deployments``, ``context_window``,
+      ``rate_limits`` (``RateLimits`` or None): configuration (restored by ``reset()``).
 
     The script actions are also reachable as attributes (``fake.Reply(...)``, ``fake.Fail``).
     """
@@ -222,6 +272,8 @@ class FakeOpenAI:
             ],
             exception_handlers={404: self._not_found, 405: self._not_found},
         )
+        # Added first, so it runs inside HeadersMiddleware and its headers win.
+        self.app.add_middleware(_RateLimitMiddleware, fake=self)  # type: ignore[arg-type]
         self.app.add_middleware(HeadersMiddleware, fake=self)  # type: ignore[arg-type]
 
     # ---- configuration and inspection
@@ -235,6 +287,7 @@ class FakeOpenAI:
             self.azure_deployments: list[str] | None = self._defaults["azure_deployments"]
             self.context_window: int = self._defaults["context_window"]
             self.reject_unknown_params: bool = self._defaults["reject_unknown_params"]
+            self.rate_limits: RateLimits | None = None
             self.requests: list[RecordedRequest] = []
             self.spec_violations: list[str] = []
             self.internal_errors: list[str] = []

@@ -1,0 +1,343 @@
+"""`Agency`: the configured providers as one, with fallback, breakers, limits and budgets.
+
+    >>> ag = Agency.from_config("agency.toml")      # or Agency.from_env(), or Agency()
+    >>> llm = ag.chat_model(role="code")            # one BaseChatModel over the role's chain
+    >>> llm.invoke("...").response_metadata["cost"]
+    >>> ag.stats()                                  # per provider and role; a table in notebooks
+
+An `Agency` owns one `ProviderState` per configured entry (its chat model with the adapter's
+retries off, a circuit breaker, a rate limiter fed by the provider's rate-limit headers, its
+price), one `Budget`, one `Stats`; every model it hands out shares them. Chains come from
+``[llm.routing]`` for a role; otherwise all entries by priority when ``[llm.fallback]`` is
+enabled, else the default entry alone. A chain may name entries or ``"provider:model"`` specs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import warnings
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from agency.config import AgencyConfig, ProviderEntry, config_from_env, load_config
+from agency.errors import ConfigError, ProviderError
+
+if TYPE_CHECKING:
+    from langchain_core.messages import BaseMessage
+
+    from agency.embedding_models import AgencyEmbeddings
+    from agency.pricing import CostEstimate
+    from agency.resilience.balancing import ProviderState
+    from agency.resilience.breaker import BreakerPolicy
+    from agency.resilience.fallback import FallbackChatModel
+    from agency.resilience.pool import ProviderPool
+    from agency.stats import Stats
+
+__all__ = ["Agency"]
+
+
+class Agency:
+    """The configured providers, used as one. See the module docstring."""
+
+    def __init__(
+        self,
+        config: AgencyConfig | None = None,
+        *,
+        breaker_policy: BreakerPolicy | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        asleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        from agency.resilience.breaker import BreakerPolicy
+        from agency.resilience.budget import Budget, BudgetPolicy
+        from agency.resilience.policy import FallbackPolicy, FallbackRule
+        from agency.resilience.pool import ProviderPool
+        from agency.stats import Stats
+
+        self.config = config if config is not None else AgencyConfig()
+        llm = self.config.llm
+        self._breaker_policy = breaker_policy or BreakerPolicy()
+        self._clock, self._sleep = clock, sleep
+        fb = llm.fallback
+        policy = FallbackPolicy(
+            strategy=fb.strategy,
+            max_attempts=fb.max_attempts,
+            retry_delay_s=fb.retry_delay_ms / 1000,
+            fallback=fb.enabled,
+            rules=tuple(
+                FallbackRule(
+                    condition=r.condition,
+                    fallback_providers=tuple(r.fallback_providers),
+                    retry_original=r.retry_original,
+                    retry_delay_s=r.retry_delay_ms / 1000,
+                )
+                for r in fb.rules
+            ),
+        )
+        b = llm.budget
+        budget = None
+        if b.max_cost_per_request is not None or b.max_cost_total is not None or b.roles:
+            budget = Budget(
+                BudgetPolicy(
+                    max_cost_per_request=b.max_cost_per_request,
+                    max_cost_total=b.max_cost_total,
+                    roles=dict(b.roles),
+                )
+            )
+        self._stats = Stats(clock=clock)
+        self.unconfigured: dict[str, str] = {}
+        """Entries left out (e.g. no API key), name -> reason."""
+        states: dict[str, ProviderState] = {}
+        for entry in llm.ordered():
+            try:
+                states[entry.name] = self._state_for_entry(entry)
+            except ConfigError as exc:
+                self.unconfigured[entry.name] = str(exc)
+                warnings.warn(
+                    f"provider entry {entry.name!r} left out: {exc}", RuntimeWarning, stacklevel=2
+                )
+        self._pool: ProviderPool = ProviderPool(
+            states,
+            policy=policy,
+            stats=self._stats,
+            budget=budget,
+            make_state=self._state_for_spec,
+            clock=clock,
+            sleep=sleep,
+            asleep=asleep,
+        )
+        self._stats.set_state_provider(self._provider_state)
+        self._health_thread: threading.Thread | None = None
+        self._health_stop = threading.Event()
+
+    # -- construction -------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, source: str | Path | AgencyConfig, **kwargs: Any) -> Agency:
+        """From a TOML file path or an `AgencyConfig`."""
+        config = source if isinstance(source, AgencyConfig) else load_config(source)
+        return cls(config, **kwargs)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **kwargs: Any) -> Agency:
+        """From environment variables (``DEFAULT_LLM_PROVIDER``, ``<PROVIDER>_API_KEY``, ...)."""
+        return cls(config_from_env(env), **kwargs)
+
+    def _make_state(
+        self,
+        name: str,
+        spec: str,
+        params: dict[str, Any],
+        *,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        priority: int = 100,
+        weight: int = 1,
+    ) -> ProviderState:
+        from agency._factory import chat_model
+        from agency.pricing import price_for
+        from agency.resilience.balancing import ProviderState
+        from agency.resilience.breaker import CircuitBreaker
+        from agency.resilience.limits import RateLimiter, RateLimitPolicy
+
+        model = chat_model(spec, **{**params, "max_retries": 0})
+        limiter = RateLimiter(
+            RateLimitPolicy(rpm=rpm, tpm=tpm), clock=self._clock, sleep=self._sleep, name=name
+        )
+        adapter = model._adapter
+        if hasattr(adapter, "on_response_headers"):
+            adapter.on_response_headers = limiter.observe_headers
+        return ProviderState(
+            name=name,
+            model=model,
+            breaker=CircuitBreaker(self._breaker_policy, clock=self._clock, name=name),
+            limiter=limiter,
+            price=price_for(model.provider, model.model),
+            priority=priority,
+            weight=weight,
+        )
+
+    def _state_for_entry(self, entry: ProviderEntry) -> ProviderState:
+        return self._make_state(
+            entry.name,
+            entry.spec,
+            entry.model_params(),
+            rpm=entry.rpm,
+            tpm=entry.tpm,
+            priority=entry.priority,
+            weight=entry.weight,
+        )
+
+    def _state_for_spec(self, spec: str) -> ProviderState:
+        # A chain member that is not an entry: a spec, with the key from its env variable and
+        # the settings of the first entry of the same provider (its key, base_url, ...).
+        provider = spec.partition(":")[0].lower()
+        entry = next((e for e in self.config.llm.ordered() if e.provider == provider), None)
+        params = entry.model_params() if entry is not None else {}
+        return self._make_state(spec, spec, params)
+
+    def _provider_state(self, name: str) -> Mapping[str, Any]:
+        state = self._pool.states.get(name)
+        if state is None:
+            return {}
+        return {"breaker": state.breaker.state, "in_flight": state.in_flight}
+
+    # -- models -------------------------------------------------------------------------
+    def chain(self, role: str | None = None) -> list[str]:
+        """The providers a call for ``role`` may use, in configured order."""
+        llm = self.config.llm
+        if role is not None and role in llm.routing:
+            return [r for r in llm.routing[role] if r not in self.unconfigured]
+        names = list(self._pool.states) if not llm.default_provider else []
+        if llm.default_provider:
+            default = llm.find(llm.default_provider)
+            first = default.name if default is not None else llm.default_provider
+            names = [first, *[n for n in self._pool.states if n != first]]
+        names = [n for n in names if n in self._pool.states]
+        if not names:
+            raise ConfigError(
+                "no usable provider entry",
+                key="llm.providers",
+                fix="configure a provider with its key, or use the embedded default: Agency()",
+            )
+        return names if llm.fallback.enabled else names[:1]
+
+    def chat_model(self, role: str | None = None, **params: Any) -> FallbackChatModel:
+        """One LangChain chat model over ``role``'s chain (see `chain`).
+
+        ``params``: ``max_tokens``, ``max_cost`` (worst case per call, for the ``cost``
+        strategy), ``preferred_models``, ``streaming``.
+        """
+        from agency.resilience.fallback import FallbackChatModel
+
+        return FallbackChatModel.over(self._pool, self.chain(role), role=role, **params)
+
+    def embeddings(self, **params: Any) -> AgencyEmbeddings:
+        """Embeddings of the default entry's embedding model (``local:wordllama`` by default)."""
+        from agency._factory import embeddings
+
+        llm = self.config.llm
+        entry = llm.find(llm.default_provider) if llm.default_provider else None
+        entry = entry or next(iter(llm.ordered()), None)
+        if entry is None or entry.name in self.unconfigured:
+            return embeddings("local:wordllama", **params)
+        return embeddings(entry.embedding_spec, **{**entry.embedding_params(), **params})
+
+    # -- numbers ------------------------------------------------------------------------
+    def stats(self) -> Stats:
+        """Live statistics: ``.snapshot()`` (dict), ``.to_pandas()``, a table in notebooks."""
+        return self._stats
+
+    def health(self, *, check: bool = False) -> dict[str, dict[str, Any]]:
+        """Per provider: breaker, limiter and load; ``check=True`` also lists its models
+        (a cheap call) and feeds the result to the breaker."""
+        report: dict[str, dict[str, Any]] = {}
+        for name, state in self._pool.states.items():
+            row: dict[str, Any] = {
+                "spec": state.spec,
+                "breaker": state.breaker.snapshot(),
+                "limits": state.limiter.snapshot(),
+                "in_flight": state.in_flight,
+                "latency_ewma_ms": None
+                if state.latency_ewma_s is None
+                else state.latency_ewma_s * 1000,
+            }
+            if check:
+                row["reachable"] = self._probe(state)
+            report[name] = row
+        for name, reason in self.unconfigured.items():
+            report[name] = {"unconfigured": reason}
+        return report
+
+    def _probe(self, state: ProviderState) -> bool:
+        try:
+            state.model._adapter.list_models()
+        except ProviderError:
+            state.breaker.record_failure()
+            return False
+        except Exception:
+            return False
+        if state.breaker.state == "open":
+            return True  # reachable; the half-open probe call decides
+        state.breaker.record_success()
+        return True
+
+    def start_health_checks(self, interval_s: float = 30.0) -> None:
+        """Probe every provider (`health(check=True)`) every ``interval_s`` in a daemon thread."""
+        if self._health_thread is not None:
+            return
+        self._health_stop.clear()
+
+        def loop() -> None:
+            while not self._health_stop.wait(interval_s):
+                self.health(check=True)
+
+        self._health_thread = threading.Thread(target=loop, name="agency-health", daemon=True)
+        self._health_thread.start()
+
+    def stop_health_checks(self) -> None:
+        """Stop the thread started by `start_health_checks`."""
+        self._health_stop.set()
+        if self._health_thread is not None:
+            self._health_thread.join(timeout=5)
+            self._health_thread = None
+
+    def estimate_cost(
+        self,
+        messages: Sequence[BaseMessage] | str,
+        *,
+        max_tokens: int | None = None,
+        role: str | None = None,
+    ) -> CostEstimate:
+        """Tokens, cost and a confidence for sending ``messages`` to the first provider of
+        ``role``'s chain, before the call."""
+        from agency.pricing import estimate_cost
+
+        state = self._pool.get(self.chain(role)[0])
+        return estimate_cost(
+            state.model.provider,
+            state.model.model,
+            messages,
+            max_tokens=max_tokens or state.model.max_tokens,
+        )
+
+    def available_providers(self) -> list[str]:
+        """Entries that a call may use now (configured, breaker not open)."""
+        return [n for n, s in self._pool.states.items() if s.breaker.state != "open"]
+
+    # -- lifetime -----------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop health checks and close the pooled HTTP clients."""
+        from agency._http import close_clients
+
+        self.stop_health_checks()
+        close_clients()
+
+    async def aclose(self) -> None:
+        """Async twin of `close`."""
+        from agency._http import aclose_clients
+
+        self.stop_health_checks()
+        await aclose_clients()
+
+    def __enter__(self) -> Agency:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Agency:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"Agency(providers={list(self._pool.states)}, source={self.config.source!r})"
