@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
 from langchain_core.language_models.chat_models import agenerate_from_stream, generate_from_stream
-from langchain_core.messages import BaseMessage, message_chunk_to_message
+from langchain_core.messages import AIMessageChunk, BaseMessage, message_chunk_to_message
+from langchain_core.messages.ai import add_usage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, Field, SecretStr, model_validator
 
@@ -218,10 +219,13 @@ class AgencyChatModel(QuietInvokeMixin, StructuredOutputMixin, BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         request = self._request(messages, stop, kwargs)
+        usage: Any = None
         for chunk in self._adapter.chat(request, stream=True):
+            usage = _usage(usage, chunk)
             if run_manager:
                 run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk
+        yield self._cost_chunk(usage)
 
     async def _astream(
         self,
@@ -231,10 +235,13 @@ class AgencyChatModel(QuietInvokeMixin, StructuredOutputMixin, BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         request = self._request(messages, stop, kwargs)
+        usage: Any = None
         async for chunk in self._adapter.achat(request, stream=True):
+            usage = _usage(usage, chunk)
             if run_manager:
                 await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk
+        yield self._cost_chunk(usage)
 
     def _generate(
         self,
@@ -246,7 +253,7 @@ class AgencyChatModel(QuietInvokeMixin, StructuredOutputMixin, BaseChatModel):
         if self.streaming or kwargs.get("stream"):
             return generate_from_stream(self._stream(messages, stop, run_manager, **kwargs))
         request = self._request(messages, stop, kwargs)
-        return _merge(list(self._adapter.chat(request, stream=False)))
+        return self._priced(_merge(list(self._adapter.chat(request, stream=False))))
 
     async def _agenerate(
         self,
@@ -258,13 +265,54 @@ class AgencyChatModel(QuietInvokeMixin, StructuredOutputMixin, BaseChatModel):
         if self.streaming or kwargs.get("stream"):
             return await agenerate_from_stream(self._astream(messages, stop, run_manager, **kwargs))
         request = self._request(messages, stop, kwargs)
-        return _merge([chunk async for chunk in self._adapter.achat(request, stream=False)])
+        return self._priced(
+            _merge([chunk async for chunk in self._adapter.achat(request, stream=False)])
+        )
+
+    # -- cost ---------------------------------------------------------------------------
+    def _cost(self, usage: Any) -> float | None:
+        """USD for this usage at this model's price (`agency.pricing`); None when unknown."""
+        price = self.__dict__.get("_price", _UNPRICED)
+        if price is _UNPRICED:
+            from agency.pricing import price_for
+
+            price = price_for(self.provider, self.model)
+            object.__setattr__(self, "_price", price)
+        if price is None or usage is None:
+            return None
+        from agency.pricing import cost_of
+
+        return cost_of(usage, price)
+
+    def _priced(self, result: ChatResult) -> ChatResult:
+        message = result.generations[0].message
+        usage = getattr(message, "usage_metadata", None)
+        message.response_metadata["cost"] = self._cost(usage)
+        return result
+
+    def _cost_chunk(self, usage: Any) -> ChatGenerationChunk:
+        # Its own closing chunk: LangChain's chunk merge cannot add floats found twice.
+        return ChatGenerationChunk(
+            message=AIMessageChunk(
+                content="", response_metadata={"cost": self._cost(usage)}, chunk_position="last"
+            )
+        )
 
 
 # LangChain calls inspect.signature(self._generate) on every call to see whether it takes a
 # run_manager; a precomputed __signature__ makes that 3x cheaper (~15 us per call, measured).
 for _method in (AgencyChatModel._generate, AgencyChatModel._agenerate):
     _method.__signature__ = inspect.signature(_method)  # type: ignore[union-attr]
+
+
+_UNPRICED = object()
+
+
+def _usage(total: Any, chunk: ChatGenerationChunk) -> Any:
+    usage = getattr(chunk.message, "usage_metadata", None)
+    if usage is None:
+        return total
+    return usage if total is None else add_usage(total, usage)
 
 
 def _merge(chunks: list[ChatGenerationChunk]) -> ChatResult:

@@ -86,10 +86,10 @@ class ProviderState:
                 )
 
     def worst_case_cost(self, prompt_tokens: int, max_tokens: int) -> float | None:
-        """Prompt at the input price plus ``max_tokens`` at the output price, USD."""
-        if self.price is None:
-            return None
-        return (prompt_tokens * self.price.input + max_tokens * self.price.output) / 1_000_000
+        """The most a call can cost here, USD (see `agency.pricing.worst_case_cost`)."""
+        from agency.pricing import worst_case_cost
+
+        return worst_case_cost(self.price, prompt_tokens, max_tokens)
 
 
 @dataclass(frozen=True)

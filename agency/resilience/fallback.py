@@ -216,7 +216,8 @@ class _Call:
         if explicit:
             return int(explicit)
         if state.price is not None and state.price.max_output:
-            return min(state.price.max_output, DEFAULT_MAX_OUTPUT_TOKENS)
+            # The model's own ceiling: a smaller guess would let budgets be overspent.
+            return state.price.max_output
         return DEFAULT_MAX_OUTPUT_TOKENS
 
     def request(self, step: _Step) -> Any:
@@ -321,7 +322,7 @@ class _Call:
 
         state = step.state
         state.finished(None)
-        partial = None
+        partial: float | None = 0.0  # a request that failed before any text is not billed
         if step.emitted and state.price is not None:
             out = max(1, len(step.emitted) // 4)
             partial = cost_of(
@@ -373,7 +374,8 @@ class _Call:
 
     def _settle(self, step: _Step, cost: float | None) -> None:
         if step.reservation is not None:
-            step.reservation.settle(cost or 0.0)
+            # None (usage unknown) settles at the reserved worst case: never under-count.
+            step.reservation.settle(cost)
         used = 0
         if step.usage:
             used = int(step.usage.get("input_tokens", 0)) + int(step.usage.get("output_tokens", 0))

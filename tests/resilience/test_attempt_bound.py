@@ -74,7 +74,9 @@ class Scripted:
     def chat(self, request: Any, *, stream: bool = False) -> Iterator[ChatGenerationChunk]:
         return self._chunks()
 
-    async def achat(self, request: Any, *, stream: bool = False) -> AsyncIterator[ChatGenerationChunk]:
+    async def achat(
+        self, request: Any, *, stream: bool = False
+    ) -> AsyncIterator[ChatGenerationChunk]:
         for chunk in self._chunks():
             yield chunk
 
@@ -99,7 +101,11 @@ def _pool(
             priority=i,
         )
     pool = ProviderPool(
-        states, policy=policy, stats=Stats(clock=clock), clock=clock, sleep=clock.sleep,
+        states,
+        policy=policy,
+        stats=Stats(clock=clock),
+        clock=clock,
+        sleep=clock.sleep,
         asleep=clock.asleep,
     )
     return pool, adapters

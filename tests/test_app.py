@@ -1,0 +1,191 @@
+"""The `Agency` facade: construction from config and environment, health, costs, stats, CLI."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from fakes.openai_server import Fail, FakeOpenAI, Reply
+from langchain_core.messages import HumanMessage
+from typer.testing import CliRunner
+
+from agency import Agency, BudgetExceeded
+from agency.cli import app as cli_app
+from agency.errors import AuthenticationError
+
+
+def _toml(fake: FakeOpenAI, extra: str = "") -> str:
+    return f"""
+[[llm.providers]]
+name = "main"
+provider = "openai"
+api_key = "sk-test"
+base_url = "{fake.base_url}"
+text_model = "gpt-4o-mini"
+priority = 1
+rpm = 500
+tpm = 200000
+
+[[llm.providers]]
+name = "spare"
+provider = "openai"
+api_key = "sk-test"
+base_url = "{fake.base_url}"
+text_model = "gpt-4o"
+priority = 2
+weight = 3
+
+[llm.fallback]
+enabled = true
+strategy = "priority"
+max_attempts = 3
+retry_delay_ms = 0
+
+[llm.routing]
+code = ["spare", "openai:gpt-4o-mini"]
+{extra}
+"""
+
+
+def test_from_config_file_routes_roles(tmp_path: Path, openai_fake: FakeOpenAI) -> None:
+    path = tmp_path / "agency.toml"
+    path.write_text(_toml(openai_fake))
+    with Agency.from_config(path) as ag:
+        assert ag.chain() == ["main", "spare"]
+        assert ag.chain("code") == ["spare", "openai:gpt-4o-mini"]
+        openai_fake.script(Fail(503), Reply(content="from the spec"))
+        answer = ag.chat_model(role="code").invoke("write code")
+        assert answer.content == "from the spec"
+        # The spec in the chain borrowed the openai entry's key and base_url.
+        assert [b["model"] for b in openai_fake.bodies()] == ["gpt-4o", "gpt-4o-mini"]
+        roles = ag.stats().snapshot()["roles"]
+        assert roles["code"]["requests"] == 2 and roles["code"]["successes"] == 1
+
+
+def test_from_env_quick_start(openai_fake: FakeOpenAI) -> None:
+    env = {
+        "OPENAI_API_KEY": "sk-test",
+        "OPENAI_BASE_URL": openai_fake.base_url,
+        "OPENAI_MODEL": "gpt-4o-mini",
+        "MAX_COST_PER_REQUEST": "0.001",
+    }
+    ag = Agency.from_env(env)
+    assert ag.chain() == ["openai"]
+    assert ag.chat_model(max_tokens=100).invoke("hi").content
+    with pytest.raises(BudgetExceeded) as info:  # worst case 10k x $0.60/M = $0.006
+        ag.chat_model(max_tokens=10_000).invoke("hi")
+    assert info.value.scope == "request"
+
+
+def test_missing_key_leaves_the_entry_out_with_a_warning(
+    openai_fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    extra = """
+[[llm.providers]]
+name = "claude"
+provider = "anthropic"
+api_key = "${ANTHROPIC_API_KEY}"
+"""
+    from agency.config import AgencyConfig
+
+    config = AgencyConfig.from_toml_str(
+        _toml(openai_fake).replace("[llm.fallback]", extra + "\n[llm.fallback]")
+    )
+    with pytest.warns(RuntimeWarning, match="claude"):
+        ag = Agency(config)
+    assert "claude" in ag.unconfigured and "ANTHROPIC_API_KEY" in ag.unconfigured["claude"]
+    assert ag.health()["claude"] == {"unconfigured": ag.unconfigured["claude"]}
+    assert "claude" not in ag.chain()
+
+
+def test_health_check_and_available_providers(openai_fake: FakeOpenAI) -> None:
+    from agency.config import AgencyConfig
+
+    ag = Agency(AgencyConfig.from_toml_str(_toml(openai_fake)))
+    health = ag.health(check=True)
+    assert health["main"]["reachable"] is True
+    assert health["main"]["breaker"]["state"] == "closed"
+    assert health["main"]["limits"]["rpm"] == 500
+    assert ag.available_providers() == ["main", "spare"]
+    openai_fake.api_key = "sk-other"  # now every call to it fails with 401
+    assert ag.health(check=True)["main"]["reachable"] is False
+
+
+def test_estimate_cost_before_the_call(openai_fake: FakeOpenAI) -> None:
+    from agency.config import AgencyConfig
+
+    ag = Agency(AgencyConfig.from_toml_str(_toml(openai_fake)))
+    short = ag.estimate_cost([HumanMessage("hi")], max_tokens=100)
+    long = ag.estimate_cost([HumanMessage("hi " * 2000)], max_tokens=100)
+    assert 0 < short.prompt_tokens < long.prompt_tokens
+    assert short.worst_case is not None and long.worst_case is not None
+    assert short.worst_case < long.worst_case
+    assert short.confidence in ("high", "medium")
+
+
+def test_budget_is_never_overspent_under_concurrency(openai_fake: FakeOpenAI) -> None:
+    from agency.config import AgencyConfig
+
+    config = AgencyConfig.from_toml_str(_toml(openai_fake, "[llm.budget]\nmax_cost_total = 0.0005"))
+    ag = Agency(config)
+    llm = ag.chat_model(max_tokens=200)  # worst case about $0.00013 at gpt-4o-mini prices
+    outcomes: list[str] = []
+
+    def worker() -> None:
+        for _ in range(5):
+            try:
+                llm.invoke("hi")
+                outcomes.append("ok")
+            except BudgetExceeded:
+                outcomes.append("refused")
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    budget = ag._pool.budget
+    assert budget is not None
+    assert "refused" in outcomes and "ok" in outcomes
+    assert budget.spent() <= 0.0005
+    assert budget.reserved() == 0
+
+
+def test_auth_failure_is_reported_per_provider(openai_fake: FakeOpenAI) -> None:
+    from agency.config import AgencyConfig
+
+    ag = Agency(AgencyConfig.from_toml_str(_toml(openai_fake)))
+    openai_fake.script(Fail(401))
+    with pytest.raises(AuthenticationError):
+        ag.chat_model().invoke("hi")
+    assert ag.stats().snapshot()["providers"]["main"]["failures_by_kind"] == {"auth": 1}
+
+
+async def test_async_context_manager(openai_fake: FakeOpenAI) -> None:
+    from agency.config import AgencyConfig
+
+    async with Agency(AgencyConfig.from_toml_str(_toml(openai_fake))) as ag:
+        assert (await ag.chat_model().ainvoke("hi")).content
+    html = ag.stats()._repr_html_()
+    assert "main" in html
+
+
+def test_cli_providers_prints_health(tmp_path: Path, openai_fake: FakeOpenAI) -> None:
+    path = tmp_path / "agency.toml"
+    path.write_text(_toml(openai_fake))
+    result = CliRunner().invoke(cli_app, ["providers", "--config", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "main" in result.output and "spare" in result.output
+    assert "closed" in result.output and "rpm=500" in result.output
+
+
+@pytest.mark.local
+def test_embedded_defaults_need_no_key() -> None:
+    with Agency() as ag:
+        assert ag.chain() == ["local"]
+        answer = ag.chat_model(max_tokens=8).invoke("Say hi")
+        assert isinstance(answer.content, str) and answer.content
+        assert answer.response_metadata["cost"] == 0.0
+        assert len(ag.embeddings().embed_query("hello")) == 256
