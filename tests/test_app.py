@@ -189,3 +189,25 @@ def test_embedded_defaults_need_no_key() -> None:
         assert isinstance(answer.content, str) and answer.content
         assert answer.response_metadata["cost"] == 0.0
         assert len(ag.embeddings().embed_query("hello")) == 256
+
+
+def test_interval_health_checks_probe_in_the_background(openai_fake: FakeOpenAI) -> None:
+    from agency.config import AgencyConfig
+
+    ag = Agency(AgencyConfig.from_toml_str(_toml(openai_fake)))
+    probed = threading.Event()
+    original = ag.health
+
+    def health(*, check: bool = False) -> dict:  # type: ignore[type-arg]
+        report = original(check=check)
+        if check:
+            probed.set()
+        return report
+
+    ag.health = health  # type: ignore[method-assign]
+    ag.start_health_checks(interval_s=0.01)
+    try:
+        assert probed.wait(timeout=10), "no background probe within 10 s"
+    finally:
+        ag.stop_health_checks()
+    assert any(r.path.endswith("/models") for r in openai_fake.requests)
