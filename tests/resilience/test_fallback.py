@@ -332,3 +332,33 @@ def test_cost_strategy_picks_the_cheapest_that_fits(trio: Trio, make_agency: Mak
     )
     agency.chat_model().invoke("hi")
     assert (_chat_requests(primary), _chat_requests(backup), _chat_requests(third)) == (0, 1, 0)
+
+
+def test_provider_rate_limit_headers_steer_the_next_call(
+    trio: Trio, make_agency: MakeAgency, clock: FakeClock
+) -> None:
+    from fakes.openai_server import RateLimits
+
+    primary, backup, _ = trio
+    # The primary answers, but says no request is left for the next 30 seconds.
+    primary.rate_limits = RateLimits(remaining_requests=0, reset_requests="30s")
+    agency = make_agency()
+    llm = agency.chat_model()
+    llm.invoke("one")
+    llm.invoke("two")
+    assert (_chat_requests(primary), _chat_requests(backup)) == (1, 1)
+    server = agency.health()["primary"]["limits"]["server"]
+    assert [w["remaining"] for w in server.values() if w["kind"] == "requests"] == [0]
+    assert clock.sleeps == []
+    clock.advance(31)  # the server's window has reset
+    llm.invoke("three")
+    assert _chat_requests(primary) == 2
+
+
+def test_streamed_answers_carry_their_cost(trio: Trio, make_agency: MakeAgency) -> None:
+    agency = make_agency(1)
+    merged = _merged(list(agency.chat_model().stream("hi")))
+    usage = merged.usage_metadata
+    assert usage is not None and usage["output_tokens"] > 0
+    expected = (usage["input_tokens"] * 0.15 + usage["output_tokens"] * 0.60) / 1_000_000
+    assert merged.response_metadata["cost"] == pytest.approx(expected)
