@@ -23,6 +23,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from langchain_core.caches import BaseCache
+
 from agency.config import AgencyConfig, ProviderEntry, config_from_env, load_config
 from agency.errors import ConfigError, ProviderError
 
@@ -111,6 +113,7 @@ class Agency:
             asleep=asleep,
         )
         self._stats.set_state_provider(self._provider_state)
+        self._cache: Any = None
         self._health_thread: threading.Thread | None = None
         self._health_stop = threading.Event()
 
@@ -213,7 +216,20 @@ class Agency:
         """
         from agency.resilience.fallback import FallbackChatModel
 
+        if "cache" not in params and self.config.llm.cache.enabled:
+            params["cache"] = self.cache()
         return FallbackChatModel.over(self._pool, self.chain(role), role=role, **params)
+
+    def cache(self) -> Any:
+        """The semantic cache of ``[llm.cache]`` (`memory.SemanticCache`, a LangChain
+        `BaseCache`), created on first use; its hits are counted under provider ``"cache"``."""
+        if self._cache is None:
+            from memory.cache import SemanticCache  # the top layer may compose memory/
+
+            self._cache = _CountingCache(
+                SemanticCache.from_config(self.config.llm.cache), self._stats
+            )
+        return self._cache
 
     def embeddings(self, **params: Any) -> AgencyEmbeddings:
         """Embeddings of the default entry's embedding model (``local:wordllama`` by default)."""
@@ -341,3 +357,36 @@ class Agency:
 
     def __repr__(self) -> str:
         return f"Agency(providers={list(self._pool.states)}, source={self.config.source!r})"
+
+
+class _CountingCache(BaseCache):
+    """A `BaseCache` that forwards to the semantic cache and counts its hits in `Stats`."""
+
+    def __init__(self, inner: BaseCache, stats: Stats) -> None:
+        self.inner, self.stats = inner, stats
+
+    def _count(self, found: Any) -> Any:
+        if found:
+            self.stats.record(provider="cache", ok=True, latency_s=0.0, cost=0.0)
+        return found
+
+    def lookup(self, prompt: str, llm_string: str) -> Any:
+        return self._count(self.inner.lookup(prompt, llm_string))
+
+    async def alookup(self, prompt: str, llm_string: str) -> Any:
+        return self._count(await self.inner.alookup(prompt, llm_string))
+
+    def update(self, prompt: str, llm_string: str, return_val: Any) -> None:
+        self.inner.update(prompt, llm_string, return_val)
+
+    async def aupdate(self, prompt: str, llm_string: str, return_val: Any) -> None:
+        await self.inner.aupdate(prompt, llm_string, return_val)
+
+    def clear(self, **kwargs: Any) -> None:
+        self.inner.clear(**kwargs)
+
+    async def aclear(self, **kwargs: Any) -> None:
+        await self.inner.aclear(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)

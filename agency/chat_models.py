@@ -219,13 +219,10 @@ class AgencyChatModel(QuietInvokeMixin, StructuredOutputMixin, BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         request = self._request(messages, stop, kwargs)
-        usage: Any = None
-        for chunk in self._adapter.chat(request, stream=True):
-            usage = _usage(usage, chunk)
+        for chunk in self._with_cost(self._adapter.chat(request, stream=True)):
             if run_manager:
                 run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk
-        yield self._cost_chunk(usage)
 
     async def _astream(
         self,
@@ -235,13 +232,25 @@ class AgencyChatModel(QuietInvokeMixin, StructuredOutputMixin, BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         request = self._request(messages, stop, kwargs)
+        chunks = self._adapter.achat(request, stream=True)
+        held: ChatGenerationChunk | None = None
         usage: Any = None
-        async for chunk in self._adapter.achat(request, stream=True):
-            usage = _usage(usage, chunk)
+        async for chunk in chunks:
+            if held is not None:
+                if run_manager:
+                    await run_manager.on_llm_new_token(held.text, chunk=held)
+                yield held
+                held = None
+            if _has_usage(chunk):
+                usage, held = _usage(usage, chunk), chunk
+                continue
             if run_manager:
                 await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk
-        yield self._cost_chunk(usage)
+        last = self._priced_last(held, usage)
+        if run_manager:
+            await run_manager.on_llm_new_token(last.text, chunk=last)
+        yield last
 
     def _generate(
         self,
@@ -290,13 +299,35 @@ class AgencyChatModel(QuietInvokeMixin, StructuredOutputMixin, BaseChatModel):
         message.response_metadata["cost"] = self._cost(usage)
         return result
 
-    def _cost_chunk(self, usage: Any) -> ChatGenerationChunk:
-        # Its own closing chunk: LangChain's chunk merge cannot add floats found twice.
-        return ChatGenerationChunk(
-            message=AIMessageChunk(
-                content="", response_metadata={"cost": self._cost(usage)}, chunk_position="last"
+    def _with_cost(self, chunks: Iterator[ChatGenerationChunk]) -> Iterator[ChatGenerationChunk]:
+        """The chunks, the last one carrying ``response_metadata["cost"]``.
+
+        A chunk with usage is held back until the next one arrives (text chunks never are), so
+        the cost lands on the final usage chunk: LangChain's chunk merge cannot add a float
+        found in two chunks, and callers expect usage on the last chunk.
+        """
+        held: ChatGenerationChunk | None = None
+        usage: Any = None
+        for chunk in chunks:
+            if held is not None:
+                yield held
+                held = None
+            if _has_usage(chunk):
+                usage, held = _usage(usage, chunk), chunk
+                continue
+            yield chunk
+        yield self._priced_last(held, usage)
+
+    def _priced_last(self, held: ChatGenerationChunk | None, usage: Any) -> ChatGenerationChunk:
+        cost = self._cost(usage)
+        if held is None:
+            return ChatGenerationChunk(
+                message=AIMessageChunk(
+                    content="", response_metadata={"cost": cost}, chunk_position="last"
+                )
             )
-        )
+        held.message.response_metadata = {**held.message.response_metadata, "cost": cost}
+        return held
 
 
 # LangChain calls inspect.signature(self._generate) on every call to see whether it takes a
@@ -306,6 +337,10 @@ for _method in (AgencyChatModel._generate, AgencyChatModel._agenerate):
 
 
 _UNPRICED = object()
+
+
+def _has_usage(chunk: ChatGenerationChunk) -> bool:
+    return getattr(chunk.message, "usage_metadata", None) is not None
 
 
 def _usage(total: Any, chunk: ChatGenerationChunk) -> Any:
