@@ -114,6 +114,7 @@ class Agency:
         )
         self._stats.set_state_provider(self._provider_state)
         self._cache: Any = None
+        self._router: Any = None
         self._health_thread: threading.Thread | None = None
         self._health_stop = threading.Event()
 
@@ -219,6 +220,33 @@ class Agency:
         if "cache" not in params and self.config.llm.cache.enabled:
             params["cache"] = self.cache()
         return FallbackChatModel.over(self._pool, self.chain(role), role=role, **params)
+
+    def router(self, **params: Any) -> Any:
+        """The `agents.TaskRouter` over the built-in roles and ``[agents.roles]``, with the
+        chains of ``[llm.routing]``; created on first use."""
+        if self._router is None:
+            from agents.roles import roles_from_config  # the top layer may compose agents/
+            from agents.router import TaskRouter
+
+            self._router = TaskRouter(roles_from_config(self.config), **params)
+        return self._router
+
+    def model_for(self, task: str, **params: Any) -> FallbackChatModel:
+        """The chat model of the role ``task`` is routed to (its chain from ``[llm.routing]``)."""
+        return self.chat_model(role=self._routable(self.router().route(task).role), **params)
+
+    def routed_model(self, **params: Any) -> Any:
+        """An `agents.RoutedChatModel`: every call goes to the model of its role."""
+        from agents.routed import RoutedChatModel
+
+        return RoutedChatModel(
+            router=self.router(),
+            models=lambda role: self.chat_model(role=self._routable(role), **params),
+        )
+
+    def _routable(self, role: str) -> str | None:
+        # A role without a chain of its own uses the default chain, counted under its name.
+        return role if role in self.config.llm.routing else None
 
     def cache(self) -> Any:
         """The semantic cache of ``[llm.cache]`` (`memory.SemanticCache`, a LangChain
