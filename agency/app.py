@@ -391,11 +391,12 @@ class _CountingCache(BaseCache):
     """A `BaseCache` that forwards to the semantic cache and counts its hits in `Stats`."""
 
     def __init__(self, inner: BaseCache, stats: Stats) -> None:
-        self.inner, self.stats = inner, stats
+        # Not `self.stats`: the inner cache's own `stats()` is reached through __getattr__.
+        self.inner, self._agency_stats = inner, stats
 
     def _count(self, found: Any) -> Any:
         if found:
-            self.stats.record(provider="cache", ok=True, latency_s=0.0, cost=0.0)
+            self._agency_stats.record(provider="cache", ok=True, latency_s=0.0, cost=0.0)
         return found
 
     def lookup(self, prompt: str, llm_string: str) -> Any:

@@ -211,3 +211,18 @@ def test_interval_health_checks_probe_in_the_background(openai_fake: FakeOpenAI)
     finally:
         ag.stop_health_checks()
     assert any(r.path.endswith("/models") for r in openai_fake.requests)
+
+
+def test_configured_cache_serves_repeats(openai_fake: FakeOpenAI) -> None:
+    from agency.config import AgencyConfig
+
+    extra = '[llm.cache]\nenabled = true\nbackend = "memory"'
+    ag = Agency(AgencyConfig.from_toml_str(_toml(openai_fake, extra)))
+    llm = ag.chat_model()
+    first = llm.invoke("What is the capital of France?")
+    second = llm.invoke("What is the capital of France?")
+    assert second.content == first.content
+    assert second.response_metadata["cache"] == "exact"
+    assert len(openai_fake.bodies()) == 1
+    assert ag.stats().snapshot()["providers"]["cache"]["successes"] == 1
+    assert ag.cache().stats().hits_exact == 1
