@@ -52,20 +52,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import hashlib
 import json
-import math
 import os
 import threading
 import time
-import unicodedata
-import zlib
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
+
+from memory._cache_index import CANDIDATES, Entry, Index, ScopeIndex, new_entry
+from memory._cache_keys import SCOPE_DIMS, Request, augment, parse, text_similarity, unit
 
 if TYPE_CHECKING:
     import numpy as np
@@ -90,30 +88,6 @@ DEFAULT_PATH = ".agency/cache"
 """Where a persistent cache lives unless told otherwise."""
 DEFAULT_NAMESPACE = "llm-cache"
 """The chromadb collection holding the entries."""
-CANDIDATES = 3
-"""Semantic candidates tried per lookup, best first."""
-SCOPE_DIMS = 64
-"""Dimensions appended to each stored vector: a pseudo-random unit vector of its scope."""
-_SCOPE_SHARE = 0.5
-"""Share of a stored vector's squared norm given to the scope component."""
-_KEY_HEX = 32
-"""Hex digits kept of a SHA-256 for ids and scope hashes (128 bits)."""
-_BUCKET_TARGET = 512
-"""Mean entries per inverted list of a scope once it is partitioned."""
-_NPROBE = 8
-"""Inverted lists searched per semantic lookup. With 512-entry lists, 70k entries of one scope
-and near neighbours at cosine 0.82-0.93: 99% recall@1 and 0.8 ms (1024 / 8: 99%, 1.5 ms;
-256 / 8: 97.5%, 0.6 ms). A neighbour missed is a lost hit, never a wrong answer."""
-_KMEANS_ITERS = 4
-_KMEANS_SAMPLE = 32
-"""Training vectors per centroid when a scope is re-partitioned."""
-_ASSIGN_CHUNK = 8192
-_SCORE_CHUNK = 1024
-"""Rows per matrix-vector product: above ~2k rows OpenBLAS goes multi-threaded, which cost
-up to 50x more (7 ms instead of 0.15 ms for 3k rows) on a busy 2-CPU machine."""
-_ANSWER_ZLIB_LEVEL = 1
-"""Answers are kept in memory zlib-compressed (JSON compresses 3-5x; inflating is ~10 us)."""
-_MIN_ROWS = 16
 _LOAD_PAGE = 5000
 """Entries read per request when the index is loaded from chromadb."""
 _REMOTE_K = 8
@@ -128,8 +102,6 @@ _CONFIRM_SYSTEM = (
 _CONFIRM_HUMAN = (
     "Question 1: {query}\nQuestion 2: {candidate}\nDo these two questions ask for the same answer?"
 )
-_VOLATILE_FIELDS = frozenset({"id", "response_metadata", "usage_metadata"})
-"""Message fields that do not change what a request asks (ids, provider bookkeeping)."""
 _ALLOWED: Literal["core"] = "core"
 """What ``loads`` may build from a stored answer: langchain-core classes only."""
 
@@ -169,295 +141,6 @@ class CacheStats:
         """Hits per lookup (0.0 before any lookup)."""
         total = self.hits + self.misses
         return self.hits / total if total else 0.0
-
-
-# -- requests: scope, text, key ------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Request:
-    scope: str
-    """Hash of everything but the last text."""
-    text: str
-    """The last message's text (semantic path), or its content as JSON (exact path only)."""
-    key: str
-    """Entry id: hash of scope and normalised text."""
-    semantic: bool
-    """Whether similar entries may answer it (human text or a plain prompt)."""
-
-
-def _digest(*parts: str) -> str:
-    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:_KEY_HEX]
-
-
-def _normalise(text: str) -> str:
-    return " ".join(unicodedata.normalize("NFKC", text).split())
-
-
-def _is_message(obj: Any) -> bool:
-    return (
-        isinstance(obj, dict)
-        and obj.get("type") == "constructor"
-        and isinstance(obj.get("id"), list)
-        and "messages" in obj["id"]
-        and isinstance(obj.get("kwargs"), dict)
-    )
-
-
-def _plain_text(content: Any) -> str | None:
-    """A message content's text when it is text only (str, or text blocks), else None."""
-    if isinstance(content, str):
-        return content
-    if not isinstance(content, list):
-        return None
-    parts = []
-    for block in content:
-        if isinstance(block, str):
-            parts.append(block)
-        elif isinstance(block, dict) and block.get("type") == "text" and len(block) <= 2:
-            parts.append(str(block.get("text", "")))
-        else:
-            return None
-    return "\n".join(parts)
-
-
-def _parse(prompt: str, llm_string: str, extra: str) -> _Request:
-    messages: Any = None
-    if prompt.startswith("[{"):  # cheap test before parsing: chat prompts are JSON lists
-        with contextlib.suppress(ValueError):
-            messages = json.loads(prompt)
-    if not (isinstance(messages, list) and messages and all(map(_is_message, messages))):
-        scope = _digest(llm_string, extra, "")
-        return _Request(scope, prompt, _digest(scope, _normalise(prompt)), True)
-    canonical = [
-        [m["id"][-1], {k: v for k, v in m["kwargs"].items() if k not in _VOLATILE_FIELDS}]
-        for m in messages
-    ]
-    last = canonical[-1][1]
-    content = last.pop("content", "")
-    text = _plain_text(content) if last.get("type") == "human" else None
-    semantic = text is not None
-    if text is None:
-        text = json.dumps(content, sort_keys=True, default=str)
-    # The last message's fields other than its text belong to the scope (name, extras).
-    scope = _digest(llm_string, extra, json.dumps(canonical, sort_keys=True, default=str))
-    return _Request(scope, text, _digest(scope, _normalise(text) if semantic else text), semantic)
-
-
-# -- vectors ---------------------------------------------------------------------------------
-
-
-def _unit(values: Sequence[float] | np.ndarray) -> np.ndarray:
-    import numpy as np
-
-    vec = np.asarray(values, dtype=np.float32)
-    norm = float(np.linalg.norm(vec))
-    return vec / norm if norm > 0 else vec
-
-
-def _scope_vector(scope: str) -> np.ndarray:
-    import numpy as np
-
-    rng = np.random.default_rng(int(scope, 16))
-    return _unit(rng.standard_normal(SCOPE_DIMS))
-
-
-def _augment(vec: np.ndarray | None, dim: int, scope: str) -> list[float]:
-    import numpy as np
-
-    text = vec if vec is not None else np.zeros(dim, dtype=np.float32)
-    both = np.concatenate(
-        [text * math.sqrt(1 - _SCOPE_SHARE), _scope_vector(scope) * math.sqrt(_SCOPE_SHARE)]
-    )
-    return [float(v) for v in both]
-
-
-def _text_similarity(stored_score: float) -> float:
-    """Cosine of the text parts, from the cosine of two same-scope stored vectors."""
-    return (stored_score - _SCOPE_SHARE) / (1 - _SCOPE_SHARE)
-
-
-# -- the in-process index (persistent and ephemeral modes) ------------------------------------
-
-
-@dataclass(slots=True)
-class _Entry:
-    scope: str
-    text: str
-    created: float
-    semantic: bool
-    answer: bytes
-
-    @property
-    def payload(self) -> str:
-        return zlib.decompress(self.answer).decode()
-
-
-def _entry(scope: str, text: str, created: float, semantic: bool, payload: str) -> _Entry:
-    return _Entry(
-        scope, text, created, semantic, zlib.compress(payload.encode(), _ANSWER_ZLIB_LEVEL)
-    )
-
-
-class _List:
-    """One inverted list: a growing matrix of unit vectors and their keys (None = deleted)."""
-
-    __slots__ = ("keys", "vecs")
-
-    def __init__(self, dim: int, rows: int = _MIN_ROWS) -> None:
-        import numpy as np
-
-        self.vecs = np.zeros((max(rows, _MIN_ROWS), dim), dtype=np.float32)
-        self.keys: list[str | None] = []
-
-    def add(self, key: str, vec: np.ndarray) -> int:
-        import numpy as np
-
-        row = len(self.keys)
-        if row == len(self.vecs):
-            grown = np.zeros((2 * row, self.vecs.shape[1]), dtype=np.float32)
-            grown[:row] = self.vecs
-            self.vecs = grown
-        self.vecs[row] = vec
-        self.keys.append(key)
-        return row
-
-
-class _ScopeIndex:
-    """Vectors of one scope: one list while small, then k-means inverted lists (IVF)."""
-
-    def __init__(self, dim: int) -> None:
-        self.dim = dim
-        self.centroids: np.ndarray | None = None
-        self.lists = [_List(dim)]
-        self.where: dict[str, tuple[int, int]] = {}
-        self.dead = 0
-        self.built_for = 0
-
-    def add(self, key: str, vec: np.ndarray) -> None:
-        import numpy as np
-
-        if key in self.where:  # same key, same text, same vector
-            return
-        pick = 0 if self.centroids is None else int(np.argmax(self.centroids @ vec))
-        self.where[key] = (pick, self.lists[pick].add(key, vec))
-        # Re-partition each time the scope doubles: amortised O(1) per insert.
-        if len(self.where) >= 2 * max(self.built_for, _BUCKET_TARGET):
-            self._partition()
-
-    def remove(self, key: str) -> None:
-        pos = self.where.pop(key, None)
-        if pos is None:
-            return
-        lst = self.lists[pos[0]]
-        lst.vecs[pos[1]] = 0.0
-        lst.keys[pos[1]] = None
-        self.dead += 1
-        if self.dead > max(len(self.where), _BUCKET_TARGET):
-            self._partition()
-
-    def search(self, query: np.ndarray, floor: float) -> list[tuple[float, str, np.ndarray]]:
-        import numpy as np
-
-        probe: Any = range(len(self.lists))
-        if self.centroids is not None and len(self.lists) > _NPROBE:
-            probe = np.argpartition(-(self.centroids @ query), _NPROBE)[:_NPROBE]
-        found: list[tuple[float, str, np.ndarray]] = []
-        for index in probe:
-            lst = self.lists[int(index)]
-            if not lst.keys:
-                continue
-            count = len(lst.keys)
-            scores = np.concatenate(
-                [
-                    lst.vecs[i : min(i + _SCORE_CHUNK, count)] @ query
-                    for i in range(0, count, _SCORE_CHUNK)
-                ]
-            )
-            rows = np.flatnonzero(scores >= floor)
-            if len(rows) > CANDIDATES:
-                rows = rows[np.argpartition(-scores[rows], CANDIDATES)[:CANDIDATES]]
-            for row in rows:
-                key = lst.keys[int(row)]
-                if key is not None:
-                    found.append((float(scores[row]), key, lst.vecs[int(row)].copy()))
-        found.sort(key=lambda hit: hit[0], reverse=True)
-        return found[:CANDIDATES]
-
-    @classmethod
-    def built(cls, keys: list[str], vecs: np.ndarray) -> _ScopeIndex:
-        """An index of these keys and unit vectors, partitioned once."""
-        index = cls(vecs.shape[1])
-        index._fill(keys, vecs)
-        return index
-
-    def _partition(self) -> None:
-        import numpy as np
-
-        keys = list(self.where)
-        self._fill(keys, np.stack([self.lists[b].vecs[r] for b, r in self.where.values()]))
-
-    def _fill(self, keys: list[str], vecs: np.ndarray) -> None:
-        import numpy as np
-
-        count = len(keys)
-        self.built_for, self.dead = count, 0
-        n_lists = max(1, count // _BUCKET_TARGET)
-        assign = np.zeros(count, dtype=np.int64)
-        self.centroids = None
-        if n_lists > 1:
-            self.centroids = _kmeans(vecs, n_lists)
-            for start in range(0, count, _ASSIGN_CHUNK):
-                chunk = vecs[start : start + _ASSIGN_CHUNK] @ self.centroids.T
-                assign[start : start + _ASSIGN_CHUNK] = np.argmax(chunk, axis=1)
-        sizes = np.bincount(assign, minlength=n_lists)
-        self.lists = [_List(self.dim, int(size) * 5 // 4) for size in sizes]
-        self.where = {}
-        for key, vec, pick in zip(keys, vecs, assign.tolist(), strict=True):
-            self.where[key] = (pick, self.lists[pick].add(key, vec))
-
-
-def _kmeans(vecs: np.ndarray, k: int) -> np.ndarray:
-    """Spherical k-means centroids of ``vecs`` (a few Lloyd steps on a sample)."""
-    import numpy as np
-
-    rng = np.random.default_rng(len(vecs))
-    sample = vecs[rng.choice(len(vecs), min(len(vecs), k * _KMEANS_SAMPLE), replace=False)]
-    centroids = sample[rng.choice(len(sample), k, replace=False)].copy()
-    for _ in range(_KMEANS_ITERS):
-        assign = np.argmax(sample @ centroids.T, axis=1)
-        sums = np.zeros_like(centroids)
-        np.add.at(sums, assign, sample)
-        norms = np.linalg.norm(sums, axis=1, keepdims=True)
-        filled = norms[:, 0] > 0  # an empty cluster keeps its centroid
-        centroids[filled] = sums[filled] / norms[filled]
-    return centroids
-
-
-class _Index:
-    """Everything a local lookup needs, in memory. The caller holds the cache's lock."""
-
-    def __init__(self) -> None:
-        self.entries: OrderedDict[str, _Entry] = OrderedDict()  # LRU order, oldest first
-        self.scopes: dict[str, _ScopeIndex] = {}
-
-    def put(self, key: str, entry: _Entry, vec: np.ndarray | None) -> None:
-        self.entries[key] = entry
-        self.entries.move_to_end(key)
-        if entry.semantic and vec is not None:
-            scope = self.scopes.get(entry.scope)
-            if scope is None:
-                scope = self.scopes[entry.scope] = _ScopeIndex(len(vec))
-            scope.add(key, vec)
-
-    def remove(self, key: str) -> _Entry | None:
-        entry = self.entries.pop(key, None)
-        if entry is not None and entry.scope in self.scopes:
-            scope = self.scopes[entry.scope]
-            scope.remove(key)
-            if not scope.where:
-                del self.scopes[entry.scope]
-        return entry
 
 
 # -- the cache -------------------------------------------------------------------------------
@@ -515,7 +198,7 @@ class SemanticCache(BaseCache):
         self._scope_extra = scope_extra
         self._clock = clock
         self._local = memory.mode != "server"
-        self._index = _Index()
+        self._index = Index()
         self._loaded = not self._local
         self._dim: int | None = None
         self._share_vectors = False
@@ -597,7 +280,7 @@ class SemanticCache(BaseCache):
         if self._bypass.get()[0]:
             return None
         self._ensure_loaded()
-        request = _parse(prompt, llm_string, self._scope_extra)
+        request = parse(prompt, llm_string, self._scope_extra)
         found = self._exact(request)
         if found is not None:
             return self._serve(found, "exact")
@@ -621,9 +304,9 @@ class SemanticCache(BaseCache):
         if self._bypass.get()[1]:
             return 0
         self._ensure_loaded()
-        latest: dict[str, tuple[_Request, str]] = {}
+        latest: dict[str, tuple[Request, str]] = {}
         for prompt, llm_string, return_val in items:  # a repeated request: the last one wins
-            request = _parse(prompt, llm_string, self._scope_extra)
+            request = parse(prompt, llm_string, self._scope_extra)
             payload = _payload(return_val)
             try:
                 _revive(payload)
@@ -636,14 +319,14 @@ class SemanticCache(BaseCache):
         texts = [request.text for request, _ in rows if request.semantic]
         embedded = iter(self._embed(texts) if texts else [])
         now = self._clock()
-        stored: list[tuple[str, _Entry, np.ndarray | None]] = []
+        stored: list[tuple[str, Entry, np.ndarray | None]] = []
         vectors, metadatas = [], []
         for request, payload in rows:
             vec = next(embedded) if request.semantic else None
             text = request.text if request.semantic else ""
-            entry = _entry(request.scope, text, now, request.semantic, payload)
+            entry = new_entry(request.scope, text, now, request.semantic, payload)
             stored.append((request.key, entry, vec))
-            vectors.append(_augment(vec, self._dimension(), request.scope))
+            vectors.append(augment(vec, self._dimension(), request.scope))
             metadatas.append(
                 {
                     "scope": request.scope,
@@ -677,7 +360,7 @@ class SemanticCache(BaseCache):
 
     def _embed(self, texts: list[str]) -> list[np.ndarray]:
         # embed_documents on both sides: questions are matched with questions (symmetric).
-        vectors = [_unit(v) for v in self._embeddings.embed_documents(texts)]
+        vectors = [unit(v) for v in self._embeddings.embed_documents(texts)]
         self._dim = len(vectors[0])
         return vectors
 
@@ -686,7 +369,7 @@ class SemanticCache(BaseCache):
         with self._write_lock:
             self.memory.clear()
             with self._lock:
-                self._index = _Index()
+                self._index = Index()
 
     async def alookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
         """Async `lookup` (in a worker thread; the bypass context goes along)."""
@@ -701,7 +384,7 @@ class SemanticCache(BaseCache):
         await asyncio.to_thread(self.clear)
 
     # -- lookups ---------------------------------------------------------------------------
-    def _exact(self, request: _Request) -> str | None:
+    def _exact(self, request: Request) -> str | None:
         if not self._local:
             rows = self.memory.get([request.key])
             if not rows or rows[0].metadata.get("scope") != request.scope:
@@ -718,7 +401,7 @@ class SemanticCache(BaseCache):
         self._expire(request.key, entry)
         return None
 
-    def _semantic(self, request: _Request) -> str | None:
+    def _semantic(self, request: Request) -> str | None:
         if self._local:
             with self._lock:
                 if request.scope not in self._index.scopes:
@@ -745,16 +428,16 @@ class SemanticCache(BaseCache):
         return None
 
     def _candidates(
-        self, request: _Request, query: np.ndarray, threshold: float
+        self, request: Request, query: np.ndarray, threshold: float
     ) -> list[tuple[float, str, str, str, np.ndarray | None]]:
         """(similarity, key, text, answer, text vector if at hand) of live candidates, best
         first."""
         out: list[tuple[float, str, str, str, np.ndarray | None]] = []
         if not self._local:
             self._dim = len(query)
-            vector = _augment(query, len(query), request.scope)
+            vector = augment(query, len(query), request.scope)
             for row in self.memory.recall(embedding=vector, k=_REMOTE_K):
-                similarity = _text_similarity(row.score)
+                similarity = text_similarity(row.score)
                 meta = row.metadata
                 if meta.get("scope") != request.scope or not meta.get("semantic"):
                     continue
@@ -762,7 +445,7 @@ class SemanticCache(BaseCache):
                 if payload is not None:
                     out.append((similarity, row.id, row.text, payload, None))
             return out[:CANDIDATES]
-        expired: list[tuple[str, _Entry]] = []
+        expired: list[tuple[str, Entry]] = []
         with self._lock:
             scope = self._index.scopes.get(request.scope)
             found = scope.search(query, threshold) if scope is not None else []
@@ -817,13 +500,13 @@ class SemanticCache(BaseCache):
         return bool(words) and words[0].strip(".,!:;*\"'").upper() == "YES"
 
     # -- entries -------------------------------------------------------------------------------
-    def _expired(self, entry: _Entry | Mapping[str, Any]) -> bool:
+    def _expired(self, entry: Entry | Mapping[str, Any]) -> bool:
         if self._ttl_s is None:
             return False
-        created = entry.created if isinstance(entry, _Entry) else entry.get("created", 0.0)
+        created = entry.created if isinstance(entry, Entry) else entry.get("created", 0.0)
         return bool(self._clock() - float(created) > self._ttl_s)
 
-    def _expire(self, key: str, entry: _Entry | None) -> None:
+    def _expire(self, key: str, entry: Entry | None) -> None:
         with self._write_lock:
             with self._lock:
                 # Only if no update replaced it meanwhile.
@@ -882,7 +565,7 @@ class SemanticCache(BaseCache):
         """Build the index from chromadb (once; the caller holds the write lock)."""
         import numpy as np
 
-        rows: list[tuple[str, _Entry, Any]] = []
+        rows: list[tuple[str, Entry, Any]] = []
         offset = 0
         while True:
             page = self.memory.collection.get(
@@ -895,7 +578,7 @@ class SemanticCache(BaseCache):
                 page["ids"], page["documents"], page["embeddings"], page["metadatas"], strict=True
             ):
                 meta = meta or {}
-                entry = _entry(
+                entry = new_entry(
                     str(meta.get("scope", "")),
                     text or "",
                     float(meta.get("created", 0.0)),
@@ -905,7 +588,7 @@ class SemanticCache(BaseCache):
                 rows.append((key, entry, vec))
         rows.sort(key=lambda row: row[1].created)  # the LRU order starts oldest first
         expired = [key for key, entry, _ in rows if self._expired(entry)]
-        index = _Index()
+        index = Index()
         by_scope: dict[str, tuple[list[str], list[Any]]] = {}
         for key, entry, vec in rows:
             if not self._expired(entry):
@@ -917,7 +600,7 @@ class SemanticCache(BaseCache):
         for scope, (keys, vecs) in by_scope.items():  # each scope partitioned once
             matrix = np.asarray(vecs, dtype=np.float32)
             norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-            index.scopes[scope] = _ScopeIndex.built(keys, matrix / np.maximum(norms, 1e-12))
+            index.scopes[scope] = ScopeIndex.built(keys, matrix / np.maximum(norms, 1e-12))
             self._dim = matrix.shape[1]
         with self._lock:
             self._index = index

@@ -30,7 +30,8 @@ from langchain_core.outputs import ChatGeneration, Generation
 import agency
 from agency.config import CacheConfig
 from agency.errors import ConfigError
-from memory.cache import CacheStats, SemanticCache, _host_port, _ScopeIndex
+from memory._cache_index import ScopeIndex
+from memory.cache import CacheStats, SemanticCache, _host_port
 
 LLM = "model=gpt-test temperature=0"
 QUESTION = "How do I reset my password?"
@@ -728,7 +729,7 @@ def test_scope_index_partitions_and_still_finds_near_duplicates() -> None:
     rng = np.random.default_rng(7)
     vecs = rng.standard_normal((5000, 32)).astype(np.float32)
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-    index = _ScopeIndex(32)
+    index = ScopeIndex(32)
     for number, vec in enumerate(vecs):
         index.add(str(number), vec)
     assert index.centroids is not None and len(index.lists) > 1  # partitioned
@@ -750,13 +751,13 @@ def test_scope_index_partitions_and_still_finds_near_duplicates() -> None:
 )
 def test_exact_key_property(kinds: list[str], text: str, llm: str) -> None:
     """Whatever the conversation, the stored request is found again, and only its scope."""
-    from memory.cache import _parse
+    from memory._cache_keys import parse
 
     build = {"system": SystemMessage, "human": HumanMessage, "ai": AIMessage}
     earlier = [build[k](f"turn {i}") for i, k in enumerate(kinds)]
-    stored = _parse(chat(*earlier, HumanMessage(text)), llm, "")
-    again = _parse(chat(*earlier, HumanMessage(f" {text} ")), llm, "")
+    stored = parse(chat(*earlier, HumanMessage(text)), llm, "")
+    again = parse(chat(*earlier, HumanMessage(f" {text} ")), llm, "")
     assert (again.key, again.scope) == (stored.key, stored.scope)
-    moved = _parse(chat(*earlier, HumanMessage(text)), llm + "!", "")
-    shorter = _parse(chat(*earlier[1:], HumanMessage(text)), llm, "") if earlier else moved
+    moved = parse(chat(*earlier, HumanMessage(text)), llm + "!", "")
+    shorter = parse(chat(*earlier[1:], HumanMessage(text)), llm, "") if earlier else moved
     assert moved.scope != stored.scope and shorter.scope != stored.scope
