@@ -3,6 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --dev
-.venv/bin/ruff check agency tests benchmarks
-.venv/bin/mypy agency
+.venv/bin/ruff check agency memory agents tests benchmarks
+.venv/bin/mypy agency memory agents
 .venv/bin/python -m pytest "$@"

@@ -1,0 +1,39 @@
+"""agents: roles, the task router that assigns model chains to them, and routed chat models.
+
+    >>> from agents import TaskRouter
+    >>> TaskRouter().route("Write a Python function that reverses a list").role
+    'code'
+
+Layer: imports `agency` core (and may use `memory`), never `workflows`; `agency` core never
+imports it (the `Agency` facade does, lazily). Submodules load on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "BUILTIN_ROLES": "agents.roles",
+    "Role": "agents.roles",
+    "RouteDecision": "agents.router",
+    "RoutedChatModel": "agents.routed",
+    "TaskRouter": "agents.router",
+    "roles_from_config": "agents.roles",
+}
+
+__all__ = [
+    "BUILTIN_ROLES",
+    "Role",
+    "RouteDecision",
+    "RoutedChatModel",
+    "TaskRouter",
+    "roles_from_config",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'agents' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
