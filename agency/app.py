@@ -228,7 +228,9 @@ class Agency:
             from agents.roles import roles_from_config  # the top layer may compose agents/
             from agents.router import TaskRouter
 
-            self._router = TaskRouter(roles_from_config(self.config), **params)
+            router = TaskRouter(roles_from_config(self.config), **params)
+            router.models = lambda role: self.chat_model(role=self._routable(role))
+            self._router = router
         return self._router
 
     def model_for(self, task: str, **params: Any) -> FallbackChatModel:

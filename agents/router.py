@@ -39,7 +39,7 @@ from __future__ import annotations
 import functools
 import json
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from types import MappingProxyType
@@ -202,6 +202,19 @@ class TaskRouter:
     def learned_roles(self) -> tuple[str, ...]:
         """The roles the shipped learned model scores (the built-in names present)."""
         return self._learned_roles
+
+    models: Callable[[str], BaseChatModel] | None = None
+    """Role name -> its chat model, for `model_for`; `agency.Agency.router` sets it to the
+    role's fallback chain from ``[llm.routing]``."""
+
+    def model_for(self, task: str) -> BaseChatModel:
+        """The chat model of the role ``task`` is routed to (needs `models`)."""
+        if self.models is None:
+            raise ValueError(
+                "this router has no models: use Agency.router(), or set router.models to a "
+                "function from role name to chat model"
+            )
+        return self.models(self.route(task).role)
 
     def route(self, task: str) -> RouteDecision:
         """The role of ``task``; asks ``llm`` when set and the offline confidence is low."""

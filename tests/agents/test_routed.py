@@ -90,6 +90,7 @@ def test_agency_routes_roles_to_their_chains(openai_fake: FakeOpenAI) -> None:
     ag = Agency(config)
     assert ag.model_for(CODE_TASK).chain == ["openai:gpt-4o"]
     assert ag.model_for(STORY_TASK).chain == ["main"]
+    assert ag.router().model_for(CODE_TASK).chain == ["openai:gpt-4o"]  # type: ignore[attr-defined]
     llm = ag.routed_model()
     llm.invoke(CODE_TASK)
     llm.invoke(STORY_TASK)
@@ -97,3 +98,10 @@ def test_agency_routes_roles_to_their_chains(openai_fake: FakeOpenAI) -> None:
     roles = ag.stats().snapshot()["roles"]
     assert roles["code"]["successes"] == 1
     assert ag.router().stats()["roles"]["code"]["count"] >= 1
+
+
+def test_a_router_without_models_says_how_to_get_them() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match=r"Agency\.router"):
+        TaskRouter().model_for(CODE_TASK)
