@@ -242,7 +242,7 @@ class AgencyChatModel(QuietInvokeMixin, StructuredOutputMixin, BaseChatModel):
                 yield held
                 held = None
             if _has_usage(chunk):
-                usage, held = _usage(usage, chunk), chunk
+                usage, held = add_chunk_usage(usage, chunk), chunk
                 continue
             if run_manager:
                 await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
@@ -313,7 +313,7 @@ class AgencyChatModel(QuietInvokeMixin, StructuredOutputMixin, BaseChatModel):
                 yield held
                 held = None
             if _has_usage(chunk):
-                usage, held = _usage(usage, chunk), chunk
+                usage, held = add_chunk_usage(usage, chunk), chunk
                 continue
             yield chunk
         yield self._priced_last(held, usage)
@@ -343,7 +343,8 @@ def _has_usage(chunk: ChatGenerationChunk) -> bool:
     return getattr(chunk.message, "usage_metadata", None) is not None
 
 
-def _usage(total: Any, chunk: ChatGenerationChunk) -> Any:
+def add_chunk_usage(total: Any, chunk: ChatGenerationChunk) -> Any:
+    """``total`` plus the chunk's usage (``None`` until a chunk reports some)."""
     usage = getattr(chunk.message, "usage_metadata", None)
     if usage is None:
         return total

@@ -33,6 +33,7 @@ from pydantic import ConfigDict, Field
 
 from agency._fastpath import QuietInvokeMixin
 from agency._structured import StructuredOutputMixin
+from agency.chat_models import add_chunk_usage
 from agency.errors import (
     AllProvidersFailed,
     BudgetExceeded,
@@ -41,6 +42,7 @@ from agency.errors import (
     ProviderError,
     RateLimited,
 )
+from agency.pricing import DEFAULT_MAX_OUTPUT_TOKENS
 from agency.providers._base import Capabilities
 from agency.resilience._splice import Splice, continuation_messages
 from agency.resilience.balancing import CallConstraints, ProviderState, order_candidates
@@ -51,10 +53,7 @@ if TYPE_CHECKING:
     from agency.resilience.budget import Reservation
     from agency.resilience.pool import ProviderPool
 
-__all__ = ["DEFAULT_MAX_OUTPUT_TOKENS", "MAX_DEFERRALS", "FallbackChatModel"]
-
-DEFAULT_MAX_OUTPUT_TOKENS = 4096
-"""Output tokens assumed for budgets and limits when neither the call nor the price says."""
+__all__ = ["MAX_DEFERRALS", "FallbackChatModel"]
 MAX_DEFERRALS = 3
 """Times one call may put a provider back in line because its rate limiter had no room."""
 
@@ -249,8 +248,7 @@ class _Call:
         """Account for one chunk; what to pass on (``None``: nothing)."""
         message = chunk.message
         if isinstance(message, AIMessageChunk):
-            if message.usage_metadata:
-                step.usage = _add_usage(step.usage, dict(message.usage_metadata))
+            step.usage = add_chunk_usage(step.usage, chunk)
             if message.tool_call_chunks:
                 step.tool_chunks = True
         text = chunk.text
@@ -408,14 +406,6 @@ def _has_payload(message: BaseMessage) -> bool:
     if not isinstance(message, AIMessageChunk):
         return False
     return bool(message.tool_call_chunks or message.usage_metadata or message.additional_kwargs)
-
-
-def _add_usage(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
-    if old is None:
-        return new
-    from langchain_core.messages.ai import add_usage
-
-    return dict(add_usage(old, new))  # type: ignore[arg-type]
 
 
 class FallbackChatModel(QuietInvokeMixin, StructuredOutputMixin, BaseChatModel):
