@@ -282,6 +282,23 @@ class CacheConfig(_Model):
     """Seconds an entry lives."""
     max_entries: Int | None = Field(default=None, gt=0)
     """Cap on cached entries."""
+    embeddings: str | None = None
+    """``"provider:model"`` of the embeddings lookups compare (default ``local:wordllama``);
+    ``"local:minilm"`` is stronger and brings its own calibrated threshold and verifier."""
+
+    @field_validator("embeddings")
+    @classmethod
+    def _embeddings_spec(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            parse_spec(value)
+        except (ConfigError, ProviderNotFound) as exc:
+            raise _problem(
+                f"{value!r} is not a 'provider:model' embeddings spec ({exc})",
+                'write embeddings = "local:minilm" or another "provider:model"',
+            ) from exc
+        return value
 
 
 class BudgetConfig(_Model):

@@ -2,6 +2,7 @@
 
     python benchmarks/cache_bench.py [--sizes 1000,10000,100000] [--modes embedded,server]
                                      [--lookups 300] [--verifier default|rules|none]
+                                     [--embedder wordllama|minilm]
 
 For each mode, one cache grows through ``--sizes`` (entries are synthetic support questions
 generated from templates, 70% under one system prompt and 10% under each of three others),
@@ -18,7 +19,10 @@ and at each size we measure:
 * single-update insert rate: ``update`` one at a time (each durable when it returns).
 
 Server mode starts ``chroma run`` on 127.0.0.1 (a free port, a temporary directory) as a
-subprocess. Target: embedded lookup p50 at most 2 ms at 100k entries.
+subprocess. Target: embedded lookup p50 at most 2 ms at 100k entries (default embedder).
+``--embedder minilm`` runs the same with ``local:minilm`` and its own verifier (token
+alignment: one more MiniLM pass per text it judges, cached per text), the stronger and
+slower choice; MiniLM embeds ~100 questions/s here, so keep its sizes small.
 """
 
 from __future__ import annotations
@@ -198,22 +202,16 @@ def answer(number: int) -> list[Any]:
 def _verifier(name: str) -> Any:
     if name == "none":
         return None
-    from memory.verify import RuleVerifier, default_threshold
+    from memory.verify import RuleVerifier
 
-    if name == "default":
-        try:
-            default_threshold()
-            return "default"
-        except ValueError:
-            print("no shipped LearnedVerifier data yet: using RuleVerifier")
-    return RuleVerifier()
+    return "default" if name == "default" else RuleVerifier()
 
 
-def _threshold(verifier: Any) -> float:
+def _threshold(verifier: Any, embedder: str) -> float:
     if verifier == "default":
         from memory.verify import default_threshold
 
-        return default_threshold()
+        return default_threshold(embedder)
     return 0.8
 
 
@@ -313,11 +311,11 @@ def chroma_server() -> Iterator[int]:
             server.wait(15)
 
 
-def _table(mode: str, rows: list[Row], verifier: Any) -> Any:
+def _table(mode: str, rows: list[Row], verifier: Any, embedder: str) -> Any:
     from rich.table import Table
 
     name = "default (learned)" if verifier == "default" else type(verifier).__name__
-    table = Table(title=f"SemanticCache, {mode} mode (verifier: {name})")
+    table = Table(title=f"SemanticCache, {mode} mode, local:{embedder} (verifier: {name})")
     for header in ("entries", "bulk/s", "update/s", "open s"):
         table.add_column(header, justify="right")
     for kind in ("exact", "semantic", "miss"):
@@ -347,6 +345,7 @@ def main() -> None:
     parser.add_argument("--modes", default="embedded,server", help="embedded and/or server")
     parser.add_argument("--lookups", type=int, default=DEFAULT_LOOKUPS, help="per kind")
     parser.add_argument("--verifier", choices=("default", "rules", "none"), default="default")
+    parser.add_argument("--embedder", choices=("wordllama", "minilm"), default="wordllama")
     args = parser.parse_args()
     sizes = sorted(int(s) for s in args.sizes.split(","))
     lookups = min(args.lookups, DEFAULT_LOOKUPS)
@@ -358,12 +357,13 @@ def main() -> None:
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # chromadb's client logs each request
     console = Console(width=max(Console().width, 160))
-    embeddings = agency.embeddings("local:wordllama")
+    embeddings = agency.embeddings(f"local:{args.embedder}")
     verifier = _verifier(args.verifier)
     options: dict[str, Any] = {
         "embeddings": embeddings,
+        "embedder": args.embedder,
         "verifier": verifier,
-        "threshold": _threshold(verifier),
+        "threshold": _threshold(verifier, args.embedder),
     }
     probe = [f"probe question {n} about {PRODUCTS[n % len(PRODUCTS)]}" for n in range(200)]
     embedding_ms = []
@@ -372,7 +372,7 @@ def main() -> None:
         embeddings.embed_documents([text])
         embedding_ms.append((time.perf_counter() - began) * MS)
     console.print(
-        f"wordllama embedding of one question: p50 {statistics.median(embedding_ms):.3f} ms "
+        f"{args.embedder} embedding of one question: p50 {statistics.median(embedding_ms):.3f} ms "
         f"(included in the semantic and miss latencies)"
     )
     for mode in args.modes.split(","):
@@ -392,7 +392,7 @@ def main() -> None:
                 )
         else:
             raise SystemExit(f"unknown mode {mode!r}")
-        console.print(_table(mode, rows, verifier))
+        console.print(_table(mode, rows, verifier, args.embedder))
 
 
 if __name__ == "__main__":

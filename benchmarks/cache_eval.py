@@ -13,7 +13,12 @@ without one are verified by the wordllama one (it embeds the texts itself), and 
 hard vetoes alone. The calibrated threshold of each embedder is marked with ``*``.
 
     python benchmarks/cache_eval.py [--embeddings SPEC ...] [--thresholds 0.7 0.8 ...]
-        [--no-minilm] [--vectors-cache DIR]
+        [--no-minilm] [--vectors-cache DIR] [--through-cache]
+
+``--through-cache`` also replays the pairs through a real `memory.SemanticCache` (ephemeral,
+default verifier and threshold, the pair's index as its ``llm_string``: one scope per pair)
+for each calibrated embedder: ``update(q1)``, then ``lookup(q2)``; the table's calibrated
+row must match what the cache serves.
 """
 
 from __future__ import annotations
@@ -91,6 +96,26 @@ def evaluate(
         console.print(table)
 
 
+def through_cache(spec: str, console: Console) -> None:
+    """Precision and hit rate of a real `SemanticCache` over the dev pairs."""
+    from langchain_core.outputs import Generation
+
+    import agency
+    from memory.cache import SemanticCache
+
+    q1, q2, duplicate = read_pairs("dev")
+    cache = SemanticCache.ephemeral(embeddings=agency.embeddings(spec))
+    cache.update_many((a, f"pair-{i}", [Generation(text=a)]) for i, a in enumerate(q1))
+    hits = np.array([cache.lookup(b, f"pair-{i}") is not None for i, b in enumerate(q2)])
+    precision, hit_rate, f1 = metrics(hits, duplicate)
+    stats = cache.stats()
+    console.print(
+        f"{spec} through SemanticCache: precision {precision:.3f}, hit rate {hit_rate:.3f}, "
+        f"F1 {f1:.3f} (semantic hits {stats.hits_semantic}, exact {stats.hits_exact}, "
+        f"rejected by the verifier {stats.rejected_by_verifier}, misses {stats.misses})"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -99,12 +124,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--thresholds", type=float, nargs="+", default=list(DEFAULT_THRESHOLDS))
     parser.add_argument("--no-minilm", action="store_true", help="skip local:minilm (slow)")
     parser.add_argument("--vectors-cache", type=Path, default=None, help="keep vectors here")
+    parser.add_argument("--through-cache", action="store_true", help="replay via SemanticCache")
     args = parser.parse_args(argv)
     specs = ["local:wordllama"]
     if not args.no_minilm and _minilm.model_dir() is not None:
         specs.append("local:minilm")
     specs += [s for s in args.embeddings if s not in specs]
-    evaluate(specs, args.thresholds, args.vectors_cache, Console(width=140, emoji=False))
+    console = Console(width=140, emoji=False)
+    evaluate(specs, args.thresholds, args.vectors_cache, console)
+    if args.through_cache:
+        for spec in specs:
+            if spec in CALIBRATED:
+                through_cache(spec, console)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ Contract:
   unit vector of its scope (`scope_vector`, `SCOPE_DIMS` dimensions), sharing the squared norm
   so that two same-scope stored vectors have cosine ``share + (1 - share) * text cosine``;
   `text_similarity` inverts that. Pure functions; numpy is imported only when vectors are made.
+- `answer_payload` is the stored form of an answer (LangChain ``dumps`` of its generations,
+  message ids dropped) and `revive_answer` rebuilds it, from langchain-core classes only.
 """
 
 from __future__ import annotations
@@ -24,20 +26,25 @@ import math
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
+
+from langchain_core.caches import RETURN_VAL_TYPE
 
 if TYPE_CHECKING:
     import numpy as np
+    from langchain_core.outputs import Generation
 
 __all__ = [
     "SCOPE_DIMS",
     "Request",
+    "answer_payload",
     "augment",
     "digest",
     "is_message",
     "normalise",
     "parse",
     "plain_text",
+    "revive_answer",
     "scope_vector",
     "text_similarity",
     "unit",
@@ -160,3 +167,33 @@ def augment(vec: np.ndarray | None, dim: int, scope: str) -> list[float]:
 def text_similarity(stored_score: float) -> float:
     """Cosine of the text parts, from the cosine of two same-scope stored vectors."""
     return (stored_score - _SCOPE_SHARE) / (1 - _SCOPE_SHARE)
+
+
+# -- answers ----------------------------------------------------------------------------------
+_ALLOWED: Literal["core"] = "core"
+"""What ``loads`` may build from a stored answer: langchain-core classes only."""
+
+
+def answer_payload(return_val: RETURN_VAL_TYPE) -> str:
+    """The answer as stored: `dumps` of the generations, message ids dropped (a hit is a
+    new message; a reused id would make LangGraph's add_messages replace the first one)."""
+    from langchain_core.load import dumps
+    from langchain_core.outputs import ChatGeneration
+
+    cleaned = [
+        g.model_copy(update={"message": g.message.model_copy(update={"id": None})})
+        if isinstance(g, ChatGeneration) and g.message.id is not None
+        else g
+        for g in return_val
+    ]
+    return dumps(cleaned)
+
+
+def revive_answer(payload: str) -> list[Generation]:
+    """The generations `answer_payload` stored; raises if they cannot be rebuilt."""
+    from langchain_core.load import load
+
+    # `load` is wrapped by langchain-core's @beta, which only adds a warning.
+    revive = getattr(load, "__wrapped__", load)
+    generations: list[Generation] = revive(json.loads(payload), allowed_objects=_ALLOWED)
+    return generations

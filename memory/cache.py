@@ -25,6 +25,8 @@ Contract:
   and the original cost moves to ``"cached_cost"`` (and into ``stats().cost_saved``).
 - Defaults: ``verifier="default"`` is `memory.verify.LearnedVerifier` for ``embedder`` and
   ``threshold=None`` its calibrated `default_threshold`; ``verifier=None`` trusts the threshold.
+  ``embedder=None`` takes the calibration of the embeddings in use when they are
+  ``local:wordllama`` or ``local:minilm``, else wordllama's (its verifier embeds for itself).
 - Lifetime. ``ttl_s``: an entry older than that (by ``clock``, wall time by default, so it
   holds across restarts) is a miss and is deleted when met. ``max_entries``: past it, the least
   recently used entries (stored or hit in this process; else oldest stored) are evicted.
@@ -52,7 +54,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import json
 import os
 import threading
 import time
@@ -63,7 +64,16 @@ from typing import TYPE_CHECKING, Any, Literal
 from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
 
 from memory._cache_index import CANDIDATES, Entry, Index, ScopeIndex, new_entry
-from memory._cache_keys import SCOPE_DIMS, Request, augment, parse, text_similarity, unit
+from memory._cache_keys import (
+    SCOPE_DIMS,
+    Request,
+    answer_payload,
+    augment,
+    parse,
+    revive_answer,
+    text_similarity,
+    unit,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -102,8 +112,6 @@ _CONFIRM_SYSTEM = (
 _CONFIRM_HUMAN = (
     "Question 1: {query}\nQuestion 2: {candidate}\nDo these two questions ask for the same answer?"
 )
-_ALLOWED: Literal["core"] = "core"
-"""What ``loads`` may build from a stored answer: langchain-core classes only."""
 
 Kind = Literal["exact", "semantic"]
 
@@ -159,7 +167,7 @@ class SemanticCache(BaseCache):
         port: int = _SERVER_PORT,
         namespace: str = DEFAULT_NAMESPACE,
         embeddings: Embeddings | None = None,
-        embedder: str = "wordllama",
+        embedder: str | None = None,
         threshold: float | None = None,
         verifier: Verifier | Literal["default"] | None = "default",
         confirm_with: BaseChatModel | None = None,
@@ -171,7 +179,7 @@ class SemanticCache(BaseCache):
         """``memory``: an existing namespace to use; otherwise one is opened from ``mode``,
         ``path`` (default `DEFAULT_PATH`), ``host``/``port``, ``namespace``, ``embeddings``.
         ``embedder`` names the calibration of the default verifier and threshold (see
-        `memory.verify`); name the right one when passing other ``embeddings``."""
+        `memory.verify`); by default, that of the ``embeddings`` when they have one."""
         if threshold is not None and not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be within [0, 1], got {threshold}")
         if ttl_s is not None and ttl_s <= 0:
@@ -189,7 +197,7 @@ class SemanticCache(BaseCache):
         self.memory = memory
         """The namespace holding the entries."""
         self._embeddings = memory.embeddings
-        self._embedder = embedder
+        self._embedder = embedder or _calibration_of(self._embeddings)
         self._threshold = threshold
         self._verifier = verifier
         self._confirm_with = confirm_with
@@ -223,8 +231,13 @@ class SemanticCache(BaseCache):
 
         ``backend``: ``"chroma"`` (persistent at ``path``, default `DEFAULT_PATH`),
         ``"memory"``/``"ephemeral"`` (in memory), or ``"server"`` with ``path`` read as
-        ``host:port`` or ``http://host:port`` of a ``chroma run`` server.
+        ``host:port`` or ``http://host:port`` of a ``chroma run`` server. ``embeddings``
+        (a spec) is used unless an `Embeddings` object is passed.
         """
+        if embeddings is None and config.embeddings:
+            import agency
+
+            embeddings = agency.embeddings(config.embeddings)
         options: dict[str, Any] = {
             "embeddings": embeddings,
             "threshold": config.threshold,
@@ -307,9 +320,9 @@ class SemanticCache(BaseCache):
         latest: dict[str, tuple[Request, str]] = {}
         for prompt, llm_string, return_val in items:  # a repeated request: the last one wins
             request = parse(prompt, llm_string, self._scope_extra)
-            payload = _payload(return_val)
+            payload = answer_payload(return_val)
             try:
-                _revive(payload)
+                revive_answer(payload)
             except Exception:  # not restorable (content outside langchain-core): not cached
                 continue
             latest[request.key] = (request, payload)
@@ -527,7 +540,7 @@ class SemanticCache(BaseCache):
     def _serve(self, payload: str, kind: Kind) -> list[Generation]:
         from langchain_core.outputs import ChatGeneration
 
-        generations = _revive(payload)
+        generations = revive_answer(payload)
         saved = 0.0
         for generation in generations:
             if isinstance(generation, ChatGeneration):
@@ -630,29 +643,14 @@ class SemanticCache(BaseCache):
             self._counts[name] += n
 
 
-def _payload(return_val: RETURN_VAL_TYPE) -> str:
-    """The answer as stored: `dumps` of the generations, message ids dropped (a hit is a
-    new message; a reused id would make LangGraph's add_messages replace the first one)."""
-    from langchain_core.load import dumps
-    from langchain_core.outputs import ChatGeneration
+def _calibration_of(embeddings: Embeddings) -> str:
+    """The verifier calibration for ``embeddings``: its own if it has one, else the default."""
+    from memory.verify import CALIBRATED_EMBEDDERS, DEFAULT_EMBEDDER
 
-    cleaned = [
-        g.model_copy(update={"message": g.message.model_copy(update={"id": None})})
-        if isinstance(g, ChatGeneration) and g.message.id is not None
-        else g
-        for g in return_val
-    ]
-    return dumps(cleaned)
-
-
-def _revive(payload: str) -> list[Generation]:
-    """The generations `_payload` stored; raises if they cannot be rebuilt."""
-    from langchain_core.load import load
-
-    # `load` is wrapped by langchain-core's @beta, which only adds a warning.
-    revive = getattr(load, "__wrapped__", load)
-    generations: list[Generation] = revive(json.loads(payload), allowed_objects=_ALLOWED)
-    return generations
+    model = getattr(embeddings, "model", "")
+    if getattr(embeddings, "provider", "") == "local" and model in CALIBRATED_EMBEDDERS:
+        return str(model)
+    return DEFAULT_EMBEDDER
 
 
 def _host_port(address: str) -> tuple[str, int]:

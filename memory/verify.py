@@ -21,14 +21,15 @@ Contract:
     * put the same entities or words in a different order around an asymmetric connective
       ("10 miles to km" vs "10 km to miles"; "India ... to Pakistan" vs "Pakistan ... to
       India"); a symmetric one ("and", "or", "vs", "between") may join them in any order.
-- `LearnedVerifier` adds a logistic regression over lexical overlap `features` and the
-  element-wise product of the two texts' unit vectors under its own local embedder, fitted
+- `LearnedVerifier` adds a logistic regression over lexical overlap `features` and, per
+  embedder, the element-wise product of the two texts' unit vectors (wordllama) or the
+  alignment of their contextual token vectors (`TOKEN_FEATURES`, MiniLM), fitted
   on labelled question pairs (``benchmarks/fit_verifier.py``); a pair passes when its
   probability of being a duplicate reaches the shipped decision threshold. Its parameters
   live in ``memory/data/verifier_<embedder>.json`` with the cosine threshold calibrated for
   that embedder (`default_threshold`), because cosine scales differ per model.
-- The rules are pure Python; parsed texts and the learned verifier's vectors are cached per
-  process (a cache lookup re-checks the same query). numpy and the embedder load on first use.
+- The rules (in ``memory._rules``) are pure Python; parsed texts and the learned verifier's
+  vectors are cached per process (a cache lookup re-checks the same query). numpy and the embedder load on first use.
 """
 
 from __future__ import annotations
@@ -36,15 +37,22 @@ from __future__ import annotations
 import functools
 import json
 import math
-import re
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Protocol, runtime_checkable
 
+from memory._rules import FEATURES, features, veto
+from memory._token_align import TOKEN_FEATURES, Idf, token_features
+
 __all__ = [
+    "CALIBRATED_EMBEDDERS",
     "DEFAULT_EMBEDDER",
     "FEATURES",
+    "TOKEN_EMBEDDERS",
+    "TOKEN_FEATURES",
     "LearnedVerifier",
     "RuleVerifier",
     "Verifier",
@@ -55,372 +63,10 @@ __all__ = [
 
 DEFAULT_EMBEDDER = "wordllama"
 """The embedder whose calibration `LearnedVerifier.load` and `default_threshold` use by default."""
-
-# fmt: off
-_STOPWORDS = frozenset("""
-a an the is are was were be been being am do does did doing done have has had having i me my
-mine we us our you your yours he him his she her it its they them their this that these those
-there here of in on at for with by about as into onto from to up down out off over under again
-further then once and or but if so than too very can could will would shall should may might
-must just also only own same such both each few more most other some any all how why what when
-where who whom whose which does get got gets getting go goes going make makes
-one ones someone something anyone anything way ways best good better really much many lot lots
-thing things like know use using used want need possible people person
-""".split())  # noqa: SIM905 (a word list reads better as text)
-_NEGATIONS = frozenset({
-    "not", "no", "never", "without", "nobody", "nothing", "none", "neither", "nor", "nowhere",
-    "cannot", "cant", "dont", "doesnt", "didnt", "isnt", "arent", "wasnt", "werent", "wont",
-    "wouldnt", "shouldnt", "couldnt", "havent", "hasnt", "hadnt", "aint",
-})
-_ANTONYMS = (
-    ("enable", "disable"), ("enabled", "disabled"), ("increase", "decrease"),
-    ("increasing", "decreasing"), ("buy", "sell"), ("buying", "selling"), ("before", "after"),
-    ("gain", "lose"), ("win", "lose"), ("add", "remove"), ("start", "stop"),
-    ("install", "uninstall"), ("encrypt", "decrypt"), ("import", "export"),
-    ("upload", "download"), ("maximum", "minimum"), ("max", "min"), ("best", "worst"),
-    ("advantages", "disadvantages"), ("pros", "cons"), ("cheapest", "expensive"),
-    ("highest", "lowest"), ("largest", "smallest"), ("biggest", "smallest"),
-    ("male", "female"), ("men", "women"), ("boy", "girl"), ("boyfriend", "girlfriend"),
-    ("husband", "wife"), ("positive", "negative"), ("legal", "illegal"), ("true", "false"),
-    ("open", "close"), ("lock", "unlock"),
-    ("connect", "disconnect"), ("subscribe", "unsubscribe"), ("follow", "unfollow"),
-    ("first", "last"), ("rich", "poor"), ("hot", "cold"), ("love", "hate"),
-)
-_NUMBER_WORDS = {
-    "zero": "0", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7",
-    "eight": "8", "nine": "9", "ten": "10", "eleven": "11", "twelve": "12", "twenty": "20",
-    "hundred": "100", "thousand": "1000", "million": "1000000", "billion": "1000000000",
-}
-# "one" is left out: far more often a pronoun ("which one") than a count.
-_QUESTION_CLASS = {
-    "how": "how", "why": "why", "what": "what", "which": "what", "when": "when",
-    "where": "where", "who": "who", "whom": "who", "whose": "who",
-}
-# Openings whose question word misstates the kind of question asked.
-_REPHRASED = (
-    (re.compile(r"^(what|which)( is| are| was| were)? (the )?(best |easiest |fastest |"
-                r"quickest |simplest |right |proper |good |only )?(ways?|steps|methods?|"
-                r"process|procedure)\b"), "how"),
-    (re.compile(r"^(what|which)( is| are| was| were)? (the |some )?(main |real |possible |"
-                r"actual )?(reasons?|causes?|purpose|motive)\b"), "why"),
-    (re.compile(r"^(what|which)( is| are| was| were)? (the )?(best |right |good )?"
-                r"(places?|locations?|cities|city|countries|country)\b"), "where"),
-    (re.compile(r"^(what|which)( is| are| was| were)? (the )?(best |right |good )?"
-                r"(time|year|date|age|day|month)\b"), "when"),
-    (re.compile(r"^(in )?what (way|manner)\b"), "how"),
-    (re.compile(r"^how come\b"), "why"),
-    (re.compile(r"^for what (reason|purpose)\b"), "why"),
-)
-# Question kinds that cannot be the same question. "what" is left out: "what is X" asks
-# for many kinds of answer, and it pairs with every other word in true paraphrases.
-_CLASHING = frozenset({"how", "why", "when", "where", "who"})
-# Connectives whose two sides cannot swap without changing the meaning.
-_ASYMMETRIC = frozenset({"to", "into", "from", "than", "by", "over", "under", "before", "after"})
-# fmt: on
-_OPPOSITES: dict[str, frozenset[str]] = {
-    word: frozenset(b if a == word else a for a, b in _ANTONYMS if word in (a, b))
-    for pair in _ANTONYMS
-    for word in pair
-}
-"""Each word of `_ANTONYMS` to its opposites ("lose" has two: "gain" and "win"). Prepositions
-(on/off, in/out, up/down) are left out: they flip meaning far less often than they occur."""
-
-_TOKEN = re.compile(r"(?:[A-Za-z]\.){2,}|\d+(?:[.,]\d+)*|[A-Za-z]+(?:['\u2019][A-Za-z]+)?|[&,]")
-"""Acronyms with dots ("U.S."), numbers ("1,000.5"), words with an apostrophe, "&" and ","."""
-_ABBREVIATIONS = frozenset({"mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "vs", "etc"})
-"""Words a "." follows without ending the sentence; titles are not names themselves."""
-_TITLE_CASE_MIN_WORDS = 4
-_TITLE_CASE_SHARE = 0.6
-_DIGITS = re.compile(r"\d")
-_SENTENCE_END = re.compile(r"[.?!:;]")
-_BOUNDARY = "."
-"""Marker put in `_Parsed.words` where a sentence ends, so rules stay within a sentence."""
-_PUNCTUATION = frozenset({_BOUNDARY, ",", "&"})
-_THOUSANDS = re.compile(r"^\d{1,3}(,\d{3})+$")
-_OPENING_WORDS = 12
-"""Words of a question's opening matched against `_REPHRASED`."""
-_OPENING_FILLER = frozenset({"so", "and", "but", "then", "now", "ok", "okay", "well", "hi", "hey"})
-_ENTITY_PREFIX = 4
-"""Two name words match when the shorter, at least this long, starts the longer ..."""
-_ENTITY_SUFFIX = 2
-"""... and the longer adds at most this many letters ("India" / "Indian"; not "Canada" /
-"Canadian", a limit of prefix matching)."""
-_TYPO_MIN_LENGTH = 5
-"""Name words this long match with one typo ("Hilary" / "Hillary")."""
-_PARSE_CACHE = 4096
-"""Parsed texts kept: a cache answers repeated queries, and each hit re-parses two texts."""
-
-FEATURES = (
-    "cosine",
-    "cosine_squared",
-    "word_jaccard",
-    "content_jaccard",
-    "log_unmatched_content",
-    "length_ratio",
-    "same_question_kind",
-    "one_sided_entity",
-    "same_first_word",
-)
-"""Names of the learned verifier's features, in the order of its weights (see `features`)."""
-
-
-# --------------------------------------------------------------------------- parsing
-@dataclass(frozen=True)
-class _Parsed:
-    """What the vetoes and features need to know about one text."""
-
-    words: tuple[str, ...]
-    """Lower-cased word and number tokens, in order (apostrophes removed: "don't" -> "dont")."""
-    numbers: frozenset[str]
-    """Canonical numbers: "10.0" and "10" are both "10"; "1,000" is "1000"; "ten" is "10"."""
-    entities: frozenset[str]
-    """Lower-cased capitalized words that do not open a sentence (plus all-caps acronyms)."""
-    names: tuple[tuple[str, ...], ...]
-    """The entities grouped into names: runs of capitalized words ("lake", "tahoe")."""
-    negated: bool
-    """Whether any negation word occurs."""
-    question: str | None
-    """The kind of question asked (how/why/what/when/where/who), from the opening words."""
-    content: frozenset[str]
-    """Words that carry the topic: not stopwords, not numbers."""
-
-
-def _canonical_number(token: str) -> str:
-    if _THOUSANDS.match(token):
-        token = token.replace(",", "")
-    token = token.replace(",", ".")
-    try:
-        value = float(token)
-    except ValueError:
-        return token
-    return str(int(value)) if value.is_integer() else repr(value)
-
-
-def _question_kind(words: Sequence[str]) -> str | None:
-    """The question's kind from its opening (after fillers such as "so,"), else None."""
-    start = 0
-    while start < len(words) and words[start] in _OPENING_FILLER:
-        start += 1
-    if start >= len(words):
-        return None
-    opening = " ".join(words[start : start + _OPENING_WORDS])
-    for pattern, rephrased in _REPHRASED:
-        if pattern.match(opening):
-            return rephrased
-    kind = _QUESTION_CLASS.get(words[start])
-    if kind is None and start + 1 < len(words) and words[start] in {"in", "on", "at", "for"}:
-        kind = _QUESTION_CLASS.get(words[start + 1])  # "in which country", "for what"
-    return kind
-
-
-def _negates(words: Sequence[str]) -> bool:
-    """Whether the last word negates: "or not" / "or why not" / "whether not" do not."""
-    word = words[-1]
-    if word != "not":
-        return word in _NEGATIONS
-    before = words[-3:-1]
-    return not (before[-1:] in (["or"], ["whether"]) or before == ["or", "why"])
-
-
-def _title_case(text: str) -> bool:
-    """Whether most words are capitalized ("How To Win Friends"): then capitals mark no names."""
-    alphabetic = [w for w in _TOKEN.findall(text)[1:] if w[:1].isalpha()]
-    capitalized = sum(1 for w in alphabetic if w[0].isupper())
-    return len(alphabetic) >= _TITLE_CASE_MIN_WORDS and capitalized > _TITLE_CASE_SHARE * len(
-        alphabetic
-    )
-
-
-@functools.lru_cache(maxsize=_PARSE_CACHE)
-def _parse(text: str) -> _Parsed:
-    words: list[str] = []
-    numbers: set[str] = set()
-    names: list[tuple[str, ...]] = []
-    phrase: list[str] = []
-    negated = False
-    previous_end = 0
-    previous = ""
-    title_case = _title_case(text)
-    for match in _TOKEN.finditer(text):
-        token = match.group()
-        gap = text[previous_end : match.start()]
-        # A sentence starts at the text's start and after . ? ! : ; (its first word is
-        # capitalized whatever it is, so it says nothing about names), but not after "Mr.".
-        sentence_start = not words or (
-            bool(_SENTENCE_END.search(gap)) and previous not in _ABBREVIATIONS
-        )
-        previous_end = match.end()
-        if sentence_start and words:
-            words.append(_BOUNDARY)
-        if phrase and (token in {"&", ","} or gap.strip(" -'\"\u2019")):
-            names.append(tuple(phrase))  # punctuation ends a multi-word name
-            phrase = []
-        if token in {"&", ","}:
-            words.append(token)
-            previous = token
-            continue
-        lower = token.lower().replace("\u2019", "'").replace(".", "")
-        contracted = lower.endswith("n't")  # any "n't": can't, mustn't, needn't, ...
-        lower = lower.replace("'", "") if contracted else lower.split("'")[0]
-        previous = lower
-        words.append(lower)
-        negated = negated or contracted or _negates(words)
-        capitalized = token[0].isupper() and lower not in _STOPWORDS and not title_case
-        if _DIGITS.search(token):
-            numbers.add(_canonical_number(token))
-        elif lower in _NUMBER_WORDS:
-            numbers.add(_NUMBER_WORDS[lower])
-        elif (
-            capitalized
-            and lower not in _ABBREVIATIONS
-            and (not sentence_start or (token.isupper() and len(token) > 1))
-        ):
-            phrase.append(lower)
-            continue
-        if phrase:
-            names.append(tuple(phrase))
-            phrase = []
-    if phrase:
-        names.append(tuple(phrase))
-    content = frozenset(
-        w for w in words if w not in _STOPWORDS and not _DIGITS.search(w) and len(w) > 1
-    )
-    return _Parsed(
-        words=tuple(words),
-        numbers=frozenset(numbers),
-        entities=frozenset(w for name in names for w in name),
-        names=tuple(names),
-        negated=negated,
-        question=_question_kind(words),
-        content=content,
-    )
-
-
-# --------------------------------------------------------------------------- vetoes
-def _same_entity(a: str, b: str) -> bool:
-    """Equal up to a plural or a short suffix ("indian"/"india"), or one typo ("hilary")."""
-    if a == b:
-        return True
-    short, long_ = (a, b) if len(a) <= len(b) else (b, a)
-    if long_ in (short + "s", short + "es"):
-        return True
-    suffix = len(long_) - len(short)
-    if len(short) >= _ENTITY_PREFIX and suffix <= _ENTITY_SUFFIX and long_.startswith(short):
-        return True
-    if len(short) >= _TYPO_MIN_LENGTH and len(long_) - len(short) <= 1:
-        return _one_edit(short, long_)
-    return False
-
-
-def _one_edit(short: str, long_: str) -> bool:
-    """Whether one substitution (same lengths) or one insertion turns ``short`` into ``long_``."""
-    if len(short) == len(long_):
-        return sum(x != y for x, y in zip(short, long_, strict=True)) == 1
-    i = next((i for i, (x, y) in enumerate(zip(short, long_, strict=False)) if x != y), len(short))
-    return short[i:] == long_[i + 1 :]
-
-
-def _unmatched_entities(mine: _Parsed, theirs: _Parsed) -> list[str]:
-    """My names the other text does not mention.
-
-    A name is mentioned when its last word (the head: "Tahoe" of "Lake Tahoe", "Modi" of
-    "Narendra Modi") occurs there, as a name or a plain word, or when the head of one of its
-    names occurs in mine ("Modi" for "Modi Government").
-    """
-    heads = {name[-1] for name in theirs.names}
-    unmatched = []
-    for name in mine.names:
-        head = name[-1]
-        if head in theirs.words or any(_same_entity(head, e) for e in theirs.entities):
-            continue
-        if any(_same_entity(word, h) for word in name for h in heads):
-            continue
-        unmatched.append(" ".join(name))
-    return sorted(unmatched)
-
-
-def _directed(
-    words: Sequence[str], keys: frozenset[str], names: frozenset[str]
-) -> set[tuple[str, str, str]]:
-    """(left, connective, right) triples across each asymmetric connective of a sentence.
-
-    The nearest key word on each side ("10 miles to km": miles, to, km) and every pair of
-    names (entities, numbers) on opposite sides ("Pakistan give Kashmir to India": pakistan,
-    to, india). Only the nearest plain words count, so "an email to remind" does not pair
-    "email" with every later word.
-    """
-    triples: set[tuple[str, str, str]] = set()
-    start = 0
-    while start < len(words):
-        end = next((j for j in range(start, len(words)) if words[j] == _BOUNDARY), len(words))
-        sentence = words[start:end]
-        start = end + 1
-        for i, word in enumerate(sentence):
-            if word not in _ASYMMETRIC:
-                continue
-            lefts = [w for w in sentence[:i] if w in keys]
-            rights = [w for w in sentence[i + 1 :] if w in keys]
-            if not lefts or not rights:
-                continue
-            pairs = {(lefts[-1], rights[0])}
-            pairs |= {(lt, rt) for lt in lefts if lt in names for rt in rights if rt in names}
-            triples |= {(lt, word, rt) for lt, rt in pairs if lt != rt}
-    return triples
-
-
-def veto(query: str, candidate: str) -> str | None:
-    """Why ``candidate`` cannot answer ``query`` by the hard rules, or None if none applies."""
-    a, b = _parse(query), _parse(candidate)
-    if a.numbers != b.numbers:
-        only_a, only_b = sorted(a.numbers - b.numbers), sorted(b.numbers - a.numbers)
-        return f"different numbers: {' '.join(only_a) or '-'} vs {' '.join(only_b) or '-'}"
-    if a.negated != b.negated:
-        return "one negates and the other does not"
-    words_a, words_b = set(a.words), set(b.words)
-    for word in sorted(words_a - words_b):
-        # Opposites only one side uses: "pros and cons" vs "pros" is no contrast.
-        opposites = sorted(_OPPOSITES.get(word, frozenset()) & (words_b - words_a))
-        if opposites:
-            return f"opposite words: {word} vs {opposites[0]}"
-    if a.question != b.question and a.question in _CLASHING and b.question in _CLASHING:
-        return f"different questions: {a.question} vs {b.question}"
-    only_a = _unmatched_entities(a, b)
-    only_b = _unmatched_entities(b, a)
-    if only_a and only_b:
-        return f"different entities: {' '.join(only_a)} vs {' '.join(only_b)}"
-    shared = frozenset(words_a & words_b) - _STOPWORDS - _PUNCTUATION - _ASYMMETRIC
-    names = (a.entities & b.entities) | (a.numbers & b.numbers)
-    forward, backward = _directed(a.words, shared, names), _directed(b.words, shared, names)
-    # A flip is a direction only one text states ("from Oslo to Rome and back" has both).
-    flipped = {(rt, c, lt) for lt, c, rt in forward - backward} & (backward - forward)
-    if flipped:
-        second, connective, first = sorted(flipped)[0]  # the query says "first ... second"
-        return f"different order: {first} {connective} {second} vs {second} {connective} {first}"
-    return None
-
-
-# --------------------------------------------------------------------------- features
-def features(query: str, candidate: str, similarity: float) -> list[float]:
-    """The learned verifier's pair-level inputs, in the order of `FEATURES`."""
-    a, b = _parse(query), _parse(candidate)
-    words_a, words_b = set(a.words) - _PUNCTUATION, set(b.words) - _PUNCTUATION
-    union = words_a | words_b
-    jaccard = len(words_a & words_b) / len(union) if union else 1.0
-    content_union = a.content | b.content
-    content_jaccard = len(a.content & b.content) / len(content_union) if content_union else 1.0
-    unmatched = content_union - (a.content & b.content)
-    longer, shorter = max(len(a.words), len(b.words)), min(len(a.words), len(b.words))
-    return [
-        similarity,
-        similarity * similarity,
-        jaccard,
-        content_jaccard,
-        math.log1p(len(unmatched)),
-        shorter / longer if longer else 1.0,
-        float(a.question == b.question),
-        float(bool(_unmatched_entities(a, b)) or bool(_unmatched_entities(b, a))),
-        float(bool(a.words) and bool(b.words) and a.words[0] == b.words[0]),
-    ]
+CALIBRATED_EMBEDDERS = ("minilm", "wordllama")
+"""Local embedders with a shipped calibration (``memory/data/verifier_<name>.json``)."""
+TOKEN_EMBEDDERS = frozenset({"minilm"})
+"""Embedders with contextual token vectors, which token-alignment features need."""
 
 
 # --------------------------------------------------------------------------- verifiers
@@ -447,11 +93,19 @@ class RuleVerifier:
 class LearnedVerifier:
     """Hard vetoes, then a logistic regression fitted on labelled question pairs.
 
-    Its inputs are `features` and the element-wise product of the two texts' unit vectors
-    under its own embedder (a learned, per-dimension weighting of cosine similarity). It
-    embeds the texts itself, so it judges pairs the same way whatever embeddings the cache
+    Its inputs are `features` (lexical overlap and the cosine of the two texts' unit vectors
+    under its own embedder) plus, as the fitted file says, either or both of:
+
+    - ``vector_weights``: the element-wise product of the two unit vectors (a learned,
+      per-dimension weighting of cosine similarity), the wordllama verifier's choice;
+    - ``token_weights``: `TOKEN_FEATURES`, how well each token of one text is matched by a
+      token of the other (contextual token vectors, idf-weighted), the MiniLM verifier's
+      choice: one changed word stays visible there while an averaged vector blurs it.
+
+    It embeds the texts itself, so it judges pairs the same way whatever embeddings the cache
     searches with; ``similarity`` is reported, not used. A caller holding this embedder's
-    vectors passes them as ``vectors=`` to skip the embedding.
+    vectors passes them as ``vectors=`` to skip that embedding (token vectors are always
+    computed here, and cached per text).
     """
 
     embedder: str
@@ -459,30 +113,52 @@ class LearnedVerifier:
     weights: tuple[float, ...]
     """One weight per name in `FEATURES`."""
     vector_weights: tuple[float, ...]
-    """One weight per embedding dimension, on the product of the two unit vectors."""
+    """One weight per embedding dimension, on the product of the two unit vectors; empty when
+    the product is not an input."""
     bias: float
     """The intercept."""
     threshold: float
     """Approve when the duplicate probability is at least this."""
     similarity_threshold: float
     """The cosine threshold (of this embedder) calibrated with it: `default_threshold`."""
+    token_weights: tuple[float, ...] = ()
+    """One weight per name in `TOKEN_FEATURES`; empty when token alignment is not an input."""
+    idf: Idf | None = None
+    """Token idf for the alignment features; required with ``token_weights``."""
 
     def __post_init__(self) -> None:
         if len(self.weights) != len(FEATURES):
             raise ValueError(f"{len(self.weights)} weights for {len(FEATURES)} features")
+        if self.token_weights:
+            if len(self.token_weights) != len(TOKEN_FEATURES):
+                raise ValueError(
+                    f"{len(self.token_weights)} token weights for {len(TOKEN_FEATURES)} features"
+                )
+            if self.idf is None:
+                raise ValueError("token weights need the token idf")
+            if self.embedder not in TOKEN_EMBEDDERS:
+                raise ValueError(
+                    f"embedder {self.embedder!r} has no token vectors; "
+                    f"token features need one of {sorted(TOKEN_EMBEDDERS)}"
+                )
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LearnedVerifier:
         """The verifier stored as ``data`` (the JSON `benchmarks/fit_verifier.py` writes)."""
         if tuple(data["features"]) != FEATURES:
             raise ValueError(f"verifier features {data['features']} are not {list(FEATURES)}")
+        tokens = data.get("token_features")
+        if tokens is not None and tuple(tokens) != TOKEN_FEATURES:
+            raise ValueError(f"verifier token features {tokens} are not {list(TOKEN_FEATURES)}")
         return cls(
             embedder=str(data["embedder"]),
             weights=tuple(float(w) for w in data["weights"]),
-            vector_weights=tuple(float(w) for w in data["vector_weights"]),
+            vector_weights=tuple(float(w) for w in data.get("vector_weights", ())),
             bias=float(data["bias"]),
             threshold=float(data["threshold"]),
             similarity_threshold=float(data["similarity_threshold"]),
+            token_weights=tuple(float(w) for w in data.get("token_weights", ())),
+            idf=Idf.from_dict(data["token_idf"]) if "token_idf" in data else None,
         )
 
     @classmethod
@@ -511,15 +187,22 @@ class LearnedVerifier:
             u, v = _unit_vector(self.embedder, query), _unit_vector(self.embedder, candidate)
         else:
             u, v = _unit(vectors[0]), _unit(vectors[1])
-        if u.shape != self._vector_weights.shape or v.shape != u.shape:
+        if v.shape != u.shape:
+            raise ValueError(f"the two vectors differ in size: {u.shape[0]} and {v.shape[0]}")
+        if self.vector_weights and u.shape != self._vector_weights.shape:
             raise ValueError(
                 f"the {self.embedder} verifier needs {len(self.vector_weights)}-dimensional "
-                f"vectors, not {u.shape[0]} and {v.shape[0]}"
+                f"vectors, not {u.shape[0]}"
             )
         product = u * v
         cosine = float(product.sum())
-        z = self.bias + float(product @ self._vector_weights)
-        z += float(np.dot(self.weights, features(query, candidate, cosine)))
+        z = self.bias + float(np.dot(self.weights, features(query, candidate, cosine)))
+        if self.vector_weights:
+            z += float(product @ self._vector_weights)
+        if self.token_weights:
+            assert self.idf is not None  # __post_init__ checked
+            a, b = _token_vectors(self.embedder, query, candidate)
+            z += float(np.dot(self.token_weights, token_features(a, b, self.idf)))
         return 1.0 / (1.0 + math.exp(-max(min(z, _LOGIT_CAP), -_LOGIT_CAP)))
 
     def approve(
@@ -544,6 +227,8 @@ _LOGIT_CAP = 60.0
 """exp() of more than this overflows nothing but says nothing more either."""
 _VECTOR_CACHE = 4096
 """Unit vectors kept per process: a cache re-verifies the same query and entries."""
+_TOKEN_CACHE = 1024
+"""Texts whose token vectors are kept per process (~25 KB each for a 16-token question)."""
 
 
 def _unit(vector: Sequence[float]) -> Any:
@@ -566,6 +251,32 @@ def _unit_vector(embedder: str, text: str) -> Any:
     vector = _unit(_embeddings(embedder).embed_query(text))
     vector.flags.writeable = False  # shared by every caller of the cache
     return vector
+
+
+_token_cache: OrderedDict[tuple[str, str], tuple[Any, Any]] = OrderedDict()
+_token_lock = threading.Lock()
+
+
+def _token_vectors(embedder: str, *texts: str) -> list[tuple[Any, Any]]:
+    """``(ids, unit token vectors)`` per text, from a per-process LRU; the texts it lacks
+    are embedded in one batch (a MiniLM pass streams all its weights, so two short texts
+    cost about what one does)."""
+    from agency.providers.local import embed_tokens
+
+    with _token_lock:
+        known = {t: _token_cache[(embedder, t)] for t in texts if (embedder, t) in _token_cache}
+    missing = list(dict.fromkeys(t for t in texts if t not in known))
+    if missing:
+        for text, (ids, vectors) in zip(missing, embed_tokens(missing, embedder), strict=True):
+            ids.flags.writeable = vectors.flags.writeable = False  # shared by every caller
+            known[text] = (ids, vectors)
+    with _token_lock:
+        for text in texts:
+            _token_cache[(embedder, text)] = known[text]
+            _token_cache.move_to_end((embedder, text))
+        while len(_token_cache) > _TOKEN_CACHE:
+            _token_cache.popitem(last=False)
+    return [known[t] for t in texts]
 
 
 @functools.cache

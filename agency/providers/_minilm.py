@@ -14,6 +14,8 @@ because its own dependencies pull in torch). Contract:
 - The model loads on first use (~90 MB of float32 weights, ~0.3 s) and stays cached for the
   process; `unload` frees it. Calls from several threads share it (nothing in it mutates).
   A missing package raises `ConfigError` naming the pip command.
+- `embed_tokens` gives the last layer's token vectors (what the mean pooling averages), unit
+  length, for token-level comparisons such as `memory.verify`'s alignment features.
 - Only numpy is imported at module level; ``tokenizers`` and ``safetensors`` load with the model.
 """
 
@@ -23,7 +25,7 @@ import functools
 import importlib.util
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,16 @@ import numpy as np
 
 from agency.errors import ConfigError
 
-__all__ = ["DIMENSIONS", "INSTALL", "MODEL_NAME", "PACKAGE", "embed", "model_dir", "unload"]
+__all__ = [
+    "DIMENSIONS",
+    "INSTALL",
+    "MODEL_NAME",
+    "PACKAGE",
+    "embed",
+    "embed_tokens",
+    "model_dir",
+    "unload",
+]
 
 MODEL_NAME = "minilm"
 """The embedding model name at the local provider: ``agency.embeddings("local:minilm")``."""
@@ -236,8 +247,8 @@ def unload() -> None:
     _model.cache_clear()
 
 
-def _forward(bert: _Bert, ids: Any, mask: Any) -> Any:
-    """Unit-length mean-pooled sentence vectors of one padded batch (batch, seq)."""
+def _encode(bert: _Bert, ids: Any, mask: Any) -> Any:
+    """Last-layer token states of one padded batch: (batch, seq) ids -> (batch, seq, hidden)."""
     batch, seq = ids.shape
     hidden = bert.words.shape[1]
     heads, width = bert.heads, hidden // bert.heads
@@ -257,18 +268,20 @@ def _forward(bert: _Bert, ids: Any, mask: Any) -> Any:
         x = _layer_norm(context @ layer.out_w + layer.out_b + x, layer.ln1)
         up = _gelu(x @ layer.up_w + layer.up_b)
         x = _layer_norm(up @ layer.down_w + layer.down_b + x, layer.ln2)
+    return x
+
+
+def _forward(bert: _Bert, ids: Any, mask: Any) -> Any:
+    """Unit-length mean-pooled sentence vectors of one padded batch (batch, seq)."""
+    x = _encode(bert, ids, mask)
     weights = mask[:, :, None].astype(np.float32)
     pooled = (x * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), np.float32(1e-9))
     norms = np.linalg.norm(pooled, axis=1, keepdims=True)
     return pooled / np.maximum(norms, np.float32(1e-12))
 
 
-def embed(texts: Sequence[str]) -> Any:
-    """Unit-length float32 vectors, shape (len(texts), 384), in the order of ``texts``."""
-    out = np.zeros((len(texts), DIMENSIONS), dtype=np.float32)
-    if not texts:
-        return out
-    bert = _model()
+def _batches(bert: _Bert, texts: Sequence[str]) -> Iterator[tuple[Any, Any, Any]]:
+    """``(positions in texts, ids, mask)`` per padded batch of at most `_BATCH` texts."""
     encodings = bert.tokenizer.encode_batch(list(texts), add_special_tokens=True)
     lengths = [len(e.ids) - e.attention_mask.count(0) for e in encodings]
     order = np.argsort(lengths, kind="stable")  # similar lengths together: little padding
@@ -277,5 +290,37 @@ def embed(texts: Sequence[str]) -> Any:
         seq = max(lengths[i] for i in chosen)
         ids = np.array([encodings[i].ids[:seq] for i in chosen], dtype=np.int64)
         mask = np.array([encodings[i].attention_mask[:seq] for i in chosen], dtype=np.int64)
+        yield chosen, ids, mask
+
+
+def embed(texts: Sequence[str]) -> Any:
+    """Unit-length float32 vectors, shape (len(texts), 384), in the order of ``texts``."""
+    out = np.zeros((len(texts), DIMENSIONS), dtype=np.float32)
+    if not texts:
+        return out
+    bert = _model()
+    for chosen, ids, mask in _batches(bert, texts):
         out[chosen] = _forward(bert, ids, mask)
+    return out
+
+
+def embed_tokens(texts: Sequence[str]) -> list[tuple[Any, Any]]:
+    """Per text, ``(token ids, unit-length token vectors)`` of the last layer.
+
+    The [CLS] and [SEP] tokens are left out, except that a text with no other token keeps
+    its [CLS] row, so every text has at least one. Shapes: ``(n,)`` int64 and ``(n, 384)``
+    float32, in the order of ``texts``.
+    """
+    out: list[tuple[Any, Any]] = [(None, None)] * len(texts)
+    if not texts:
+        return out
+    bert = _model()
+    for chosen, ids, mask in _batches(bert, texts):
+        states = _encode(bert, ids, mask)
+        for row, i in enumerate(chosen):
+            length = int(mask[row].sum())
+            span = slice(1, length - 1) if length > 2 else slice(0, 1)
+            vectors = states[row, span]
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            out[i] = (ids[row, span].copy(), vectors / np.maximum(norms, np.float32(1e-12)))
     return out

