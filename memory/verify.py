@@ -37,8 +37,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import threading
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -104,8 +102,8 @@ class LearnedVerifier:
 
     It embeds the texts itself, so it judges pairs the same way whatever embeddings the cache
     searches with; ``similarity`` is reported, not used. A caller holding this embedder's
-    vectors passes them as ``vectors=`` to skip that embedding (token vectors are always
-    computed here, and cached per text).
+    vectors passes them as ``vectors=`` to skip that embedding (token vectors come from the
+    embedder, which keeps those of the texts it encoded last: a query just embedded is free).
     """
 
     embedder: str
@@ -227,8 +225,6 @@ _LOGIT_CAP = 60.0
 """exp() of more than this overflows nothing but says nothing more either."""
 _VECTOR_CACHE = 4096
 """Unit vectors kept per process: a cache re-verifies the same query and entries."""
-_TOKEN_CACHE = 1024
-"""Texts whose token vectors are kept per process (~25 KB each for a 16-token question)."""
 
 
 def _unit(vector: Sequence[float]) -> Any:
@@ -253,30 +249,12 @@ def _unit_vector(embedder: str, text: str) -> Any:
     return vector
 
 
-_token_cache: OrderedDict[tuple[str, str], tuple[Any, Any]] = OrderedDict()
-_token_lock = threading.Lock()
-
-
 def _token_vectors(embedder: str, *texts: str) -> list[tuple[Any, Any]]:
-    """``(ids, unit token vectors)`` per text, from a per-process LRU; the texts it lacks
-    are embedded in one batch (a MiniLM pass streams all its weights, so two short texts
-    cost about what one does)."""
+    """``(ids, unit token vectors)`` per text; the embedder keeps recent texts' tokens, so a
+    query the cache just embedded is not encoded again."""
     from agency.providers.local import embed_tokens
 
-    with _token_lock:
-        known = {t: _token_cache[(embedder, t)] for t in texts if (embedder, t) in _token_cache}
-    missing = list(dict.fromkeys(t for t in texts if t not in known))
-    if missing:
-        for text, (ids, vectors) in zip(missing, embed_tokens(missing, embedder), strict=True):
-            ids.flags.writeable = vectors.flags.writeable = False  # shared by every caller
-            known[text] = (ids, vectors)
-    with _token_lock:
-        for text in texts:
-            _token_cache[(embedder, text)] = known[text]
-            _token_cache.move_to_end((embedder, text))
-        while len(_token_cache) > _TOKEN_CACHE:
-            _token_cache.popitem(last=False)
-    return [known[t] for t in texts]
+    return embed_tokens(list(texts), embedder)
 
 
 @functools.cache

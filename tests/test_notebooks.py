@@ -9,6 +9,27 @@ import pytest
 from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+EXPECTED = {
+    "01_quickstart.ipynb": ("dogs vs dogs", "sunny"),
+    "02_memory_and_cache.ipynb": (
+        "The deploy key rotates on Mondays",
+        "None -> semantic",
+        "refuse  'How do I disable dark mode?'",
+        "opposite words: disable vs enable",
+        "serve   'How can I enable the dark mode?'",
+        "hits_semantic=1",
+        "How can I learn Python fast? -> hit",
+        "How do kids learn Python quickly? -> miss",
+    ),
+    "03_roles_and_routing.ipynb": (
+        "code      ",
+        "math      ",
+        "creative  ",
+        "'legal'",
+        "'role': 'creative'",
+    ),
+}
+"""Outputs each notebook must show: what its prose promises."""
 
 
 @pytest.mark.local
@@ -27,8 +48,10 @@ def test_notebook_runs(path: Path) -> None:
     text = "".join(
         str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", "")) for o in outputs
     )
-    assert "dogs vs dogs" in text and "sunny" in text
+    missing = [marker for marker in EXPECTED[path.name] if marker not in text]
+    assert not missing, f"{path.name} did not show {missing}:\n{text}"
 
 
-def test_there_is_a_quickstart() -> None:
+def test_there_is_a_quickstart_and_every_notebook_is_checked() -> None:
     assert any(p.name == "01_quickstart.ipynb" for p in NOTEBOOKS)
+    assert sorted(EXPECTED) == [p.name for p in NOTEBOOKS]

@@ -15,7 +15,9 @@ because its own dependencies pull in torch). Contract:
   process; `unload` frees it. Calls from several threads share it (nothing in it mutates).
   A missing package raises `ConfigError` naming the pip command.
 - `embed_tokens` gives the last layer's token vectors (what the mean pooling averages), unit
-  length, for token-level comparisons such as `memory.verify`'s alignment features.
+  length, for token-level comparisons such as `memory.verify`'s alignment features. The
+  token vectors of the last `_RECENT` texts encoded (by either function) are kept, so asking
+  for the tokens of a text just embedded costs no second pass.
 - Only numpy is imported at module level; ``tokenizers`` and ``safetensors`` load with the model.
 """
 
@@ -25,6 +27,7 @@ import functools
 import importlib.util
 import json
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +62,9 @@ _BATCH = 32
 are sorted first) keep padding small, and 32 x 12 heads x 256^2 float32 scores stay ~100 MB."""
 _DEFAULT_MAX_TOKENS = 256
 """``max_seq_length`` when ``sentence_bert_config.json`` does not say (it says 256)."""
+_RECENT = 256
+"""Texts whose token vectors are kept (~20 KB each): a semantic-cache lookup embeds its
+query, then its verifier asks for the same text's tokens; one MiniLM pass costs ~10 ms."""
 _MASKED = np.float32(-1e9)
 """Added to attention scores of padding positions: exp() of it is exactly 0 in float32."""
 # Abramowitz & Stegun 7.1.26: erf to 1.5e-7 (numpy has no erf; BERT's GELU is the exact one).
@@ -69,6 +75,9 @@ _ERF_A = tuple(
 _SQRT_HALF = np.float32(np.sqrt(0.5))
 
 _load_lock = threading.Lock()
+_recent: OrderedDict[str, tuple[Any, Any]] = OrderedDict()
+"""Token vectors of the texts last encoded, least recently used first (see `_RECENT`)."""
+_recent_lock = threading.Lock()
 
 
 def model_dir() -> Path | None:
@@ -243,8 +252,10 @@ def _model() -> _Bert:
 
 
 def unload() -> None:
-    """Free the cached model (it reloads on next use)."""
+    """Free the cached model and the recent token vectors (the model reloads on next use)."""
     _model.cache_clear()
+    with _recent_lock:
+        _recent.clear()
 
 
 def _encode(bert: _Bert, ids: Any, mask: Any) -> Any:
@@ -271,13 +282,31 @@ def _encode(bert: _Bert, ids: Any, mask: Any) -> Any:
     return x
 
 
-def _forward(bert: _Bert, ids: Any, mask: Any) -> Any:
-    """Unit-length mean-pooled sentence vectors of one padded batch (batch, seq)."""
-    x = _encode(bert, ids, mask)
+def _pool(states: Any, mask: Any) -> Any:
+    """Unit-length mean-pooled sentence vectors from a batch's states (padding masked out)."""
     weights = mask[:, :, None].astype(np.float32)
-    pooled = (x * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), np.float32(1e-9))
+    pooled = (states * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), np.float32(1e-9))
     norms = np.linalg.norm(pooled, axis=1, keepdims=True)
     return pooled / np.maximum(norms, np.float32(1e-12))
+
+
+def _tokens_of(states: Any, ids: Any, mask: Any, row: int) -> tuple[Any, Any]:
+    """One text's ``(ids, unit token vectors)`` without [CLS]/[SEP] (or just [CLS]), read-only."""
+    length = int(mask[row].sum())
+    span = slice(1, length - 1) if length > 2 else slice(0, 1)
+    vectors = states[row, span]
+    vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    token_ids = ids[row, span].copy()
+    token_ids.flags.writeable = vectors.flags.writeable = False  # shared through `_recent`
+    return token_ids, vectors.astype(np.float32, copy=False)
+
+
+def _remember(text: str, tokens: tuple[Any, Any]) -> None:
+    with _recent_lock:
+        _recent[text] = tokens
+        _recent.move_to_end(text)
+        while len(_recent) > _RECENT:
+            _recent.popitem(last=False)
 
 
 def _batches(bert: _Bert, texts: Sequence[str]) -> Iterator[tuple[Any, Any, Any]]:
@@ -300,7 +329,10 @@ def embed(texts: Sequence[str]) -> Any:
         return out
     bert = _model()
     for chosen, ids, mask in _batches(bert, texts):
-        out[chosen] = _forward(bert, ids, mask)
+        states = _encode(bert, ids, mask)
+        out[chosen] = _pool(states, mask)
+        for row, i in enumerate(chosen):
+            _remember(texts[i], _tokens_of(states, ids, mask, row))
     return out
 
 
@@ -309,18 +341,18 @@ def embed_tokens(texts: Sequence[str]) -> list[tuple[Any, Any]]:
 
     The [CLS] and [SEP] tokens are left out, except that a text with no other token keeps
     its [CLS] row, so every text has at least one. Shapes: ``(n,)`` int64 and ``(n, 384)``
-    float32, in the order of ``texts``.
+    float32, in the order of ``texts``; the arrays are read-only (shared). Texts among the
+    last `_RECENT` that `embed` or this function encoded are not encoded again.
     """
-    out: list[tuple[Any, Any]] = [(None, None)] * len(texts)
-    if not texts:
-        return out
-    bert = _model()
-    for chosen, ids, mask in _batches(bert, texts):
-        states = _encode(bert, ids, mask)
-        for row, i in enumerate(chosen):
-            length = int(mask[row].sum())
-            span = slice(1, length - 1) if length > 2 else slice(0, 1)
-            vectors = states[row, span]
-            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-            out[i] = (ids[row, span].copy(), vectors / np.maximum(norms, np.float32(1e-12)))
-    return out
+    with _recent_lock:
+        found = {t: _recent[t] for t in texts if t in _recent}
+    missing = list(dict.fromkeys(t for t in texts if t not in found))
+    if missing:
+        bert = _model()
+        for chosen, ids, mask in _batches(bert, missing):
+            states = _encode(bert, ids, mask)
+            for row, i in enumerate(chosen):
+                found[missing[i]] = _tokens_of(states, ids, mask, row)
+    for text in texts:
+        _remember(text, found[text])
+    return [found[t] for t in texts]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from importlib import resources
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -341,27 +342,25 @@ def test_minilm_verifier_with_given_vectors_matches_embedding_itself(
         learned_minilm.score(q, c, vectors=([1.0, 0.0], [0.0, 1.0, 0.0]))
 
 
-def test_token_vectors_are_embedded_in_one_batch_and_kept(
+def test_a_query_just_embedded_is_not_encoded_again(
     learned_minilm: LearnedVerifier, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import agency.providers.local as local
+    """A semantic lookup embeds the query; the verifier's token vectors of it are free."""
+    import agency
+    from agency.providers import _minilm
 
-    calls: list[list[str]] = []
-    real = local.embed_tokens
+    passes: list[int] = []
+    real = _minilm._encode
 
-    def counting(texts: list[str], model: str = "minilm") -> list[tuple[object, object]]:
-        calls.append(list(texts))
-        return real(texts, model)
+    def counting(bert: Any, ids: Any, mask: Any) -> Any:
+        passes.append(len(ids))
+        return real(bert, ids, mask)
 
-    monkeypatch.setattr(local, "embed_tokens", counting)
-    monkeypatch.setattr(verify, "_TOKEN_CACHE", 3)
-    verify._token_cache.clear()
-    q, c = "How do I tune a ukulele?", "How can I tune my ukulele?"
-    first = learned_minilm.score(q, c)
-    assert calls == [[q, c]]  # both texts, one pass
-    assert learned_minilm.score(c, q) == pytest.approx(first, abs=1e-6) and len(calls) == 1
-    learned_minilm.score(q, "How do I string a ukulele?")
-    assert calls[-1] == ["How do I string a ukulele?"]  # the query was kept
-    learned_minilm.score("How do I tune a banjo?", "How do I tune a mandolin?")
-    assert len(verify._token_cache) == 3  # least recently used texts left
-    assert ("minilm", c) not in verify._token_cache
+    monkeypatch.setattr(_minilm, "_encode", counting)
+    q, c = "How do I tune a ukulele by ear?", "How can I tune my ukulele by ear?"
+    agency.embeddings("local:minilm").embed_query(q)
+    assert passes == [1]
+    learned_minilm.score(q, c, vectors=([1.0, 0.0], [1.0, 0.0]))
+    assert passes == [1, 1]  # only the candidate was encoded
+    learned_minilm.score(c, q, vectors=([1.0, 0.0], [1.0, 0.0]))
+    assert passes == [1, 1]

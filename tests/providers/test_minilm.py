@@ -183,3 +183,23 @@ def test_only_minilm_has_token_vectors() -> None:
 
     with pytest.raises(ModelNotFound, match="no contextual token vectors"):
         embed_tokens(["hello"], "wordllama")
+
+
+def test_recent_token_vectors_are_kept_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agency.providers.local import embed_tokens
+
+    monkeypatch.setattr(_minilm, "_RECENT", 2)
+    _minilm.embed(["first text", "second text", "third text"])
+    assert list(_minilm._recent) == ["second text", "third text"]
+    kept = _minilm._recent["third text"]
+    ((ids, vectors),) = embed_tokens(["third text"])
+    assert ids is kept[0] and vectors is kept[1]  # served, not recomputed
+    assert not vectors.flags.writeable
+    ((new_ids, _),) = embed_tokens(["fourth text"])  # a new text is encoded, then kept
+    assert list(_minilm._recent) == ["third text", "fourth text"]
+    assert (
+        new_ids.tolist()
+        == _minilm._model().tokenizer.encode("fourth text", add_special_tokens=False).ids
+    )
+    _minilm.unload()
+    assert not _minilm._recent
