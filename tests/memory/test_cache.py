@@ -620,6 +620,24 @@ def test_chat_model_second_call_is_served_from_cache(openai_fake: Any, make: Any
     assert cache.stats().cost_saved == pytest.approx(2 * first.response_metadata["cost"])
 
 
+def test_the_api_key_is_never_stored(openai_fake: Any, tmp_path: Path) -> None:
+    """Nothing the cache writes (ids, texts, metadata, answers, the SQLite files) holds the key."""
+    key = "sk-test-" + uuid.uuid4().hex
+    cache = SemanticCache(path=tmp_path, embeddings=agency.embeddings("local:wordllama"))
+    llm = agency.chat_model(
+        "openai:gpt-4o-mini", base_url=openai_fake.base_url, api_key=key, cache=cache
+    )
+    llm.invoke([SystemMessage("Be brief."), HumanMessage(QUESTION)])
+    assert llm.invoke(QUESTION) is not None and cache.count() == 2
+    stored = cache.memory.collection.get(include=["documents", "metadatas"])
+    assert "gpt-4o-mini" in repr(stored) and QUESTION in repr(stored)  # the search looks there
+    assert key not in repr(stored)
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert key.encode() not in path.read_bytes(), path
+    assert key not in repr(cache) and key not in repr(cache.stats())
+
+
 async def test_async_chat_model_uses_the_cache(openai_fake: Any, make: Any) -> None:
     cache = make()
     llm = agency.chat_model(
