@@ -32,6 +32,7 @@ from agency.config import (
     FallbackRule,
     LLMConfig,
     Loc,
+    MemoryConfig,
     ProviderEntry,
 )
 from agency.errors import ConfigError, redact
@@ -105,6 +106,7 @@ _MODELS: dict[tuple[str, ...], type[BaseModel]] = {
     ("llm", "fallback", "rules"): FallbackRule,
     ("llm", "cache"): CacheConfig,
     ("llm", "budget"): BudgetConfig,
+    ("memory",): MemoryConfig,
 }
 
 

@@ -4,6 +4,7 @@
     >>> llm = ag.chat_model(role="code")            # one BaseChatModel over the role's chain
     >>> llm.invoke("...").response_metadata["cost"]
     >>> ag.stats()                                  # per provider and role; a table in notebooks
+    >>> ag.memory("notes").remember("...")          # a vector memory namespace of ``[memory]``
 
 An `Agency` owns one `ProviderState` per configured entry (its chat model with the adapter's
 retries off, a circuit breaker, a rate limiter fed by the provider's rate-limit headers, its
@@ -114,6 +115,8 @@ class Agency:
         )
         self._stats.set_state_provider(self._provider_state)
         self._cache: Any = None
+        self._memories: dict[str, Any] = {}
+        self._memory_lock = threading.Lock()
         self._router: Any = None
         self._health_thread: threading.Thread | None = None
         self._health_stop = threading.Event()
@@ -260,6 +263,31 @@ class Agency:
                 SemanticCache.from_config(self.config.llm.cache), self._stats
             )
         return self._cache
+
+    def memory(self, namespace: str = "default") -> Any:
+        """The `memory.VectorMemory` namespace ``namespace`` as ``[memory]`` places it
+        (persistent under ``.agency/memory`` by default), embedding with ``[memory]
+        embeddings`` or else this agency's `embeddings`; one object per namespace."""
+        with self._memory_lock:
+            found = self._memories.get(namespace)
+            if found is None:
+                from memory.store import VectorMemory  # the top layer may compose memory/
+
+                cfg = self.config.memory
+                if cfg.embeddings:
+                    from agency._factory import embeddings
+
+                    emb: Any = embeddings(cfg.embeddings)
+                else:
+                    emb = self.embeddings()
+                place: dict[str, Any] = (
+                    {"host": cfg.host, "port": cfg.port} if cfg.mode == "server" else {}
+                )
+                if cfg.mode == "persistent":
+                    place["path"] = cfg.path
+                found = VectorMemory(namespace, embeddings=emb, mode=cfg.mode, **place)
+                self._memories[namespace] = found
+            return found
 
     def embeddings(self, **params: Any) -> AgencyEmbeddings:
         """Embeddings of the default entry's embedding model (``local:wordllama`` by default)."""

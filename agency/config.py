@@ -11,9 +11,10 @@
 - API keys are `pydantic.SecretStr`: never in clear in ``repr``, ``str``, dumps or errors.
 
 Shape: ``[llm]`` (default_provider, timeout, max_retries), ``[[llm.providers]]`` entries
-(`ProviderEntry`), ``[llm.fallback]``, ``[llm.routing]``, ``[llm.cache]``, ``[llm.budget]``, and
-raw ``[agents]``, ``[memory]``, ``[workflows]`` tables. The legacy form puts one provider's keys
-(``provider``, ``api_key``, ``model``/``text_model``, ...) directly under ``[llm]``.
+(`ProviderEntry`), ``[llm.fallback]``, ``[llm.routing]``, ``[llm.cache]``, ``[llm.budget]``,
+``[memory]`` (`MemoryConfig`), and raw ``[agents]`` and ``[workflows]`` tables. The legacy
+form puts one provider's keys (``provider``, ``api_key``, ``model``/``text_model``, ...)
+directly under ``[llm]``.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ __all__ = [
     "FallbackConfig",
     "FallbackRule",
     "LLMConfig",
+    "MemoryConfig",
     "ProviderEntry",
     "config_from_env",
     "load_config",
@@ -267,6 +269,20 @@ class FallbackConfig(_Model):
     """Per-failure rules."""
 
 
+def _spec_or_none(value: str | None) -> str | None:
+    """``value`` if it is a valid ``"provider:model"`` embeddings spec (or None)."""
+    if value is None:
+        return value
+    try:
+        parse_spec(value)
+    except (ConfigError, ProviderNotFound) as exc:
+        raise _problem(
+            f"{value!r} is not a 'provider:model' embeddings spec ({exc})",
+            'write embeddings = "local:minilm" or another "provider:model"',
+        ) from exc
+    return value
+
+
 class CacheConfig(_Model):
     """Response cache (``[llm.cache]``)."""
 
@@ -289,16 +305,7 @@ class CacheConfig(_Model):
     @field_validator("embeddings")
     @classmethod
     def _embeddings_spec(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        try:
-            parse_spec(value)
-        except (ConfigError, ProviderNotFound) as exc:
-            raise _problem(
-                f"{value!r} is not a 'provider:model' embeddings spec ({exc})",
-                'write embeddings = "local:minilm" or another "provider:model"',
-            ) from exc
-        return value
+        return _spec_or_none(value)
 
 
 class BudgetConfig(_Model):
@@ -404,6 +411,37 @@ class LLMConfig(_Model):
         )
 
 
+class MemoryConfig(_Model):
+    """Vector memory (``[memory]``): where `Agency.memory` keeps its namespaces."""
+
+    mode: Literal["persistent", "ephemeral", "server"] = "persistent"
+    """``persistent``: chromadb files under ``path``; ``ephemeral``: in this process only;
+    ``server``: a ``chroma run`` server at ``host``:``port``, shared by processes and machines."""
+    path: str | None = None
+    """Directory of the persistent store; ``.agency/memory`` (in the working directory) when unset."""
+    host: str = "127.0.0.1"
+    """Host of the ``chroma run`` server (``mode = "server"``)."""
+    port: Int = Field(default=8000, gt=0, lt=65536)
+    """Port of the ``chroma run`` server (``mode = "server"``)."""
+    embeddings: str | None = None
+    """``"provider:model"`` of the embeddings memories are stored and searched with; by default
+    those of the default provider entry (``local:wordllama`` with no key configured)."""
+
+    @field_validator("embeddings")
+    @classmethod
+    def _embeddings_spec(cls, value: str | None) -> str | None:
+        return _spec_or_none(value)
+
+    @model_validator(mode="after")
+    def _path_is_persistent(self) -> MemoryConfig:
+        if self.path is not None and self.mode != "persistent":
+            raise _problem(
+                f'path applies to mode = "persistent" only, not {self.mode!r}',
+                'remove path, or set mode = "persistent"',
+            )
+        return self
+
+
 class AgencyConfig(_Model):
     """The whole configuration. Build it with `load_config`, `from_toml_str` or `from_dict`."""
 
@@ -411,8 +449,8 @@ class AgencyConfig(_Model):
     """The ``[llm]`` table."""
     agents: dict[str, Any] = Field(default_factory=dict)
     """The raw ``[agents]`` table (reserved)."""
-    memory: dict[str, Any] = Field(default_factory=dict)
-    """The raw ``[memory]`` table (reserved)."""
+    memory: MemoryConfig = Field(default_factory=lambda: MemoryConfig())
+    """The ``[memory]`` table."""
     workflows: dict[str, Any] = Field(default_factory=dict)
     """The raw ``[workflows]`` table (reserved)."""
 

@@ -226,3 +226,30 @@ def test_configured_cache_serves_repeats(openai_fake: FakeOpenAI) -> None:
     assert len(openai_fake.bodies()) == 1
     assert ag.stats().snapshot()["providers"]["cache"]["successes"] == 1
     assert ag.cache().stats().hits_exact == 1
+
+
+def test_memory_namespaces_follow_the_memory_table(tmp_path: Path) -> None:
+    from agency.config import AgencyConfig
+
+    store = tmp_path / "mem"
+    toml = f'[memory]\npath = "{store.as_posix()}"\nembeddings = "local:wordllama"\n'
+    ag = Agency(AgencyConfig.from_toml_str(toml))
+    notes = ag.memory("notes")
+    assert ag.memory("notes") is notes and ag.memory("other") is not notes
+    assert notes.mode == "persistent" and notes.path == store.resolve()
+    notes.remember("The deploy key rotates on Mondays", {"team": "ops"}, id="k1")
+    assert ag.memory("other").count() == 0  # namespaces are separate collections
+    again = Agency(AgencyConfig.from_toml_str(toml)).memory("notes")  # a later process
+    assert [r.id for r in again.recall("when does the key rotate?", k=1)] == ["k1"]
+
+
+def test_memory_embeds_with_the_agency_embeddings_by_default(openai_fake: FakeOpenAI) -> None:
+    from agency.config import AgencyConfig
+
+    ag = Agency(AgencyConfig.from_toml_str(_toml(openai_fake, '[memory]\nmode = "ephemeral"')))
+    mem = ag.memory()
+    assert mem.mode == "ephemeral"
+    mem.remember("Lunch is at noon")
+    paths = [r.path for r in openai_fake.requests]
+    assert any(p.endswith("/embeddings") for p in paths)  # the configured provider embedded it
+    assert mem.recall("when is lunch?", k=1)[0].text == "Lunch is at noon"

@@ -12,6 +12,7 @@ from agency.config import (
     BudgetConfig,
     CacheConfig,
     FallbackConfig,
+    MemoryConfig,
     ProviderEntry,
     config_from_env,
     load_config,
@@ -116,7 +117,7 @@ def test_example_parses_with_env_expansion(tmp_path: Path) -> None:
     assert cfg.llm.cache == CacheConfig(enabled=True, threshold=0.9)
     assert cfg.llm.budget == BudgetConfig(max_cost_per_request=0.05, roles={"planner": 1.5})
     assert cfg.agents == {"researcher": {"model": "openai:gpt-4o"}}
-    assert cfg.memory == {} and cfg.workflows == {}
+    assert cfg.memory == MemoryConfig() and cfg.workflows == {}
 
 
 def test_helpers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -221,10 +222,29 @@ timeout = 30
 
 
 def test_empty_file_defaults_to_local(tmp_path: Path) -> None:
-    cfg = load_config(write(tmp_path, "[memory]\nbackend = 'chroma'\n"), env={})
+    cfg = load_config(write(tmp_path, "[memory]\nmode = 'ephemeral'\n"), env={})
     assert [e.spec for e in cfg.llm.providers] == ["local:smollm2"]
     assert cfg.default().embedding_spec == "local:wordllama"
-    assert cfg.memory == {"backend": "chroma"}
+    assert cfg.memory == MemoryConfig(mode="ephemeral")
+
+
+def test_memory_table_is_checked(tmp_path: Path) -> None:
+    cfg = load_config(
+        write(tmp_path, "[memory]\npath = 'data/mem'\nembeddings = 'local:minilm'\n"), env={}
+    )
+    assert cfg.memory == MemoryConfig(path="data/mem", embeddings="local:minilm")
+    bad = {
+        "[memory]\nbackend = 'chroma'\n": ("[memory.backend]", "known keys: embeddings, host"),
+        "[memory]\nmode = 'disk'\n": ("[memory.mode]", "'persistent', 'ephemeral' or 'server'"),
+        "[memory]\nmode = 'server'\npath = 'x'\n": ("[memory]", 'set mode = "persistent"'),
+        "[memory]\nport = 70000\n": ("[memory.port]", "< 65536"),
+        "[memory]\nembeddings = 'nope:x'\n": ("[memory.embeddings]", "provider:model"),
+    }
+    for text, (where, fix) in bad.items():
+        with pytest.raises(ConfigError) as info:
+            load_config(write(tmp_path, text), env={})
+        message = str(info.value)
+        assert "agency.toml" in message and where in message and fix in message, message
 
 
 # --------------------------------------------------------------------------- errors
@@ -592,3 +612,16 @@ def test_env_quick_start_native_providers() -> None:
     assert ollama.base_url == "http://gpu-box:11434" and ollama.spec == "ollama:llama3.2:3b"
     assert cfg.provider("gemini").api_key.get_secret_value() == "gm-test"  # type: ignore[union-attr]
     assert cfg.provider("anthropic").spec == "anthropic:claude-sonnet-4-6"
+
+
+def test_the_readme_examples_load(tmp_path: Path) -> None:
+    """Every TOML block of the README is a configuration that loads, as users will paste it."""
+    import re
+
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    blocks = re.findall(r"```toml\n(.*?)```", readme.read_text(encoding="utf-8"), re.S)
+    assert len(blocks) >= 2
+    env = {"OPENAI_API_KEY": SECRET, "ANTHROPIC_API_KEY": "sk-ant-test", "GROQ_API_KEY": "gsk_t"}
+    for i, block in enumerate(blocks):
+        cfg = load_config(write(tmp_path, block, f"readme{i}.toml"), env=env)
+        assert cfg.llm.providers, f"README TOML block {i} configures no provider"
