@@ -105,13 +105,6 @@ _REMOTE_K = 8
 _REMOTE_EVICT_SLACK = 0.1
 """In server mode, eviction trims to this fraction below ``max_entries`` (it lists all ids)."""
 _SERVER_PORT = 8000
-_CONFIRM_SYSTEM = (
-    "You decide whether a cached answer may be reused. Reply with one word: YES if both "
-    "questions ask for the same answer, NO otherwise."
-)
-_CONFIRM_HUMAN = (
-    "Question 1: {query}\nQuestion 2: {candidate}\nDo these two questions ask for the same answer?"
-)
 
 Kind = Literal["exact", "semantic"]
 
@@ -496,21 +489,12 @@ class SemanticCache(BaseCache):
         return self._threshold, self._verifier
 
     def _confirmed(self, query: str, candidate: str) -> bool:
-        from langchain_core.messages import HumanMessage, SystemMessage
+        from memory.verify import confirm
 
         assert self._confirm_with is not None
-        messages = [
-            SystemMessage(_CONFIRM_SYSTEM),
-            HumanMessage(_CONFIRM_HUMAN.format(query=query, candidate=candidate)),
-        ]
-        try:
-            # The judge must not read or fill this cache (it may share it).
-            with self.bypass(no_cache=True, no_store=True):
-                reply = self._confirm_with.invoke(messages)
-        except Exception:  # a judge that fails has not confirmed anything
-            return False
-        words = str(reply.text).strip().split()
-        return bool(words) and words[0].strip(".,!:;*\"'").upper() == "YES"
+        # The judge must not read or fill this cache (it may share it).
+        with self.bypass(no_cache=True, no_store=True):
+            return confirm(self._confirm_with, query, candidate)
 
     # -- entries -------------------------------------------------------------------------------
     def _expired(self, entry: Entry | Mapping[str, Any]) -> bool:

@@ -28,6 +28,8 @@ Contract:
   probability of being a duplicate reaches the shipped decision threshold. Its parameters
   live in ``memory/data/verifier_<embedder>.json`` with the cosine threshold calibrated for
   that embedder (`default_threshold`), because cosine scales differ per model.
+- `confirm` asks a chat model whether two questions ask for the same answer (YES/NO): the
+  semantic cache's optional third opinion (``confirm_with=``); a model that fails says no.
 - The rules (in ``memory._rules``) are pure Python; parsed texts and the learned verifier's
   vectors are cached per process (a cache lookup re-checks the same query). numpy and the embedder load on first use.
 """
@@ -40,13 +42,18 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from memory._rules import FEATURES, features, veto
 from memory._token_align import TOKEN_FEATURES, Idf, token_features
 
+if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel
+
 __all__ = [
     "CALIBRATED_EMBEDDERS",
+    "CONFIRM_HUMAN",
+    "CONFIRM_SYSTEM",
     "DEFAULT_EMBEDDER",
     "FEATURES",
     "TOKEN_EMBEDDERS",
@@ -54,6 +61,7 @@ __all__ = [
     "LearnedVerifier",
     "RuleVerifier",
     "Verifier",
+    "confirm",
     "default_threshold",
     "features",
     "veto",
@@ -274,3 +282,31 @@ def _shipped(embedder: str) -> dict[str, Any]:
 def default_threshold(embedder: str = DEFAULT_EMBEDDER) -> float:
     """The cosine threshold calibrated, with the learned verifier, for ``embedder``."""
     return float(_shipped(embedder)["similarity_threshold"])
+
+
+CONFIRM_SYSTEM = (
+    "You decide whether a cached answer may be reused. Reply with one word: YES if both "
+    "questions ask for the same answer, NO otherwise."
+)
+"""The system prompt `confirm` sends."""
+CONFIRM_HUMAN = (
+    "Question 1: {query}\nQuestion 2: {candidate}\nDo these two questions ask for the same answer?"
+)
+"""The question `confirm` asks, with ``{query}`` and ``{candidate}``."""
+
+
+def confirm(llm: BaseChatModel, query: str, candidate: str) -> bool:
+    """Whether ``llm`` answers YES (its first word, any case and punctuation) to "do these
+    two questions ask for the same answer?"; any exception it raises counts as no."""
+    from langchain_core.messages import HumanMessage, SystemMessage
+
+    messages = [
+        SystemMessage(CONFIRM_SYSTEM),
+        HumanMessage(CONFIRM_HUMAN.format(query=query, candidate=candidate)),
+    ]
+    try:
+        reply = llm.invoke(messages)
+    except Exception:  # a judge that fails has not confirmed anything
+        return False
+    words = str(reply.text).strip().split()
+    return bool(words) and words[0].strip(".,!:;*\"'").upper() == "YES"

@@ -364,3 +364,35 @@ def test_a_query_just_embedded_is_not_encoded_again(
     assert passes == [1, 1]  # only the candidate was encoded
     learned_minilm.score(c, q, vectors=([1.0, 0.0], [1.0, 0.0]))
     assert passes == [1, 1]
+
+
+# -- LLM confirmation --------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [("YES", True), ("yes.", True), ("**Yes**, both ask it", True), ("No.", False),
+     ("Yesterday", False), ("", False), ("I think YES", False)],
+)  # fmt: skip
+def test_confirm_reads_the_first_word(reply: str, expected: bool) -> None:
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage
+
+    judge = GenericFakeChatModel(messages=iter([AIMessage(reply)]))
+    assert verify.confirm(judge, "How do I reset it?", "How can I reset it?") is expected
+
+
+def test_confirm_asks_about_both_questions_and_a_failing_judge_says_no() -> None:
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage, BaseMessage
+
+    seen: list[list[BaseMessage]] = []
+
+    class Judge(GenericFakeChatModel):
+        def invoke(self, messages: Any, *args: Any, **kwargs: Any) -> Any:
+            seen.append(list(messages))
+            return super().invoke(messages, *args, **kwargs)
+
+    assert verify.confirm(Judge(messages=iter([AIMessage("YES")])), "Q one?", "Q two?")
+    system, human = seen[0]
+    assert system.content == verify.CONFIRM_SYSTEM
+    assert "Question 1: Q one?" in str(human.content) and "Question 2: Q two?" in str(human.content)
+    assert verify.confirm(GenericFakeChatModel(messages=iter([])), "a", "b") is False
