@@ -280,12 +280,16 @@ class Agency:
                     emb: Any = embeddings(cfg.embeddings)
                 else:
                     emb = self.embeddings()
-                place: dict[str, Any] = (
-                    {"host": cfg.host, "port": cfg.port} if cfg.mode == "server" else {}
+                # `MemoryConfig` allows a path in persistent mode only; host and port are
+                # read in server mode only.
+                found = VectorMemory(
+                    namespace,
+                    embeddings=emb,
+                    mode=cfg.mode,
+                    path=cfg.path,
+                    host=cfg.host,
+                    port=cfg.port,
                 )
-                if cfg.mode == "persistent":
-                    place["path"] = cfg.path
-                found = VectorMemory(namespace, embeddings=emb, mode=cfg.mode, **place)
                 self._memories[namespace] = found
             return found
 

@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -269,10 +270,8 @@ class FallbackConfig(_Model):
     """Per-failure rules."""
 
 
-def _spec_or_none(value: str | None) -> str | None:
-    """``value`` if it is a valid ``"provider:model"`` embeddings spec (or None)."""
-    if value is None:
-        return value
+def _embeddings_spec(value: str) -> str:
+    """``value`` if it is a valid ``"provider:model"`` embeddings spec."""
     try:
         parse_spec(value)
     except (ConfigError, ProviderNotFound) as exc:
@@ -281,6 +280,10 @@ def _spec_or_none(value: str | None) -> str | None:
             'write embeddings = "local:minilm" or another "provider:model"',
         ) from exc
     return value
+
+
+EmbeddingsSpec = Annotated[str, AfterValidator(_embeddings_spec)]
+"""A ``"provider:model"`` embeddings spec, checked when the configuration loads."""
 
 
 class CacheConfig(_Model):
@@ -298,14 +301,9 @@ class CacheConfig(_Model):
     """Seconds an entry lives."""
     max_entries: Int | None = Field(default=None, gt=0)
     """Cap on cached entries."""
-    embeddings: str | None = None
+    embeddings: EmbeddingsSpec | None = None
     """``"provider:model"`` of the embeddings lookups compare (default ``local:wordllama``);
     ``"local:minilm"`` is stronger and brings its own calibrated threshold and verifier."""
-
-    @field_validator("embeddings")
-    @classmethod
-    def _embeddings_spec(cls, value: str | None) -> str | None:
-        return _spec_or_none(value)
 
 
 class BudgetConfig(_Model):
@@ -423,14 +421,9 @@ class MemoryConfig(_Model):
     """Host of the ``chroma run`` server (``mode = "server"``)."""
     port: Int = Field(default=8000, gt=0, lt=65536)
     """Port of the ``chroma run`` server (``mode = "server"``)."""
-    embeddings: str | None = None
+    embeddings: EmbeddingsSpec | None = None
     """``"provider:model"`` of the embeddings memories are stored and searched with; by default
     those of the default provider entry (``local:wordllama`` with no key configured)."""
-
-    @field_validator("embeddings")
-    @classmethod
-    def _embeddings_spec(cls, value: str | None) -> str | None:
-        return _spec_or_none(value)
 
     @model_validator(mode="after")
     def _path_is_persistent(self) -> MemoryConfig:

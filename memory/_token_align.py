@@ -70,7 +70,8 @@ class Idf:
 
     @classmethod
     def fit(cls, documents: Sequence[Sequence[int]], vocabulary: int) -> Idf:
-        """Idf of each token id over ``documents`` (each a text's token ids)."""
+        """Idf of each token id over ``documents`` (each a text's token ids), at the stored
+        resolution (`IDF_STEP`), so a fitted idf and its JSON form weigh alike."""
         import numpy as np
 
         df = np.zeros(vocabulary, dtype=np.int64)
@@ -78,24 +79,15 @@ class Idf:
             df[np.unique(np.asarray(ids, dtype=np.int64))] += 1
         n = len(documents)
         values = np.log((n + 1) / (df + 1)) + 1.0
-        return cls._quantized(values, math.log(n + 1) + 1.0)
-
-    @classmethod
-    def _quantized(cls, values: Any, unseen: float) -> Idf:
-        import numpy as np
-
-        q = np.clip(np.rint((np.asarray(values) - 1.0) / IDF_STEP), 0, 255).astype(np.uint8)
-        return cls(1.0 + q.astype(np.float32) * np.float32(IDF_STEP), unseen)
+        return cls(_dequantize(_quantize(values)), math.log(n + 1) + 1.0)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form: one byte per token id, zlib-compressed, base64."""
-        import numpy as np
-
-        q = np.clip(np.rint((self.values - 1.0) / IDF_STEP), 0, 255).astype(np.uint8)
+        packed = zlib.compress(_quantize(self.values).tobytes(), 9)
         return {
             "step": IDF_STEP,
             "unseen": round(self.unseen, 4),
-            "zlib": base64.b64encode(zlib.compress(q.tobytes(), 9)).decode("ascii"),
+            "zlib": base64.b64encode(packed).decode("ascii"),
         }
 
     @classmethod
@@ -109,8 +101,7 @@ class Idf:
             raw = zlib.decompress(base64.b64decode(data["zlib"], validate=True))
         except zlib.error as exc:  # base64's own errors are ValueErrors already
             raise ValueError(f"the token idf is not zlib data: {exc}") from exc
-        q = np.frombuffer(raw, dtype=np.uint8)
-        return cls(1.0 + q.astype(np.float32) * np.float32(IDF_STEP), float(data["unseen"]))
+        return cls(_dequantize(np.frombuffer(raw, dtype=np.uint8)), float(data["unseen"]))
 
     def weights(self, ids: Any) -> Any:
         """The idf of each id in ``ids``."""
@@ -119,6 +110,20 @@ class Idf:
         ids = np.asarray(ids, dtype=np.int64)
         known = ids < len(self.values)
         return np.where(known, self.values[np.where(known, ids, 0)], np.float32(self.unseen))
+
+
+def _quantize(values: Any) -> Any:
+    """Idf values as bytes: ``round((idf - 1) / IDF_STEP)``, clipped to 0-255."""
+    import numpy as np
+
+    return np.clip(np.rint((np.asarray(values) - 1.0) / IDF_STEP), 0, 255).astype(np.uint8)
+
+
+def _dequantize(q: Any) -> Any:
+    """The float32 idf values that `_quantize` bytes stand for."""
+    import numpy as np
+
+    return 1.0 + q.astype(np.float32) * np.float32(IDF_STEP)
 
 
 def _side(best: Any, weights: Any) -> tuple[float, float]:

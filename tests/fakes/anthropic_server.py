@@ -37,7 +37,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -62,7 +61,7 @@ from ._anthropic_wire import (
 )
 from ._openapi import error_path, first_error
 from ._scripting import ActionQueue
-from ._server import drop_connection, serve
+from ._server import RateLimitMiddleware, drop_connection, serve
 
 __all__ = [
     "Disconnect",
@@ -191,30 +190,6 @@ class RateLimits:
         return out
 
 
-class _RateLimitMiddleware:
-    """Adds ``fake.rate_limits`` (when set) to every response. Installed inside
-    ``HeadersMiddleware``, so these values win over its defaults."""
-
-    def __init__(self, app: Any, fake: FakeAnthropic) -> None:
-        self.app, self.fake = app, fake
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        limits = self.fake.rate_limits
-        if scope["type"] != "http" or limits is None:
-            await self.app(scope, receive, send)
-            return
-        extra = limits.headers()
-
-        async def send_with_limits(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in extra.items():
-                    headers.setdefault(name, value)
-            await send(message)
-
-        await self.app(scope, receive, send_with_limits)
-
-
 class _Dropped:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await drop_connection(scope, hard=True)
@@ -263,7 +238,7 @@ class FakeAnthropic:
             exception_handlers={404: self._not_found, 405: self._not_found},
         )
         # Added first, so it runs inside HeadersMiddleware and its headers win.
-        self.app.add_middleware(_RateLimitMiddleware, fake=self)  # type: ignore[arg-type]
+        self.app.add_middleware(RateLimitMiddleware, fake=self)  # type: ignore[arg-type]
         self.app.add_middleware(HeadersMiddleware, fake=self)  # type: ignore[arg-type]
 
     # ---- configuration and inspection

@@ -38,7 +38,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -63,7 +62,7 @@ from ._openai_wire import (
 )
 from ._openapi import component_properties, error_path, first_error, format_error
 from ._scripting import ActionQueue
-from ._server import serve
+from ._server import RateLimitMiddleware, serve
 from ._sse import SSEResponse, chat_chunks
 
 __all__ = [
@@ -183,30 +182,6 @@ class RateLimits:
         }
 
 
-class _RateLimitMiddleware:
-    """Adds ``fake.rate_limits`` (when set) to every response. Installed inside
-    ``HeadersMiddleware``, so these values win over its defaults."""
-
-    def __init__(self, app: Any, fake: FakeOpenAI) -> None:
-        self.app, self.fake = app, fake
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        limits = self.fake.rate_limits
-        if scope["type"] != "http" or limits is None:
-            await self.app(scope, receive, send)
-            return
-        extra = limits.headers()
-
-        async def send_with_limits(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in extra.items():
-                    headers.setdefault(name, value)
-            await send(message)
-
-        await self.app(scope, receive, send_with_limits)
-
-
 # --------------------------------------------------------------------------- the fake
 
 
@@ -273,7 +248,7 @@ class FakeOpenAI:
             exception_handlers={404: self._not_found, 405: self._not_found},
         )
         # Added first, so it runs inside HeadersMiddleware and its headers win.
-        self.app.add_middleware(_RateLimitMiddleware, fake=self)  # type: ignore[arg-type]
+        self.app.add_middleware(RateLimitMiddleware, fake=self)  # type: ignore[arg-type]
         self.app.add_middleware(HeadersMiddleware, fake=self)  # type: ignore[arg-type]
 
     # ---- configuration and inspection
