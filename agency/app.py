@@ -228,8 +228,8 @@ class Agency:
         """The `agents.TaskRouter` over the built-in roles and ``[agents.roles]``, with the
         chains of ``[llm.routing]``; created on first use."""
         if self._router is None:
-            from agents.roles import roles_from_config  # the top layer may compose agents/
-            from agents.router import TaskRouter
+            from agency.agents.roles import roles_from_config  # the top layer may compose agents/
+            from agency.agents.router import TaskRouter
 
             router = TaskRouter(roles_from_config(self.config), **params)
             router.models = lambda role: self.chat_model(role=self._routable(role))
@@ -242,7 +242,7 @@ class Agency:
 
     def routed_model(self, **params: Any) -> Any:
         """An `agents.RoutedChatModel`: every call goes to the model of its role."""
-        from agents.routed import RoutedChatModel
+        from agency.agents.routed import RoutedChatModel
 
         return RoutedChatModel(
             router=self.router(),
@@ -257,7 +257,7 @@ class Agency:
         """The semantic cache of ``[llm.cache]`` (`memory.SemanticCache`, a LangChain
         `BaseCache`), created on first use; its hits are counted under provider ``"cache"``."""
         if self._cache is None:
-            from memory.cache import SemanticCache  # the top layer may compose memory/
+            from agency.memory.cache import SemanticCache  # the top layer may compose memory/
 
             self._cache = _CountingCache(
                 SemanticCache.from_config(self.config.llm.cache), self._stats
@@ -271,7 +271,7 @@ class Agency:
         with self._memory_lock:
             found = self._memories.get(namespace)
             if found is None:
-                from memory.store import VectorMemory  # the top layer may compose memory/
+                from agency.memory.store import VectorMemory  # the top layer may compose memory/
 
                 cfg = self.config.memory
                 if cfg.embeddings:

@@ -1,6 +1,6 @@
 """agents: roles, the task router that assigns model chains to them, and routed chat models.
 
-    >>> from agents import TaskRouter
+    >>> from agency.agents import TaskRouter
     >>> TaskRouter().route("Write a Python function that reverses a list").role
     'code'
 
@@ -14,12 +14,12 @@ import importlib
 from typing import Any
 
 _EXPORTS: dict[str, str] = {
-    "BUILTIN_ROLES": "agents.roles",
-    "Role": "agents.roles",
-    "RouteDecision": "agents.router",
-    "RoutedChatModel": "agents.routed",
-    "TaskRouter": "agents.router",
-    "roles_from_config": "agents.roles",
+    "BUILTIN_ROLES": "agency.agents.roles",
+    "Role": "agency.agents.roles",
+    "RouteDecision": "agency.agents.router",
+    "RoutedChatModel": "agency.agents.routed",
+    "TaskRouter": "agency.agents.router",
+    "roles_from_config": "agency.agents.roles",
 }
 
 __all__ = [
@@ -35,5 +35,5 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
-        raise AttributeError(f"module 'agents' has no attribute {name!r}")
+        raise AttributeError(f"module 'agency.agents' has no attribute {name!r}")
     return getattr(importlib.import_module(module), name)

@@ -45,8 +45,8 @@ from importlib import resources
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
-from agents import _features
-from agents.roles import BUILTIN_ROLES, FALLBACK_ROLE, Role
+from agency.agents import _features
+from agency.agents.roles import BUILTIN_ROLES, FALLBACK_ROLE, Role
 
 if TYPE_CHECKING:
     from langchain_core.embeddings import Embeddings
@@ -94,7 +94,7 @@ class RouteDecision:
 @functools.cache
 def learned_parameters() -> dict[str, Any]:
     """The shipped ``agents/data/router.json`` (written by ``benchmarks/fit_router.py``)."""
-    text = resources.files("agents").joinpath("data", "router.json").read_text(encoding="utf-8")
+    text = resources.files(__package__ or "agency.agents").joinpath("data", "router.json").read_text(encoding="utf-8")
     data: dict[str, Any] = json.loads(text)
     return data
 
@@ -181,7 +181,7 @@ class TaskRouter:
         llm_threshold: float | None = None,
     ) -> TaskRouter:
         """A router over the built-in roles merged with ``[agents.roles.*]`` of ``config``."""
-        from agents.roles import roles_from_config
+        from agency.agents.roles import roles_from_config
 
         return cls(
             roles_from_config(config), embeddings=embeddings, llm=llm, llm_threshold=llm_threshold

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `memory` from a checkout
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `agency` from a checkout
 
 DEFAULT_SIZES = "1000,10000,100000"
 DEFAULT_LOOKUPS = 300
@@ -202,14 +202,14 @@ def answer(number: int) -> list[Any]:
 def _verifier(name: str) -> Any:
     if name == "none":
         return None
-    from memory.verify import RuleVerifier
+    from agency.memory.verify import RuleVerifier
 
     return "default" if name == "default" else RuleVerifier()
 
 
 def _threshold(verifier: Any, embedder: str) -> float:
     if verifier == "default":
-        from memory.verify import default_threshold
+        from agency.memory.verify import default_threshold
 
         return default_threshold(embedder)
     return 0.8
@@ -353,7 +353,7 @@ def main() -> None:
     from rich.console import Console
 
     import agency
-    from memory.cache import SemanticCache
+    from agency.memory.cache import SemanticCache
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # chromadb's client logs each request
     console = Console(width=max(Console().width, 160))

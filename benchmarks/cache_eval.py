@@ -35,12 +35,12 @@ from rich.markup import escape
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # `memory` beside `agency`
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # `agency` from a checkout
 
 from fit_verifier import metrics, read_pairs, unit_vectors
 
+from agency.memory import verify
 from agency.providers import _minilm
-from memory import verify
 
 DEFAULT_THRESHOLDS = (0.60, 0.70, 0.75, 0.80, 0.85, 0.90, 0.95)
 CALIBRATED = {"local:wordllama": "wordllama", "local:minilm": "minilm"}
@@ -101,7 +101,7 @@ def through_cache(spec: str, console: Console) -> None:
     from langchain_core.outputs import Generation
 
     import agency
-    from memory.cache import SemanticCache
+    from agency.memory.cache import SemanticCache
 
     q1, q2, duplicate = read_pairs("dev")
     cache = SemanticCache.ephemeral(embeddings=agency.embeddings(spec))

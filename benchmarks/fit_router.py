@@ -6,10 +6,10 @@ fitted numbers do.
 
 What is fitted, on all dev prompts (``python benchmarks/fit_router.py``):
 
-- two multinomial logistic regressions (`agents._features.fit_softmax`, L2 = `L2`): over the
-  unit wordllama embedding (first `agents._features.EMBED_CHARS` characters) plus the cheap
+- two multinomial logistic regressions (`agency.agents._features.fit_softmax`, L2 = `L2`): over the
+  unit wordllama embedding (first `agency.agents._features.EMBED_CHARS` characters) plus the cheap
   signals, and over the signals alone (used with other embeddings). The built-in roles' own
-  example tasks (written for this project, in `agents.roles`) are added as training rows:
+  example tasks (written for this project, in `agency.agents.roles`) are added as training rows:
   the dev file has few short math or code questions, and they teach the model those forms;
 - each one's temperature, on its stratified 5-fold out-of-fold logits, so that ``confidence``
   is a calibrated probability;
@@ -43,11 +43,11 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `agents` beside `agency`
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `agency` from a checkout
 
-from agents import _features
-from agents.roles import BUILTIN_ROLES
-from agents.router import DEFAULT_EMBEDDINGS, FULL_MODEL, SIGNALS_MODEL, TaskRouter
+from agency.agents import _features
+from agency.agents.roles import BUILTIN_ROLES
+from agency.agents.router import DEFAULT_EMBEDDINGS, FULL_MODEL, SIGNALS_MODEL, TaskRouter
 
 ROOT = Path(__file__).resolve().parent.parent
 EVAL_FILE = ROOT.parent / "shared" / "eval" / "router_eval.dev.jsonl"
@@ -208,7 +208,7 @@ def fit_model(
 
 
 def fit_parameters(dev: Inputs, sims: Any, examples: Inputs | None) -> dict[str, Any]:
-    """Everything `agents.router.TaskRouter` reads, fitted on ``dev`` (plus ``examples``)."""
+    """Everything `agency.agents.router.TaskRouter` reads, fitted on ``dev`` (plus ``examples``)."""
     extra_full = None if examples is None else (examples.full, examples.y)
     extra_signals = None if examples is None else (examples.signals, examples.y)
     full, oof = fit_model(dev.full, dev.y, extra_full, embedding=True)

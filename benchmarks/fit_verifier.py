@@ -6,10 +6,10 @@ pairs), and the decision point (cosine threshold, duplicate-probability threshol
 on ``cache_pairs.dev.jsonl`` (1,000 pairs, one scope per pair: a pair's q2 can only hit its
 own q1). Nothing else is read; the data never enters the repository.
 
-Model: the hard vetoes of `memory.verify` reject a pair outright; the pairs they pass are
-scored by a logistic regression over `memory.verify.features` plus, per embedder (`INPUTS`),
+Model: the hard vetoes of `agency.memory.verify` reject a pair outright; the pairs they pass are
+scored by a logistic regression over `agency.memory.verify.features` plus, per embedder (`INPUTS`),
 the element-wise product of the two unit vectors (a learned weighting of cosine similarity;
-wordllama) or the token-alignment features `memory.verify.TOKEN_FEATURES` over MiniLM's
+wordllama) or the token-alignment features `agency.memory.verify.TOKEN_FEATURES` over MiniLM's
 contextual token vectors, with token idf counted on the train questions (MiniLM). It is
 L2-regularized and fitted by Newton's method in numpy. Weights are stored un-standardized
 (the scaling is folded in).
@@ -50,11 +50,11 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `memory` beside `agency`
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `agency` from a checkout
 
 import agency
-from memory import verify
-from memory._token_align import Idf, token_features
+from agency.memory import verify
+from agency.memory._token_align import Idf, token_features
 
 ROOT = Path(__file__).resolve().parent.parent
 EVAL_DIR = ROOT.parent / "shared" / "eval"
@@ -106,9 +106,9 @@ class Pairs:
     vetoed: Any
     """Whether a hard rule rejects the pair, bool array."""
     lexical: Any
-    """`memory.verify.features` per pair, (n, len(FEATURES))."""
+    """`agency.memory.verify.features` per pair, (n, len(FEATURES))."""
     tokens: Any = None
-    """`memory.verify.TOKEN_FEATURES` per pair, (n, len(TOKEN_FEATURES)), when used."""
+    """`agency.memory.verify.TOKEN_FEATURES` per pair, (n, len(TOKEN_FEATURES)), when used."""
 
 
 def read_pairs(split: str, limit: int | None = None) -> tuple[list[str], list[str], Any]:

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from memory.store import VectorMemory
+from agency.memory.store import VectorMemory
 
 BATCH = 256
 SINGLE_WRITES = 20

@@ -30,14 +30,14 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # fit_router beside this file
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `agents` beside `agency`
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `agency` from a checkout
 
 import fit_router
 from fit_router import CLASSES
 
-from agents import _features
-from agents.roles import BUILTIN_ROLES, Role
-from agents.router import RouteDecision, TaskRouter, learned_parameters
+from agency.agents import _features
+from agency.agents.roles import BUILTIN_ROLES, Role
+from agency.agents.router import RouteDecision, TaskRouter, learned_parameters
 
 LEGAL = Role(
     name="legal",

@@ -1,6 +1,6 @@
 """memory: agents' vector memory and the semantic cache, on chromadb.
 
-    >>> from memory import VectorMemory, SemanticCache
+    >>> from agency.memory import VectorMemory, SemanticCache
     >>> mem = VectorMemory("notes")                  # persistent under .agency/memory
     >>> mem.remember("The deploy key rotates on Mondays", {"team": "ops"})
     >>> mem.recall("when does the key rotate?", k=3)
@@ -15,11 +15,11 @@ import importlib
 from typing import Any
 
 _EXPORTS: dict[str, str] = {
-    "CacheStats": "memory.cache",
-    "Recollection": "memory.store",
-    "SemanticCache": "memory.cache",
-    "Verifier": "memory.verify",
-    "VectorMemory": "memory.store",
+    "CacheStats": "agency.memory.cache",
+    "Recollection": "agency.memory.store",
+    "SemanticCache": "agency.memory.cache",
+    "Verifier": "agency.memory.verify",
+    "VectorMemory": "agency.memory.store",
 }
 
 __all__ = [
@@ -34,5 +34,5 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
-        raise AttributeError(f"module 'memory' has no attribute {name!r}")
+        raise AttributeError(f"module 'agency.memory' has no attribute {name!r}")
     return getattr(importlib.import_module(module), name)

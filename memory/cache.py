@@ -63,8 +63,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
 
-from memory._cache_index import CANDIDATES, Entry, Index, ScopeIndex, new_entry
-from memory._cache_keys import (
+from agency.memory._cache_index import CANDIDATES, Entry, Index, ScopeIndex, new_entry
+from agency.memory._cache_keys import (
     SCOPE_DIMS,
     Request,
     answer_payload,
@@ -82,8 +82,8 @@ if TYPE_CHECKING:
     from langchain_core.outputs import Generation
 
     from agency.config import CacheConfig
-    from memory.store import Mode, Recollection, VectorMemory
-    from memory.verify import Verifier
+    from agency.memory.store import Mode, Recollection, VectorMemory
+    from agency.memory.verify import Verifier
 
 __all__ = [
     "CANDIDATES",
@@ -180,7 +180,7 @@ class SemanticCache(BaseCache):
         if max_entries is not None and max_entries < 1:
             raise ValueError(f"max_entries must be at least 1, got {max_entries}")
         if memory is None:
-            from memory.store import VectorMemory
+            from agency.memory.store import VectorMemory
 
             if mode == "persistent" and path is None:
                 path = DEFAULT_PATH
@@ -468,7 +468,7 @@ class SemanticCache(BaseCache):
     def _policy(self) -> tuple[float, Verifier | None]:
         """The threshold and verifier, loading the defaults on first use."""
         if not self._policy_ready:
-            from memory.verify import LearnedVerifier, default_threshold
+            from agency.memory.verify import LearnedVerifier, default_threshold
 
             if self._verifier == "default":
                 self._verifier = LearnedVerifier.load(self._embedder)
@@ -489,7 +489,7 @@ class SemanticCache(BaseCache):
         return self._threshold, self._verifier
 
     def _confirmed(self, query: str, candidate: str) -> bool:
-        from memory.verify import confirm
+        from agency.memory.verify import confirm
 
         assert self._confirm_with is not None
         # The judge must not read or fill this cache (it may share it).
@@ -629,7 +629,7 @@ class SemanticCache(BaseCache):
 
 def _calibration_of(embeddings: Embeddings) -> str:
     """The verifier calibration for ``embeddings``: its own if it has one, else the default."""
-    from memory.verify import CALIBRATED_EMBEDDERS, DEFAULT_EMBEDDER
+    from agency.memory.verify import CALIBRATED_EMBEDDERS, DEFAULT_EMBEDDER
 
     model = getattr(embeddings, "model", "")
     if getattr(embeddings, "provider", "") == "local" and model in CALIBRATED_EMBEDDERS:

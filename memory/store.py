@@ -35,7 +35,7 @@ Contract:
   a SQLite table; the vector index is rebuilt from it on open): it survives kill -9.
 - Safe under threads and asyncio tasks: chromadb serializes its calls, ``remember``'s
   read-then-write holds a per-namespace lock, async twins run in a worker thread.
-- ``import memory.store`` leaves chromadb (about 1 s) to the first client.
+- ``import agency.memory.store`` leaves chromadb (about 1 s) to the first client.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
 
-from memory._chroma import (
+from agency.memory._chroma import (
     _INCLUDE_GET,
     _INCLUDE_QUERY,
     _MODES,

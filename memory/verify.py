@@ -44,8 +44,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from memory._rules import FEATURES, features, veto
-from memory._token_align import TOKEN_FEATURES, Idf, token_features
+from agency.memory._rules import FEATURES, features, veto
+from agency.memory._token_align import TOKEN_FEATURES, Idf, token_features
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
@@ -269,7 +269,7 @@ def _token_vectors(embedder: str, *texts: str) -> list[tuple[Any, Any]]:
 def _shipped(embedder: str) -> dict[str, Any]:
     name = f"verifier_{embedder}.json"
     try:
-        text = resources.files("memory").joinpath("data", name).read_text(encoding="utf-8")
+        text = resources.files(__package__ or "agency.memory").joinpath("data", name).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ValueError(
             f"no verifier is calibrated for embedder {embedder!r} (no memory/data/{name}); "

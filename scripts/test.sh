@@ -4,5 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --dev
 .venv/bin/ruff check agency memory agents tests benchmarks
-.venv/bin/mypy agency memory agents
-.venv/bin/python -m pytest "$@"
+.venv/bin/mypy agency  # agency/memory and agency/agents are links: one package tree
+.venv/bin/pytest "$@"  # not `python -m`: the repo root must not shadow the installed package

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from agency.agents.roles import BUILTIN_ROLES, FALLBACK_ROLE, MIN_EXAMPLES, Role, roles_from_config
 from agency.config import AgencyConfig
 from agency.errors import ConfigError
-from agents.roles import BUILTIN_ROLES, FALLBACK_ROLE, MIN_EXAMPLES, Role, roles_from_config
 
 LEGAL_TOML = """
 [llm.routing]

@@ -7,9 +7,9 @@ from langchain_core.messages import HumanMessage, SystemMessage
 
 import agency
 from agency import Agency
+from agency.agents.routed import RoutedChatModel
+from agency.agents.router import TaskRouter
 from agency.config import AgencyConfig
-from agents.routed import RoutedChatModel
-from agents.router import TaskRouter
 
 CODE_TASK = "Write a Python function that reverses a linked list in place."
 STORY_TASK = "Write a short story about a lighthouse keeper who befriends a whale."

@@ -24,9 +24,9 @@ from langchain_core.embeddings import DeterministicFakeEmbedding
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
 
-from agents import _features
-from agents.roles import BUILTIN_ROLES, Role, roles_from_config
-from agents.router import RouteDecision, TaskRouter, learned_parameters
+from agency.agents import _features
+from agency.agents.roles import BUILTIN_ROLES, Role, roles_from_config
+from agency.agents.router import RouteDecision, TaskRouter, learned_parameters
 
 ROOT = Path(__file__).resolve().parents[2]
 DEV_FILE = ROOT.parent / "shared" / "eval" / "router_eval.dev.jsonl"
@@ -403,7 +403,7 @@ def test_any_text_gets_a_distribution_over_the_roles(router: TaskRouter, text: s
 
 # -- the shipped parameters and the benchmark's code --------------------------------------
 def test_the_shipped_parameters_load_match_the_code_and_are_small() -> None:
-    raw = resources.files("agents").joinpath("data", "router.json").read_bytes()
+    raw = resources.files("agency.agents").joinpath("data", "router.json").read_bytes()
     assert len(raw) < MAX_SHIPPED_BYTES
     params = json.loads(raw)
     assert params == learned_parameters()

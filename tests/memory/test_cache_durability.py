@@ -14,8 +14,7 @@ from langchain_core.load import dumps
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration
 
-import memory.cache
-from memory.cache import SemanticCache
+from agency.memory.cache import SemanticCache
 
 ACKS_BEFORE_KILL = 25
 """Acknowledged writes the test waits for before killing the writer."""
@@ -27,7 +26,7 @@ _WRITER = textwrap.dedent(
     from langchain_core.load import dumps
     from langchain_core.messages import AIMessage, HumanMessage
     from langchain_core.outputs import ChatGeneration
-    from memory.cache import SemanticCache
+    from agency.memory.cache import SemanticCache
 
     path, first, llm = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     cache = SemanticCache(path=path, verifier=None, threshold=0.99)
@@ -48,11 +47,7 @@ def _prompt(number: int) -> str:
 
 def _write_until_killed(path: Path, first: int) -> list[int]:
     """Run a writer process, read ACKS_BEFORE_KILL acknowledgements, SIGKILL it mid-burst."""
-    root = Path(memory.cache.__file__).resolve().parents[1]
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
-    }
+    env = dict(os.environ)  # the writer imports agency.memory as installed, like a user would
     writer = subprocess.Popen(
         [sys.executable, "-c", _WRITER, str(path), str(first), LLM],
         stdout=subprocess.PIPE,

@@ -9,7 +9,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_tests.integration_tests.cache import AsyncCacheTestSuite, SyncCacheTestSuite
 
 import agency
-from memory.cache import SemanticCache
+from agency.memory.cache import SemanticCache
 
 
 @pytest.fixture(scope="module")

@@ -25,10 +25,10 @@ from hypothesis import strategies as st
 from langchain_core.documents import Document
 from langchain_core.embeddings import DeterministicFakeEmbedding, Embeddings
 
-import memory._chroma as chroma
-import memory.store as store
+import agency.memory._chroma as chroma
+import agency.memory.store as store
 from agency.errors import ConnectionFailed
-from memory.store import JSON_KEYS_FIELD, Recollection, VectorMemory
+from agency.memory.store import JSON_KEYS_FIELD, Recollection, VectorMemory
 
 _VOCABULARY = ("apple", "banana", "cherry", "date", "elder", "fig")
 
@@ -386,7 +386,7 @@ _KILLED_WRITER = textwrap.dedent(
     import os, signal, sys
     sys.path.insert(0, sys.argv[2])
     from langchain_core.embeddings import DeterministicFakeEmbedding
-    from memory.store import VectorMemory
+    from agency.memory.store import VectorMemory
 
     mem = VectorMemory("durable", path=sys.argv[1], embeddings=DeterministicFakeEmbedding(size=8))
     ids = mem.remember_many([f"entry {i}" for i in range(20)], [{"i": i} for i in range(20)])

@@ -22,7 +22,7 @@ import pytest
 from langchain_core.embeddings import DeterministicFakeEmbedding, Embeddings
 from langchain_tests.integration_tests.vectorstores import VectorStoreIntegrationTests
 
-from memory.store import Recollection, VectorMemory
+from agency.memory.store import Recollection, VectorMemory
 
 _HOST = "127.0.0.1"
 _STARTUP_DEADLINE_S = 60.0

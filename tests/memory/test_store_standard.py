@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from langchain_tests.integration_tests.vectorstores import VectorStoreIntegrationTests
 
-from memory.store import VectorMemory
+from agency.memory.store import VectorMemory
 
 
 class TestVectorMemoryEphemeral(VectorStoreIntegrationTests):

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from memory._token_align import IDF_STEP, MATCHED, TOKEN_FEATURES, Idf, token_features
+from agency.memory._token_align import IDF_STEP, MATCHED, TOKEN_FEATURES, Idf, token_features
 
 DIMS = 8
 

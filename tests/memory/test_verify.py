@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from memory import verify
-from memory._token_align import Idf
-from memory.verify import (
+from agency.memory import verify
+from agency.memory._token_align import Idf
+from agency.memory.verify import (
     FEATURES,
     TOKEN_FEATURES,
     LearnedVerifier,
@@ -241,7 +241,7 @@ def test_features_follow_their_names() -> None:
 # -- shipped parameters ----------------------------------------------------------------------
 @pytest.mark.parametrize("embedder", ["wordllama", "minilm"])
 def test_shipped_json_is_small_and_complete(embedder: str) -> None:
-    path = resources.files("memory").joinpath("data", f"verifier_{embedder}.json")
+    path = resources.files("agency.memory").joinpath("data", f"verifier_{embedder}.json")
     text = path.read_text(encoding="utf-8")
     assert len(text.encode()) < MAX_SHIPPED_BYTES[embedder]
     data = json.loads(text)
@@ -278,7 +278,7 @@ def test_unknown_embedder_has_no_calibration() -> None:
 
 def test_a_file_with_other_features_is_refused() -> None:
     data = json.loads(
-        resources.files("memory").joinpath("data", "verifier_wordllama.json").read_text()
+        resources.files("agency.memory").joinpath("data", "verifier_wordllama.json").read_text()
     )
     data["features"] = ["cosine"]
     with pytest.raises(ValueError, match="features"):
@@ -288,7 +288,7 @@ def test_a_file_with_other_features_is_refused() -> None:
 
 def test_token_weights_need_their_idf_names_and_a_token_embedder() -> None:
     data = json.loads(
-        resources.files("memory").joinpath("data", "verifier_minilm.json").read_text()
+        resources.files("agency.memory").joinpath("data", "verifier_minilm.json").read_text()
     )
     assert LearnedVerifier.from_dict(data).token_weights  # the shipped file loads
     with pytest.raises(ValueError, match="token features"):
