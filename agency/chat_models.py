@@ -12,6 +12,7 @@ import inspect
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+import httpx
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
 from langchain_core.language_models.chat_models import agenerate_from_stream, generate_from_stream
@@ -90,6 +91,11 @@ class AgencyChatModel(QuietInvokeMixin, StructuredOutputMixin, BaseChatModel):
     """Azure OpenAI deployment name (defaults to the model name)."""
     api_version: str | None = None
     """Azure OpenAI ``api-version``."""
+    transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = Field(
+        default=None, exclude=True, repr=False
+    )
+    """An httpx transport to send through (e.g. `httpx.MockTransport`) instead of the shared
+    pools; never serialized, printed or part of cache keys."""
 
     if TYPE_CHECKING:
         _adapter: ChatAdapter
@@ -121,6 +127,7 @@ class AgencyChatModel(QuietInvokeMixin, StructuredOutputMixin, BaseChatModel):
             organization=self.organization,
             deployment=self.deployment,
             api_version=self.api_version,
+            transport=self.transport,
         )
         # A plain instance attribute, not a pydantic PrivateAttr: private attributes are read
         # through pydantic's __getattr__ (an internal AttributeError each time), which cost

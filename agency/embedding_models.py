@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import httpx
 from langchain_core.embeddings import Embeddings
-from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from agency._specs import build_adapter, split_model_fields
 from agency.errors import CapabilityError
@@ -37,6 +38,11 @@ class AgencyEmbeddings(BaseModel, Embeddings):
     """Azure OpenAI deployment name."""
     api_version: str | None = None
     """Azure OpenAI ``api-version``."""
+    transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = Field(
+        default=None, exclude=True, repr=False
+    )
+    """An httpx transport to send through (e.g. `httpx.MockTransport`) instead of the shared
+    pools; never serialized or printed."""
 
     if TYPE_CHECKING:
         _adapter: ChatAdapter
@@ -61,6 +67,7 @@ class AgencyEmbeddings(BaseModel, Embeddings):
             model=self.model,
             deployment=self.deployment,
             api_version=self.api_version,
+            transport=self.transport,
         )
         if not adapter.effective_capabilities().embeddings:
             hint = adapter.embeddings_hint or 'use agency.embeddings("local:wordllama")'

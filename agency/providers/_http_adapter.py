@@ -7,6 +7,8 @@ A wire adapter subclasses it and writes only its protocol: request bodies and re
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any, ClassVar
 
@@ -25,7 +27,7 @@ from agency._http import (
     iter_sse,
     sync_client,
 )
-from agency.errors import MalformedResponse, ProviderError
+from agency.errors import ConfigError, MalformedResponse, ProviderError
 from agency.providers._base import ChatAdapter
 
 __all__ = ["HTTPAdapter"]
@@ -64,11 +66,44 @@ class HTTPAdapter(ChatAdapter):
         return default_error_info(body, text)
 
     # -- plumbing -----------------------------------------------------------------------
+    _own_client: httpx.Client | None = None
+    _own_aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient]
+
     def _client(self) -> httpx.Client:
-        return sync_client(self.connection.base_url, self.connection.timeout)
+        """The shared pooled client, or this adapter's own one on ``connection.transport``.
+
+        An own client is never closed here: closing it would close the caller's transport,
+        which may serve other models; the caller owns it."""
+        transport = self.connection.transport
+        if transport is None:
+            return sync_client(self.connection.base_url, self.connection.timeout)
+        if self._own_client is None or self._own_client.is_closed:
+            if not isinstance(transport, httpx.BaseTransport):
+                raise ConfigError(
+                    f"{self.provider}: transport {type(transport).__name__} is async-only",
+                    fix="pass an httpx.BaseTransport for sync calls (httpx.MockTransport is both)",
+                )
+            self._own_client = httpx.Client(transport=transport, timeout=self.connection.timeout)
+        return self._own_client
 
     def _aclient(self) -> httpx.AsyncClient:
-        return async_client(self.connection.base_url, self.connection.timeout)
+        """Async twin of `_client`; an own client is kept per event loop, as the pool does."""
+        transport = self.connection.transport
+        if transport is None:
+            return async_client(self.connection.base_url, self.connection.timeout)
+        if "_own_aclients" not in self.__dict__:
+            self._own_aclients = weakref.WeakKeyDictionary()
+        loop = asyncio.get_running_loop()
+        client = self._own_aclients.get(loop)
+        if client is None or client.is_closed:
+            if not isinstance(transport, httpx.AsyncBaseTransport):
+                raise ConfigError(
+                    f"{self.provider}: transport {type(transport).__name__} is sync-only",
+                    fix="pass an httpx.AsyncBaseTransport for async calls",
+                )
+            client = httpx.AsyncClient(transport=transport, timeout=self.connection.timeout)
+            self._own_aclients[loop] = client
+        return client
 
     def _error(self, response: httpx.Response, model: str | None) -> ProviderError:
         return error_from_response(

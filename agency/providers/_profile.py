@@ -12,13 +12,27 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from pydantic import SecretStr
 
 from agency.errors import AuthenticationError, ConfigError
 
-__all__ = ["DEFAULT_MAX_RETRIES", "DEFAULT_TIMEOUT_S", "Connection", "ProviderProfile", "host_url"]
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = [
+    "DEFAULT_MAX_RETRIES",
+    "DEFAULT_TIMEOUT_S",
+    "Connection",
+    "ProviderProfile",
+    "Transport",
+    "host_url",
+]
+
+Transport: TypeAlias = "httpx.BaseTransport | httpx.AsyncBaseTransport"
+"""What ``transport=`` accepts: an httpx transport, sync or async (`httpx.MockTransport` is
+both). A connection with one gets its own unpooled clients on it."""
 
 DEFAULT_TIMEOUT_S = 60.0
 """Seconds a provider call may take before `Timeout` (connect, read and write each)."""
@@ -83,6 +97,9 @@ class Connection:
     """Retries for retryable failures before the error is raised."""
     options: Mapping[str, Any] = field(default_factory=dict)
     """Provider extras (``organization``, ``api_version``, ``deployment``, ...)."""
+    transport: Transport | None = field(default=None, repr=False, compare=False)
+    """An httpx transport to send through instead of the shared pools (tests, proxies,
+    `httpx.MockTransport`); not part of the connection's identity."""
 
     @property
     def provider(self) -> str:
@@ -117,6 +134,7 @@ class Connection:
         headers: Mapping[str, str] | None = None,
         model: str | None = None,
         require_key: bool = True,
+        transport: Transport | None = None,
         **options: Any,
     ) -> Connection:
         """Resolve parameters, then environment variables, then the profile's defaults.
@@ -157,6 +175,7 @@ class Connection:
             timeout=DEFAULT_TIMEOUT_S if timeout is None else float(timeout),
             max_retries=DEFAULT_MAX_RETRIES if max_retries is None else int(max_retries),
             options={k: v for k, v in options.items() if v is not None},
+            transport=transport,
         )
 
 
