@@ -18,7 +18,6 @@ from starlette.datastructures import MutableHeaders
 from starlette.responses import Response
 
 from . import _brain
-from ._server import drop_connection
 from ._sse import call_id
 
 EMBEDDING_DIMS = {"text-embedding-3-large": 3072}
@@ -98,13 +97,6 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
 
 def mask_key(key: str) -> str:
     return key if len(key) <= 8 else f"{key[:3]}{'*' * (len(key) - 7)}{key[-4:]}"
-
-
-class Dropped:
-    """An ASGI 'response' that cuts the connection before sending anything."""
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await drop_connection(scope, hard=True)
 
 
 # --------------------------------------------------------------------------- response bodies

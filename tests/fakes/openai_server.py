@@ -14,9 +14,9 @@ against rules the live API enforces beyond it (unknown arguments, tool-message o
 schemas, ...; see ``_openai_checks``). A violation answers 400 in OpenAI's error shape and is
 appended to ``fake.spec_violations``.
 
-Per test, ``fake.script(*actions)`` queues what the next chat requests get (``Reply``, ``Fail``,
-``Stall``, ``Disconnect``, ``Malformed``); with the queue empty the deterministic brain in
-``_brain`` answers. ``fake.requests`` records every request.
+Per test, ``fake.script(*actions)`` queues what the next chat requests get (``Reply`` and the
+shared actions of ``_service``), ``script_embeddings`` the embeddings ones; with the queue empty
+the deterministic brain in ``_brain`` answers. ``fake.requests`` records every request.
 
     with FakeOpenAI().running() as fake:
         client = openai.OpenAI(base_url=fake.base_url, api_key="sk-test")
@@ -24,23 +24,15 @@ Per test, ``fake.script(*actions)`` queues what the next chat requests get (``Re
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import hashlib
-import itertools
-import json
 import struct
-import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from . import _brain
 from ._openai_checks import ApiError, check_chat_request
@@ -50,7 +42,6 @@ from ._openai_wire import (
     MODEL_CREATED,
     NO_KEY_MESSAGE,
     STATUS_DEFAULTS,
-    Dropped,
     HeadersMiddleware,
     answer_from_reply,
     completion_body,
@@ -61,8 +52,17 @@ from ._openai_wire import (
     usage_for,
 )
 from ._openapi import component_properties, error_path, first_error, format_error
-from ._scripting import ActionQueue
-from ._server import RateLimitMiddleware, serve
+from ._server import RateLimitMiddleware
+from ._service import (
+    Disconnect,
+    Fail,
+    FakeService,
+    Handler,
+    Malformed,
+    RecordedRequest,
+    Stall,
+    StreamError,
+)
 from ._sse import SSEResponse, chat_chunks
 
 __all__ = [
@@ -75,6 +75,7 @@ __all__ = [
     "RecordedRequest",
     "Reply",
     "Stall",
+    "StreamError",
     "embed_text",
 ]
 
@@ -104,58 +105,7 @@ class Reply:
     refusal: str | None = None
 
 
-@dataclass
-class Fail:
-    """Answer with an error; ``type``/``code``/``message`` default by status (None = default)."""
-
-    status: int
-    message: str | None = None
-    type: str | None = None
-    code: str | None = None
-    param: str | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    times: int = 1
-    retry_after: float = 0.02  # 429 without explicit retry headers: retry-after(-ms) from this
-
-
-@dataclass
-class Stall:
-    """Sleep before answering (client timeouts); then ``then`` or the default behaviour."""
-
-    seconds: float
-    then: Reply | Fail | Disconnect | Malformed | None = None
-
-
-@dataclass
-class Disconnect:
-    """Cut the connection: a stream after ``after_chunks`` SSE events (no ``[DONE]``); a
-    non-streamed request before any response byte."""
-
-    after_chunks: int = 0
-
-
-@dataclass
-class Malformed:
-    """Send ``body`` raw (for streams: the raw SSE text). ``content_type`` defaults to JSON, or
-    ``text/event-stream`` for a streamed request."""
-
-    body: str
-    status: int = 200
-    content_type: str | None = None
-
-
 Action = Reply | Fail | Stall | Disconnect | Malformed
-_Fail = Fail  # FakeOpenAI.Fail shadows the name inside the class body
-
-
-@dataclass
-class RecordedRequest:
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]  # lower-cased names
-    body: Any  # parsed JSON, or None when absent/unparsable
-    raw: bytes = b""
 
 
 @dataclass
@@ -185,25 +135,17 @@ class RateLimits:
 # --------------------------------------------------------------------------- the fake
 
 
-class FakeOpenAI:
-    """The fake service. Attributes tests use:
+class FakeOpenAI(FakeService):
+    """The fake service (``FakeService`` for the harness). Beyond it:
 
-    * ``base_url`` (``http://127.0.0.1:PORT/v1``) / ``root_url`` (no ``/v1``; Azure endpoint),
-      set while ``running()`` (or by the ``openai_fake`` fixture);
-    * ``requests``: list of ``RecordedRequest``; ``last_request``; ``bodies(path_suffix)``;
-    * ``spec_violations``: list of str (schema and live-API rule violations);
-    * ``internal_errors``: list of str (bugs of the fake itself; should stay empty);
+    * ``base_url`` ends in ``/v1``; ``root_url`` (no path) is the Azure endpoint;
     * ``models``, ``api_key``, ``azure_api_key``, ``azure_deployments``, ``context_window``,
       ``rate_limits`` (``RateLimits`` or None): configuration (restored by ``reset()``).
-
-    The script actions are also reachable as attributes (``fake.Reply(...)``, ``fake.Fail``).
     """
 
+    chat_path = "/chat/completions"
+    url_path = "/v1"
     Reply = Reply
-    Fail = Fail
-    Stall = Stall
-    Disconnect = Disconnect
-    Malformed = Malformed
 
     def __init__(
         self,
@@ -223,121 +165,38 @@ class FakeOpenAI:
             "context_window": context_window,
             "reject_unknown_params": reject_unknown_params,
         }
-        self.base_url: str | None = None
-        self.root_url: str | None = None
-        self._lock = threading.Lock()
-        self._ids = itertools.count(1)
-        self.reset()
-        self.app = Starlette(
-            routes=[
-                Route("/v1/chat/completions", self._guard(self._chat), methods=["POST"]),
-                Route("/v1/embeddings", self._guard(self._embeddings), methods=["POST"]),
-                Route("/v1/models", self._guard(self._list_models), methods=["GET"]),
-                Route("/v1/models/{model:path}", self._guard(self._get_model), methods=["GET"]),
-                Route(
-                    "/openai/deployments/{deployment}/chat/completions",
-                    self._guard(self._chat),
-                    methods=["POST"],
-                ),
-                Route(
-                    "/openai/deployments/{deployment}/embeddings",
-                    self._guard(self._embeddings),
-                    methods=["POST"],
-                ),
-            ],
-            exception_handlers={404: self._not_found, 405: self._not_found},
-        )
+        super().__init__()
         # Added first, so it runs inside HeadersMiddleware and its headers win.
         self.app.add_middleware(RateLimitMiddleware, fake=self)  # type: ignore[arg-type]
         self.app.add_middleware(HeadersMiddleware, fake=self)  # type: ignore[arg-type]
 
-    # ---- configuration and inspection
+    def _routes(self) -> list[tuple[str, Handler, list[str] | None]]:
+        azure = "/openai/deployments/{deployment}"
+        return [
+            ("/v1/chat/completions", self._chat, ["POST"]),
+            ("/v1/embeddings", self._embeddings, ["POST"]),
+            ("/v1/models", self._list_models, ["GET"]),
+            ("/v1/models/{model:path}", self._get_model, ["GET"]),
+            (f"{azure}/chat/completions", self._chat, ["POST"]),
+            (f"{azure}/embeddings", self._embeddings, ["POST"]),
+        ]
 
     def reset(self) -> None:
         """Clear script, recorded requests and violations; restore the configuration."""
-        with self._lock:
-            self.models: list[str] = list(self._defaults["models"])
-            self.api_key: str | None = self._defaults["api_key"]
-            self.azure_api_key: str | None = self._defaults["azure_api_key"]
-            self.azure_deployments: list[str] | None = self._defaults["azure_deployments"]
-            self.context_window: int = self._defaults["context_window"]
-            self.reject_unknown_params: bool = self._defaults["reject_unknown_params"]
-            self.rate_limits: RateLimits | None = None
-            self.requests: list[RecordedRequest] = []
-            self.spec_violations: list[str] = []
-            self.internal_errors: list[str] = []
-            self._chat_script = ActionQueue()
-            self._embedding_script = ActionQueue()
-
-    def script(self, *actions: Action) -> None:
-        """Queue actions for the next chat completion requests (one per request; a ``Fail``
-        with ``times=n`` answers n requests)."""
-        self._chat_script.push(*actions)
-
-    def script_embeddings(self, *actions: Action) -> None:
-        """Queue actions for the next embeddings requests (``Reply`` is not meaningful)."""
-        self._embedding_script.push(*actions)
-
-    @property
-    def pending_actions(self) -> int:
-        return len(self._chat_script) + len(self._embedding_script)
-
-    @property
-    def last_request(self) -> RecordedRequest | None:
-        return self.requests[-1] if self.requests else None
-
-    def bodies(self, path_suffix: str = "/chat/completions") -> list[Any]:
-        """Parsed bodies of the recorded requests whose path ends with ``path_suffix``."""
-        return [r.body for r in self.requests if r.path.endswith(path_suffix)]
-
-    @contextlib.contextmanager
-    def running(self) -> Iterator[FakeOpenAI]:
-        """Serve on 127.0.0.1 (free port) for the duration; sets ``base_url``/``root_url``."""
-        with serve(self.app) as url:
-            self.root_url, self.base_url = url, f"{url}/v1"
-            try:
-                yield self
-            finally:
-                self.root_url = self.base_url = None
+        super().reset()
+        self.models: list[str] = list(self._defaults["models"])
+        self.api_key: str | None = self._defaults["api_key"]
+        self.azure_api_key: str | None = self._defaults["azure_api_key"]
+        self.azure_deployments: list[str] | None = self._defaults["azure_deployments"]
+        self.context_window: int = self._defaults["context_window"]
+        self.reject_unknown_params: bool = self._defaults["reject_unknown_params"]
+        self.rate_limits: RateLimits | None = None
 
     # ---- plumbing
 
-    def _next_id(self) -> int:
-        with self._lock:
-            return next(self._ids)
-
-    def _guard(
-        self, handler: Callable[[Request], Awaitable[Any]]
-    ) -> Callable[[Request], Awaitable[Any]]:
-        async def endpoint(request: Request) -> Any:
-            try:
-                return await handler(request)
-            except Exception as exc:  # a bug of the fake: answer like the service, keep a note
-                self.internal_errors.append(f"{request.method} {request.url.path}: {exc!r}")
-                return self._error(500, "The server had an error processing your request.")
-
-        return endpoint
-
-    async def _record(self, request: Request) -> RecordedRequest:
-        raw = await request.body()
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = None
-        recorded = RecordedRequest(
-            method=request.method,
-            path=request.url.path,
-            query=dict(request.query_params),
-            headers={k.lower(): v for k, v in request.headers.items()},
-            body=body,
-            raw=raw,
-        )
-        self.requests.append(recorded)
-        return recorded
-
-    async def _not_found(self, request: Request, exc: Exception) -> Response:
-        await self._record(request)
-        status = getattr(exc, "status_code", 404)
+    def _error_response(self, request: Request, status: int) -> Response:
+        if status == 500:
+            return self._error(500, "The server had an error processing your request.")
         what = "Invalid method for URL" if status == 405 else "Invalid URL"
         return self._error(status, f"{what} ({request.method} {request.url.path})", code=None)
 
@@ -362,16 +221,18 @@ class FakeOpenAI:
             error.status, error.message, type_=error.type, param=error.param, code=error.code
         )
 
-    def _fail(self, fail: _Fail) -> Response:
-        headers = dict(fail.headers)
+    def _fail(self, request: Request, fail: Fail) -> Response:
+        headers = {}
         if fail.status == 429:
-            if not {"retry-after", "retry-after-ms"} & {k.lower() for k in headers}:
-                headers["retry-after"] = str(int(fail.retry_after))
-                headers["retry-after-ms"] = str(int(fail.retry_after * 1000))
-            headers.setdefault("x-ratelimit-remaining-requests", "0")
+            if not {"retry-after", "retry-after-ms"} & {k.lower() for k in fail.headers}:
+                wait = 0.02 if fail.retry_after is None else fail.retry_after
+                headers["retry-after"] = str(int(wait))
+                headers["retry-after-ms"] = str(int(wait * 1000))
+            headers["x-ratelimit-remaining-requests"] = "0"
+        fields = fail.body
         return self._error(
-            fail.status, fail.message, type_=fail.type, param=fail.param,
-            code=fail.code if fail.code is not None else "", headers=headers,
+            fail.status, fail.message, type_=fields.get("type"), param=fields.get("param"),
+            code=fields.get("code", ""), headers=headers | fail.headers,
         )  # fmt: skip
 
     def _authorise(self, request: Request, azure: bool) -> Response | None:
@@ -394,9 +255,6 @@ class FakeOpenAI:
                 code="invalid_api_key",
             )
         return None
-
-    def _violation(self, request: Request, text: str) -> None:
-        self.spec_violations.append(f"{request.method} {request.url.path}: {text}")
 
     def _validate(self, request: Request, schema: str, body: Any) -> Response | None:
         """Spec schema, then unknown arguments; a problem is recorded and answered with 400."""
@@ -425,7 +283,7 @@ class FakeOpenAI:
         self, request: Request, schema: str
     ) -> tuple[dict[str, Any] | None, Response | None]:
         """Record, authenticate, parse and validate. Returns (body, early response)."""
-        recorded = await self._record(request)
+        recorded = await self._record(request)  # already recorded by the guard
         deployment = request.path_params.get("deployment")
         azure = deployment is not None
         if azure and not request.query_params.get("api-version"):
@@ -467,30 +325,6 @@ class FakeOpenAI:
             )
         return body, None
 
-    async def _stall(self, request: Request, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            await asyncio.sleep(min(0.05, left))
-            if await request.is_disconnected():
-                return
-
-    async def _scripted(
-        self, request: Request, queue: ActionQueue, stream: bool
-    ) -> tuple[Any, Any]:
-        """(response to send now or None, Reply or None) from the script queue."""
-        action = queue.pop()
-        if isinstance(action, Stall):
-            await self._stall(request, action.seconds)
-            action = action.then
-        if isinstance(action, Fail):
-            return self._fail(action), None
-        if isinstance(action, Malformed):
-            media = action.content_type or ("text/event-stream" if stream else "application/json")
-            return Response(action.body, action.status, media_type=media), None
-        if isinstance(action, Disconnect):
-            return (Dropped() if not stream else action), None
-        return None, action
-
     # ---- endpoints
 
     async def _chat(self, request: Request) -> Any:
@@ -503,9 +337,10 @@ class FakeOpenAI:
             self._violation(request, f"contract: {problem.message}")
             return self._api_error(problem)
         stream = body.get("stream") is True
-        now, reply = await self._scripted(request, self._chat_script, stream)
-        if now is not None and not isinstance(now, Disconnect):
+        now, action = await self._take(request, stream=stream)
+        if now is not None:
             return now
+        reply = action if isinstance(action, Reply) else None
         prompt_tokens = _brain.prompt_token_count(body)
         if reply is None and prompt_tokens > self.context_window:
             return self._error(
@@ -538,7 +373,7 @@ class FakeOpenAI:
                 obfuscate=options.get("include_obfuscation", True) and not azure,
                 azure=azure,
             )
-            cut = now.after_chunks if isinstance(now, Disconnect) else None
+            cut = action.after_events if isinstance(action, Disconnect) else None
             return SSEResponse(chunks, drop_after=cut)
         return json_response(completion_body(completion, answer, usage, n, azure))
 
@@ -547,9 +382,9 @@ class FakeOpenAI:
         if early is not None:
             return early
         assert body is not None
-        now, _ = await self._scripted(request, self._embedding_script, stream=False)
+        now, _ = await self._take(request, "embeddings")
         if now is not None:
-            return Dropped() if isinstance(now, Disconnect) else now
+            return now
         model, raw_input = body["model"], body["input"]
         if isinstance(raw_input, str) or (raw_input and isinstance(raw_input[0], int)):
             raw_input = [raw_input]
@@ -595,14 +430,12 @@ class FakeOpenAI:
         return {"id": model, "object": "model", "created": MODEL_CREATED, "owned_by": "system"}
 
     async def _list_models(self, request: Request) -> Response:
-        await self._record(request)
         denied = self._authorise(request, azure=False)
         if denied is not None:
             return denied
         return json_response({"object": "list", "data": [self._model_card(m) for m in self.models]})
 
     async def _get_model(self, request: Request) -> Response:
-        await self._record(request)
         denied = self._authorise(request, azure=False)
         if denied is not None:
             return denied

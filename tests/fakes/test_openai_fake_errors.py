@@ -87,7 +87,7 @@ def test_unknown_model_and_server_errors(openai_fake, client):
     with pytest.raises(openai.NotFoundError) as caught:
         client.chat.completions.create(model="gpt-9", messages=HELLO)
     assert caught.value.code == "model_not_found"
-    openai_fake.script(Fail(500), Fail(400, "nope", code="custom_code", param="messages"))
+    openai_fake.script(Fail(500), Fail(400, "nope", body={"code": "custom_code", "param": "messages"}))
     with pytest.raises(openai.InternalServerError):
         client.chat.completions.create(model=MODEL, messages=HELLO)
     with pytest.raises(openai.BadRequestError) as bad:
@@ -185,7 +185,7 @@ def test_live_api_rules_beyond_the_schema(openai_fake, client):
 
 
 def test_disconnect_mid_stream_raises_connection_error(openai_fake, client):
-    openai_fake.script(Disconnect(after_chunks=2))
+    openai_fake.script(Disconnect(after_events=2))
     received = []
     with pytest.raises(openai.APIConnectionError) as caught:
         for chunk in client.chat.completions.create(model=MODEL, messages=HELLO, stream=True):

@@ -272,8 +272,8 @@ def test_context_window_exceeded(openai_fake: FakeOpenAI) -> None:
     openai_fake.script(
         Fail(
             400,
-            code="context_length_exceeded",
             message="This model's maximum context length is 128000 tokens.",
+            body={"code": "context_length_exceeded"},
         )
     )
     with pytest.raises(errors.ContextWindowExceeded):
@@ -292,7 +292,7 @@ def test_stream_cut_mid_answer_is_connection_failed(openai_fake: FakeOpenAI) -> 
         Reply(content="one two three four five six"),
     )
     openai_fake.reset()
-    openai_fake.script(Disconnect(after_chunks=3))
+    openai_fake.script(Disconnect(after_events=3))
     seen: list[str] = []
     with pytest.raises(errors.ConnectionFailed):
         for chunk in _llm(openai_fake, max_retries=0).stream("count"):

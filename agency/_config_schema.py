@@ -1,0 +1,502 @@
+"""Configuration: ``agency.toml``, or environment variables for a quick start.
+
+`load_config` returns one validated `AgencyConfig`. Contracts:
+
+- Every string value may use ``${VAR}`` or ``${VAR:-default}`` (``$${`` is a literal ``${``).
+  An unset variable without a default is a `ConfigError`, except in ``api_key``: that key stays
+  ``None`` and the variable is remembered, so the error at use time names it.
+- Every problem raises ONE `agency.errors.ConfigError` naming the source (file path or
+  ``environment``), the key path (``llm.providers[1].temperature``), the bad value and the fix;
+  several problems are listed one per line. Unknown keys suggest the closest known key.
+- API keys are `pydantic.SecretStr`: never in clear in ``repr``, ``str``, dumps or errors.
+
+Shape: ``[llm]`` (default_provider, timeout, max_retries), ``[[llm.providers]]`` entries
+(`ProviderEntry`), ``[llm.fallback]``, ``[llm.routing]``, ``[llm.cache]``, ``[llm.budget]``,
+``[memory]`` (`MemoryConfig`), and raw ``[agents]`` and ``[workflows]`` tables. The legacy
+form puts one provider's keys (``provider``, ``api_key``, ``model``/``text_model``, ...)
+directly under ``[llm]``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from agency._specs import get_profile, known_providers, parse_spec, suggest_provider
+from agency.errors import ConfigError, ProviderNotFound
+from agency.providers._profile import ProviderProfile
+
+__all__ = [
+    "AgencyConfig",
+    "BudgetConfig",
+    "CacheConfig",
+    "FallbackConfig",
+    "FallbackRule",
+    "LLMConfig",
+    "MemoryConfig",
+    "ProviderEntry",
+    "config_from_env",
+    "load_config",
+]
+
+Loc = tuple[str | int, ...]
+_VAR = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_SENSITIVE = re.compile(r"(?i)(^|[_-])(key|api_?key|token|secret|password|authorization)$")
+_LOCAL = {"provider": "local", "text_model": "smollm2", "embedding_model": "wordllama"}
+
+
+def _problem(problem: str, fix: str) -> PydanticCustomError:
+    return PydanticCustomError("agency_value", "{problem}", {"problem": problem, "fix": fix})
+
+
+def _no_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise _problem(
+            f"expected a number, got {str(value).lower()}", "write a number, not true/false"
+        )
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_no_bool)]
+Float = Annotated[float, BeforeValidator(_no_bool)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ProviderEntry(_Model):
+    """One configured provider: a registered provider plus its key, models and limits."""
+
+    name: str = ""
+    """Unique label of this entry; empty means ``provider``."""
+    provider: str
+    """A registered provider name (see `agency._specs.known_providers`)."""
+    api_key: SecretStr | None = None
+    """The key; ``None`` uses the provider's environment variables at use time. Never printed."""
+    base_url: str | None = None
+    """API root override, e.g. ``https://api.openai.com/v1``."""
+    text_model: str | None = None
+    """Chat model; ``None`` means the provider's default model."""
+    embedding_model: str | None = None
+    """Embedding model; ``None`` means the provider's default embedding model."""
+    max_tokens: Int | None = Field(default=None, gt=0)
+    """Default cap on generated tokens."""
+    temperature: Float | None = Field(default=None, ge=0, le=2)
+    """Default sampling temperature, 0 to 2."""
+    priority: Int = 100
+    """Order among entries: lower is tried first."""
+    weight: Int = Field(default=1, ge=1)
+    """Share of traffic for weighted load balancing."""
+    rpm: Int | None = Field(default=None, gt=0)
+    """Requests per minute this entry may send."""
+    tpm: Int | None = Field(default=None, gt=0)
+    """Tokens per minute this entry may use."""
+    timeout: Float | None = Field(default=None, gt=0)
+    """Per-request timeout in seconds; inherits ``llm.timeout``."""
+    max_retries: Int | None = Field(default=None, ge=0)
+    """Retries for retryable failures; inherits ``llm.max_retries``."""
+    organization: str | None = None
+    """OpenAI organization id."""
+    api_version: str | None = None
+    """API version (Azure OpenAI)."""
+    deployment: str | None = None
+    """Deployment name (Azure OpenAI)."""
+    headers: dict[str, str] = Field(default_factory=dict, repr=False)
+    """Extra HTTP headers; values of auth-like headers are masked in dumps."""
+
+    _unset_key: tuple[str, str, str] | None = PrivateAttr(default=None)  # var, source, key path
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_key(cls, data: Any) -> Any:
+        return (
+            {**data, "api_key": None}
+            if isinstance(data, dict) and data.get("api_key") == ""
+            else data
+        )
+
+    @model_validator(mode="after")
+    def _default_name(self) -> ProviderEntry:
+        self.name = self.name or self.provider
+        return self
+
+    @field_validator("provider", mode="before")
+    @classmethod
+    def _known_provider(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        name = value.strip().lower()
+        known = known_providers()
+        if name not in known:
+            hint = suggest_provider(name)
+            mean = f"; did you mean {hint!r}?" if hint else ""
+            raise _problem(
+                f"unknown provider {value!r}{mean} Known providers: {', '.join(known)}",
+                f"set provider = {hint!r}"
+                if hint
+                else "use a known provider, or install its plugin",
+            )
+        return name
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and "://" not in value:
+            raise _problem(f"{value!r} is not a URL", f"write it with a scheme: 'https://{value}'")
+        return value
+
+    @field_serializer("headers")
+    def _mask_headers(self, headers: dict[str, str]) -> dict[str, str]:
+        return {k: "**********" if _SENSITIVE.search(k) else v for k, v in headers.items()}
+
+    @property
+    def profile(self) -> ProviderProfile:
+        """The registered `ProviderProfile` of ``provider``."""
+        return get_profile(self.provider)
+
+    @property
+    def unset_api_key_env(self) -> str | None:
+        """The variable ``api_key`` referenced that was unset at load time, if any."""
+        return self._unset_key[0] if self._unset_key else None
+
+    @property
+    def spec(self) -> str:
+        """``"provider:text_model"`` (the provider's default model when none is set)."""
+        model = self.text_model or self.profile.default_model
+        return f"{self.provider}:{model}" if model else self.provider
+
+    @property
+    def embedding_spec(self) -> str:
+        """``"provider:embedding_model"`` (the provider's default when none is set)."""
+        model = self.embedding_model or self.profile.default_embedding_model
+        return f"{self.provider}:{model}" if model else self.provider
+
+    def resolve_api_key(self, env: Mapping[str, str] | None = None) -> SecretStr | None:
+        """The key, re-reading a ``${VAR}`` that was unset at load time from ``env``.
+
+        Raises `ConfigError` naming that variable when it is still unset and the provider
+        requires a key. ``None`` otherwise means "let the provider read its own variables".
+        """
+        if self.api_key is not None or self._unset_key is None:
+            return self.api_key
+        var, source, key = self._unset_key
+        value = (os.environ if env is None else env).get(var)
+        if value:
+            return SecretStr(value)
+        if self.profile.requires_key:
+            raise ConfigError(
+                f"provider entry {self.name!r} has no API key: ${{{var}}} is not set",
+                source=source,
+                key=key,
+                fix=f"export {var}=... and retry",
+            )
+        return None
+
+    def model_params(self) -> dict[str, Any]:
+        """Keyword arguments for ``agency.chat_model(self.spec, **params)``; only those set.
+
+        ``api_key`` (a `SecretStr`, see `resolve_api_key`), ``base_url``, ``temperature``,
+        ``max_tokens``, ``timeout``, ``max_retries``, ``organization``, ``api_version``,
+        ``deployment`` and ``default_headers`` (from ``headers``).
+        """
+        params = self.embedding_params()
+        params.update(self._pick("temperature", "max_tokens", "organization"))
+        if self.headers:
+            params["default_headers"] = dict(self.headers)
+        return params
+
+    def embedding_params(self) -> dict[str, Any]:
+        """Keyword arguments for ``agency.embeddings(self.embedding_spec, **params)``.
+
+        ``api_key``, ``base_url``, ``timeout``, ``max_retries``, ``api_version`` and
+        ``deployment``; only those set.
+        """
+        params = self._pick("base_url", "timeout", "max_retries", "api_version", "deployment")
+        key = self.resolve_api_key()
+        return {"api_key": key, **params} if key is not None else params
+
+    def _pick(self, *names: str) -> dict[str, Any]:
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+
+
+class FallbackRule(_Model):
+    """What to do when one kind of failure happens."""
+
+    condition: Literal[
+        "rate_limit", "unavailable", "timeout", "context_window", "content_filter", "auth"
+    ]
+    """The failure this rule handles."""
+    fallback_providers: list[str] = Field(default_factory=list)
+    """Entry names or ``"provider:model"`` specs to try next, in order."""
+    retry_original: bool = False
+    """Retry the failing provider before falling back."""
+    retry_delay_ms: Int = Field(default=0, ge=0)
+    """Milliseconds to wait before retrying the original."""
+
+
+class FallbackConfig(_Model):
+    """Fallback and load balancing across provider entries (``[llm.fallback]``)."""
+
+    enabled: bool = False
+    """Whether failures fall back to other entries."""
+    strategy: Literal["priority", "round-robin", "weighted", "least-loaded", "latency", "cost"] = (
+        "priority"
+    )
+    """How the next entry is chosen."""
+    max_attempts: Int = Field(default=4, ge=1)
+    """Attempts in total, across entries, for one request."""
+    retry_delay_ms: Int = Field(default=1000, ge=0)
+    """Milliseconds between attempts."""
+    rules: list[FallbackRule] = Field(default_factory=list)
+    """Per-failure rules."""
+
+
+def _embeddings_spec(value: str) -> str:
+    """``value`` if it is a valid ``"provider:model"`` embeddings spec."""
+    try:
+        parse_spec(value)
+    except (ConfigError, ProviderNotFound) as exc:
+        raise _problem(
+            f"{value!r} is not a 'provider:model' embeddings spec ({exc})",
+            'write embeddings = "local:minilm" or another "provider:model"',
+        ) from exc
+    return value
+
+
+EmbeddingsSpec = Annotated[str, AfterValidator(_embeddings_spec)]
+"""A ``"provider:model"`` embeddings spec, checked when the configuration loads."""
+
+
+class CacheConfig(_Model):
+    """Response cache (``[llm.cache]``)."""
+
+    enabled: bool = False
+    """Whether responses are cached."""
+    backend: str = "chroma"
+    """Cache backend name."""
+    path: str | None = None
+    """Where the backend stores data."""
+    threshold: Float | None = Field(default=None, ge=0, le=1)
+    """Similarity (0 to 1) above which a semantic cache hit counts."""
+    ttl_s: Float | None = Field(default=None, gt=0)
+    """Seconds an entry lives."""
+    max_entries: Int | None = Field(default=None, gt=0)
+    """Cap on cached entries."""
+    embeddings: EmbeddingsSpec | None = None
+    """``"provider:model"`` of the embeddings lookups compare (default ``local:wordllama``);
+    ``"local:minilm"`` is stronger and brings its own calibrated threshold and verifier."""
+
+
+class BudgetConfig(_Model):
+    """Spending limits (``[llm.budget]``), in US dollars."""
+
+    max_cost_per_request: Float | None = Field(default=None, ge=0)
+    """Most one request may cost."""
+    max_cost_total: Float | None = Field(default=None, ge=0)
+    """Most all requests together may cost."""
+    roles: dict[str, Float] = Field(default_factory=dict)
+    """Per-role limit, role name to dollars."""
+
+
+class LLMConfig(_Model):
+    """The ``[llm]`` table: provider entries and how they are used together."""
+
+    default_provider: str | None = None
+    """Entry name (or provider of an entry) used by default; else the lowest ``priority``."""
+    timeout: Float | None = Field(default=None, gt=0)
+    """Default per-request timeout in seconds for entries that set none."""
+    max_retries: Int | None = Field(default=None, ge=0)
+    """Default retry count for entries that set none."""
+    providers: list[ProviderEntry] = Field(default_factory=list)
+    """Provider entries; when empty, one ``local`` entry (runs with no key)."""
+    fallback: FallbackConfig = Field(default_factory=lambda: FallbackConfig())
+    """Fallback and load balancing."""
+    routing: dict[str, list[str]] = Field(default_factory=dict)
+    """Role name to a chain of entry names or ``"provider:model"`` specs."""
+    cache: CacheConfig = Field(default_factory=lambda: CacheConfig())
+    """Response cache."""
+    budget: BudgetConfig = Field(default_factory=lambda: BudgetConfig())
+    """Spending limits."""
+
+    @model_validator(mode="after")
+    def _check(self) -> LLMConfig:
+        if not self.providers:
+            self.providers = [ProviderEntry.model_validate(_LOCAL)]
+        for entry in self.providers:
+            if entry.timeout is None:
+                entry.timeout = self.timeout
+            if entry.max_retries is None:
+                entry.max_retries = self.max_retries
+        problems: list[tuple[Loc, str, str]] = []
+        seen: dict[str, int] = {}
+        for i, entry in enumerate(self.providers):
+            if entry.name in seen:
+                problems.append(
+                    (
+                        ("providers", i, "name"),
+                        f"duplicate name {entry.name!r} (also llm.providers[{seen[entry.name]}])",
+                        "give each [[llm.providers]] entry a unique name",
+                    )
+                )
+            seen.setdefault(entry.name, i)
+        if self.default_provider is not None and self.find(self.default_provider) is None:
+            problems.append((("default_provider",), *self._unknown_ref(self.default_provider)))
+        for role, chain in self.routing.items():
+            problems += [
+                (("routing", role, k), *self._unknown_ref(ref))
+                for k, ref in enumerate(chain)
+                if not self._is_ref(ref)
+            ]
+        for r, rule in enumerate(self.fallback.rules):
+            problems += [
+                (("fallback", "rules", r, "fallback_providers", k), *self._unknown_ref(ref))
+                for k, ref in enumerate(rule.fallback_providers)
+                if not self._is_ref(ref)
+            ]
+        if problems:
+            raise PydanticCustomError(
+                "agency_many", "{summary}", {"summary": problems[0][1], "problems": problems}
+            )
+        return self
+
+    def find(self, name: str) -> ProviderEntry | None:
+        """The entry named ``name``, else the first (by priority) whose provider is ``name``."""
+        for entry in self.providers:
+            if entry.name == name:
+                return entry
+        return next((e for e in self.ordered() if e.provider == name.lower()), None)
+
+    def ordered(self) -> list[ProviderEntry]:
+        """Entries by ``priority``, lowest first (stable for ties)."""
+        return sorted(self.providers, key=lambda e: e.priority)
+
+    def _is_ref(self, ref: str) -> bool:
+        if self.find(ref) is not None:
+            return True
+        try:
+            parse_spec(ref)
+        except (ConfigError, ProviderNotFound):
+            return False
+        return True
+
+    def _unknown_ref(self, ref: str) -> tuple[str, str]:
+        names = sorted({e.name for e in self.providers} | {e.provider for e in self.providers})
+        close = difflib.get_close_matches(ref, names, n=1, cutoff=0.6)
+        hint = close[0] if close else suggest_provider(ref.partition(":")[0].lower())
+        mean = f"; did you mean {hint!r}?" if hint else ""
+        return (
+            f"{ref!r} is not a provider entry or a 'provider:model' spec{mean}",
+            f"use one of the entry names {names} or a spec like 'openai:gpt-4o-mini'",
+        )
+
+
+class MemoryConfig(_Model):
+    """Vector memory (``[memory]``): where `Agency.memory` keeps its namespaces."""
+
+    mode: Literal["persistent", "ephemeral", "server"] = "persistent"
+    """``persistent``: chromadb files under ``path``; ``ephemeral``: in this process only;
+    ``server``: a ``chroma run`` server at ``host``:``port``, shared by processes and machines."""
+    path: str | None = None
+    """Directory of the persistent store; ``.agency/memory`` (in the working directory) when unset."""
+    host: str = "127.0.0.1"
+    """Host of the ``chroma run`` server (``mode = "server"``)."""
+    port: Int = Field(default=8000, gt=0, lt=65536)
+    """Port of the ``chroma run`` server (``mode = "server"``)."""
+    embeddings: EmbeddingsSpec | None = None
+    """``"provider:model"`` of the embeddings memories are stored and searched with; by default
+    those of the default provider entry (``local:wordllama`` with no key configured)."""
+
+    @model_validator(mode="after")
+    def _path_is_persistent(self) -> MemoryConfig:
+        if self.path is not None and self.mode != "persistent":
+            raise _problem(
+                f'path applies to mode = "persistent" only, not {self.mode!r}',
+                'remove path, or set mode = "persistent"',
+            )
+        return self
+
+
+class AgencyConfig(_Model):
+    """The whole configuration. Build it with `load_config`, `from_toml_str` or `from_dict`."""
+
+    llm: LLMConfig = Field(default_factory=lambda: LLMConfig())
+    """The ``[llm]`` table."""
+    agents: dict[str, Any] = Field(default_factory=dict)
+    """The raw ``[agents]`` table (reserved)."""
+    memory: MemoryConfig = Field(default_factory=lambda: MemoryConfig())
+    """The ``[memory]`` table."""
+    workflows: dict[str, Any] = Field(default_factory=dict)
+    """The raw ``[workflows]`` table (reserved)."""
+
+    _source: str = PrivateAttr(default="<dict>")
+
+    @property
+    def source(self) -> str:
+        """Where this configuration came from: a file path, ``environment`` or ``<string>``."""
+        return self._source
+
+    @classmethod
+    def from_toml_str(
+        cls, text: str, source: str = "<string>", *, env: Mapping[str, str] | None = None
+    ) -> AgencyConfig:
+        """Parse TOML text; `ConfigError` names ``source``, the line and the column on bad syntax."""
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(
+                f"invalid TOML: {exc}",
+                source=source,
+                fix="fix the TOML syntax at that line and column "
+                "(quote strings, one `key = value` per line)",
+            ) from None
+        return cls.from_dict(data, source=source, env=env)
+
+    @classmethod
+    def from_dict(
+        cls,
+        data: Mapping[str, Any],
+        source: str = "<dict>",
+        *,
+        env: Mapping[str, str] | None = None,
+    ) -> AgencyConfig:
+        """Validate parsed TOML-shaped data, expanding ``${VAR}`` from ``env`` (default os.environ)."""
+        from agency._config_load import _build
+
+        return _build(data, source, os.environ if env is None else env, expand=True)
+
+    def provider(self, name: str) -> ProviderEntry:
+        """The entry named ``name`` (or whose provider is ``name``); `ConfigError` otherwise."""
+        entry = self.llm.find(name)
+        if entry is None:
+            problem, fix = self.llm._unknown_ref(name)
+            raise ConfigError(problem, source=self.source, key="llm.providers", fix=fix)
+        return entry
+
+    def default(self) -> ProviderEntry:
+        """The ``default_provider`` entry, else the one with the lowest ``priority``."""
+        if self.llm.default_provider:
+            return self.provider(self.llm.default_provider)
+        return self.llm.ordered()[0]
+
+
+# The loaders live in `agency._config_load` (they need the models above).
+from agency._config_load import config_from_env, load_config  # noqa: E402
