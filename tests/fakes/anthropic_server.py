@@ -24,22 +24,14 @@ deterministic brain in ``_brain`` answers. ``fake.requests`` records every reque
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
-import itertools
 import json
-import threading
-import time
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from . import _brain
 from ._anthropic_checks import check_message_request
@@ -60,8 +52,18 @@ from ._anthropic_wire import (
     usage_body,
 )
 from ._openapi import error_path, first_error
-from ._scripting import ActionQueue
-from ._server import RateLimitMiddleware, drop_connection, serve
+from ._server import RateLimitMiddleware
+from ._service import (
+    Disconnect,
+    Fail,
+    FakeService,
+    Handler,
+    Malformed,
+    RecordedRequest,
+    Stall,
+    StreamError,
+    seconds_text,
+)
 
 __all__ = [
     "Disconnect",
@@ -93,66 +95,8 @@ class Reply:
     usage: dict[str, Any] | None = None  # merged over the computed usage
 
 
-@dataclass
-class Fail:
-    """Answer with an HTTP error; ``type``/``message`` default by status."""
-
-    status: int
-    message: str | None = None
-    type: str | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    times: int = 1
-    retry_after: int = 0  # 429 without an explicit retry-after header: this many seconds
-
-
-@dataclass
-class Stall:
-    """Sleep before answering (client timeouts); then ``then`` or the default behaviour."""
-
-    seconds: float
-    then: Reply | Fail | Disconnect | Malformed | StreamError | None = None
-
-
-@dataclass
-class Disconnect:
-    """Cut the connection: a stream after ``after_events`` events (no ``message_stop``); a
-    non-streamed request before any response byte."""
-
-    after_events: int = 0
-
-
-@dataclass
-class Malformed:
-    """Send ``body`` raw (for streams: raw SSE text)."""
-
-    body: str
-    status: int = 200
-    content_type: str | None = None
-
-
-@dataclass
-class StreamError:
-    """A stream that fails after ``after_events`` events with an ``error`` event (a
-    non-streamed request gets the same error as an HTTP answer)."""
-
-    after_events: int = 1
-    type: str = "overloaded_error"
-    message: str = "Overloaded"
-
-
 Action = Reply | Fail | Stall | Disconnect | Malformed | StreamError
-_Fail = Fail  # FakeAnthropic.Fail shadows the name inside the class body
 _ERROR_STATUS = {"overloaded_error": 529, "api_error": 500, "rate_limit_error": 429}
-
-
-@dataclass
-class RecordedRequest:
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]  # lower-cased names
-    body: Any  # parsed JSON, or None when absent/unparsable
-    raw: bytes = b""
 
 
 @dataclass
@@ -190,11 +134,6 @@ class RateLimits:
         return out
 
 
-class _Dropped:
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await drop_connection(scope, hard=True)
-
-
 def _dotted(path: str) -> str:
     return path.replace("[", ".").replace("]", "")
 
@@ -202,120 +141,47 @@ def _dotted(path: str) -> str:
 # --------------------------------------------------------------------------- the fake
 
 
-class FakeAnthropic:
-    """The fake service. Attributes tests use:
-
-    * ``base_url`` (``http://127.0.0.1:PORT``, no ``/v1``: the SDK and the profile add it);
-    * ``requests`` / ``last_request`` / ``bodies(path_suffix)``;
-    * ``spec_violations``: schema and live-API rule violations (should stay empty);
-    * ``internal_errors``: bugs of the fake itself (should stay empty);
-    * ``models`` (``ModelCard``s), ``api_key``, ``context_window``, ``cache``, ``rate_limits``
-      (``RateLimits`` or None): configuration and state, restored by ``reset()``.
+class FakeAnthropic(FakeService):
+    """The fake service (``FakeService`` for the harness). Beyond it: ``base_url`` has no
+    ``/v1`` (the SDK and the profile add it); ``models`` (``ModelCard``s), ``api_key``,
+    ``context_window``, ``cache``, ``rate_limits`` (``RateLimits`` or None): configuration and
+    state, restored by ``reset()``.
     """
 
+    chat_path = "/v1/messages"
     Reply = Reply
-    Fail = Fail
-    Stall = Stall
-    Disconnect = Disconnect
-    Malformed = Malformed
-    StreamError = StreamError
 
     def __init__(self, *, api_key: str | None = None, context_window: int = CONTEXT_WINDOW) -> None:
         self._defaults = {"api_key": api_key, "context_window": context_window}
         self.organization_id = "3f1c2a9e-0000-4000-8000-00000000a11c"
-        self.base_url: str | None = None
-        self._lock = threading.Lock()
-        self._ids = itertools.count(1)
-        self.reset()
-        guard = self._guard
-        self.app = Starlette(
-            routes=[
-                Route("/v1/messages", guard(self._messages), methods=["POST"]),
-                Route("/v1/messages/count_tokens", guard(self._count_tokens), methods=["POST"]),
-                Route("/v1/models", guard(self._list_models), methods=["GET"]),
-                Route("/v1/models/{model_id:path}", guard(self._get_model), methods=["GET"]),
-            ],
-            exception_handlers={404: self._not_found, 405: self._not_found},
-        )
+        super().__init__()
         # Added first, so it runs inside HeadersMiddleware and its headers win.
         self.app.add_middleware(RateLimitMiddleware, fake=self)  # type: ignore[arg-type]
         self.app.add_middleware(HeadersMiddleware, fake=self)  # type: ignore[arg-type]
 
-    # ---- configuration and inspection
+    def _routes(self) -> list[tuple[str, Handler, list[str] | None]]:
+        return [
+            ("/v1/messages", self._messages, ["POST"]),
+            ("/v1/messages/count_tokens", self._count_tokens, ["POST"]),
+            ("/v1/models", self._list_models, ["GET"]),
+            ("/v1/models/{model_id:path}", self._get_model, ["GET"]),
+        ]
 
     def reset(self) -> None:
         """Clear script, cache, recorded requests and violations; restore the configuration."""
-        with self._lock:
-            self.api_key: str | None = self._defaults["api_key"]  # type: ignore[assignment]
-            self.context_window: int = self._defaults["context_window"]  # type: ignore[assignment]
-            self.models: list[ModelCard] = list(MODELS)
-            self.cache = PromptCache()
-            self.requests: list[RecordedRequest] = []
-            self.spec_violations: list[str] = []
-            self.internal_errors: list[str] = []
-            self._script = ActionQueue()
-            self.rate_limits: RateLimits | None = None
-
-    def script(self, *actions: Action) -> None:
-        """Queue actions for the next message requests (a ``Fail`` with ``times=n`` answers n)."""
-        self._script.push(*actions)
-
-    @property
-    def pending_actions(self) -> int:
-        return len(self._script)
-
-    @property
-    def last_request(self) -> RecordedRequest | None:
-        return self.requests[-1] if self.requests else None
-
-    def bodies(self, path_suffix: str = "/v1/messages") -> list[Any]:
-        """Parsed bodies of the recorded requests whose path ends with ``path_suffix``."""
-        return [r.body for r in self.requests if r.path.endswith(path_suffix)]
-
-    @contextlib.contextmanager
-    def running(self) -> Iterator[FakeAnthropic]:
-        """Serve on 127.0.0.1 (free port) for the duration; sets ``base_url``."""
-        with serve(self.app) as url:
-            self.base_url = url
-            try:
-                yield self
-            finally:
-                self.base_url = None
+        super().reset()
+        self.api_key: str | None = self._defaults["api_key"]  # type: ignore[assignment]
+        self.context_window: int = self._defaults["context_window"]  # type: ignore[assignment]
+        self.models: list[ModelCard] = list(MODELS)
+        self.cache = PromptCache()
+        self.rate_limits: RateLimits | None = None
 
     # ---- plumbing
 
-    def _next_id(self) -> int:
-        with self._lock:
-            return next(self._ids)
-
-    def _guard(
-        self, handler: Callable[[Request], Awaitable[Any]]
-    ) -> Callable[[Request], Awaitable[Any]]:
-        async def endpoint(request: Request) -> Any:
-            try:
-                return await handler(request)
-            except Exception as exc:  # a bug of the fake: answer like the service, keep a note
-                self.internal_errors.append(f"{request.method} {request.url.path}: {exc!r}")
-                return self._error(request, 500)
-
-        return endpoint
-
-    async def _record(self, request: Request) -> RecordedRequest:
-        raw = await request.body()
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = None
-        recorded = RecordedRequest(
-            method=request.method,
-            path=request.url.path,
-            query=dict(request.query_params),
-            headers={k.lower(): v for k, v in request.headers.items()},
-            body=body,
-            raw=raw,
-        )
-        self.requests.append(recorded)
-        return recorded
+    def _error_response(self, request: Request, status: int) -> Response:
+        if status == 500:
+            return self._error(request, 500)
+        return self._error(request, 404, "Not Found", "not_found_error")
 
     def _error(
         self,
@@ -328,19 +194,13 @@ class FakeAnthropic:
         body = error_body(status, message, type_, request.state.request_id)
         return json_response(body, status, headers)
 
-    async def _not_found(self, request: Request, exc: Exception) -> Response:
-        await self._record(request)
-        return self._error(request, 404, "Not Found", "not_found_error")
-
-    def _fail(self, request: Request, fail: _Fail) -> Response:
-        headers = dict(fail.headers)
+    def _fail(self, request: Request, fail: Fail) -> Response:
+        headers = {}
         if fail.status == 429:
-            headers.setdefault("retry-after", str(fail.retry_after))
-            headers.setdefault("anthropic-ratelimit-requests-remaining", "0")
-        return self._error(request, fail.status, fail.message, fail.type, headers)
-
-    def _violation(self, request: Request, text: str) -> None:
-        self.spec_violations.append(f"{request.method} {request.url.path}: {text}")
+            headers["retry-after"] = seconds_text(fail.retry_after or 0)
+            headers["anthropic-ratelimit-requests-remaining"] = "0"
+        type_ = fail.body.get("type")
+        return self._error(request, fail.status, fail.message, type_, headers | fail.headers)
 
     def _card(self, model: str) -> ModelCard | None:
         return next((c for c in self.models if model in (c.id, c.alias)), None)
@@ -391,13 +251,6 @@ class FakeAnthropic:
         request.state.fake_tokens = _brain.count_tokens(recorded.raw.decode("utf-8", "replace"))
         return body, card, None
 
-    async def _stall(self, request: Request, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            await asyncio.sleep(min(0.05, left))
-            if await request.is_disconnected():
-                return
-
     # ---- endpoints
 
     async def _messages(self, request: Request) -> Any:
@@ -410,20 +263,15 @@ class FakeAnthropic:
             self._violation(request, f"contract: {problem.message}")
             return self._error(request, problem.status, problem.message, problem.type)
         stream = body.get("stream") is True
-        action = self._script.pop()
-        if isinstance(action, Stall):
-            await self._stall(request, action.seconds)
-            action = action.then
-        if isinstance(action, Fail):
-            return self._fail(request, action)
-        if isinstance(action, Malformed):
-            media = action.content_type or ("text/event-stream" if stream else "application/json")
-            return Response(action.body, action.status, media_type=media)
-        if isinstance(action, Disconnect) and not stream:
-            return _Dropped()
-        if isinstance(action, StreamError) and not stream:
-            status = _ERROR_STATUS.get(action.type, 500)
-            return self._error(request, status, action.message, action.type)
+        now, action = await self._take(request, stream=stream)
+        if now is not None:
+            return now
+        if isinstance(action, StreamError):
+            error_type = action.type or "overloaded_error"
+            error = {"type": error_type, "message": action.message or "Overloaded"}
+            if not stream:
+                status = _ERROR_STATUS.get(error_type, 500)
+                return self._error(request, status, error["message"], error_type)
         cache = self.cache.account(card.id, body, card.min_cacheable)
         prompt_tokens = sum(cache[:3])
         if prompt_tokens > self.context_window:
@@ -461,8 +309,7 @@ class FakeAnthropic:
             return json_response(message)
         events = stream_events(message)
         if isinstance(action, StreamError):
-            error = {"type": "error", "error": {"type": action.type, "message": action.message}}
-            return EventStream(events, error=(action.after_events, error))
+            return EventStream(events, error=(action.after_events, {"type": "error", "error": error}))
         cut = action.after_events if isinstance(action, Disconnect) else None
         return EventStream(events, drop_after=cut)
 
@@ -475,7 +322,6 @@ class FakeAnthropic:
         return json_response({"input_tokens": uncached + read + written})
 
     async def _list_models(self, request: Request) -> Response:
-        await self._record(request)
         denied = self._authorise(request)
         if denied is not None:
             return denied
@@ -506,7 +352,6 @@ class FakeAnthropic:
         })  # fmt: skip
 
     async def _get_model(self, request: Request) -> Response:
-        await self._record(request)
         denied = self._authorise(request)
         if denied is not None:
             return denied

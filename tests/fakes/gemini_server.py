@@ -25,21 +25,12 @@ of ``_brain`` answers. ``fake.requests`` records every request.
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
-import itertools
-import json
-import threading
-import time
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
-from starlette.routing import Route
 
 from . import _brain
 from ._gemini_checks import (
@@ -62,9 +53,17 @@ from ._gemini_wire import (
     media_tokens,
     model_record,
 )
-from ._openai_wire import Dropped
 from ._openapi import format_error, most_relevant, request_validator
-from ._scripting import ActionQueue
+from ._service import (
+    Disconnect,
+    Fail,
+    FakeService,
+    Handler,
+    Malformed,
+    RecordedRequest,
+    Stall,
+    seconds_text,
+)
 
 __all__ = [
     "DEFAULT_MODELS",
@@ -99,56 +98,7 @@ class Reply:
     block_reason: str | None = None  # the prompt is blocked: no candidates, promptFeedback
 
 
-@dataclass
-class Fail:
-    """Answer with Google's error body; ``status_word``/``message`` default by HTTP status. A 429
-    carries ``google.rpc.RetryInfo`` with ``retry_delay`` (None: no RetryInfo)."""
-
-    status: int
-    message: str | None = None
-    status_word: str | None = None
-    details: list[dict[str, Any]] | None = None
-    retry_delay: str | None = "0.02s"
-    headers: dict[str, str] = field(default_factory=dict)
-    times: int = 1
-
-
-@dataclass
-class Stall:
-    """Sleep before answering (client timeouts); then ``then`` or the default behaviour."""
-
-    seconds: float
-    then: Reply | Fail | Disconnect | Malformed | None = None
-
-
-@dataclass
-class Disconnect:
-    """Cut the connection: a stream after ``after_chunks`` events; a non-streamed request
-    before any response byte."""
-
-    after_chunks: int = 0
-
-
-@dataclass
-class Malformed:
-    """Send ``body`` raw (for SSE: the raw event-stream text)."""
-
-    body: str
-    status: int = 200
-    content_type: str | None = None
-
-
 Action = Reply | Fail | Stall | Disconnect | Malformed
-
-
-@dataclass
-class RecordedRequest:
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]  # lower-cased names
-    body: Any  # parsed JSON, or None
-    raw: bytes = b""
 
 
 def quota_details(retry_delay: str | None, model: str) -> list[dict[str, Any]]:
@@ -182,123 +132,40 @@ def quota_details(retry_delay: str | None, model: str) -> list[dict[str, Any]]:
     return details
 
 
-class FakeGemini:
-    """The fake service. Attributes tests use:
-
-    * ``base_url`` (``http://127.0.0.1:PORT``, no version: the SDK's ``base_url``), set while
-      ``running()``;
-    * ``requests`` (``RecordedRequest``), ``last_request``, ``bodies(suffix)``;
-    * ``spec_violations`` (schema and live-API rule violations), ``internal_errors`` (bugs of
-      the fake; should stay empty);
-    * configuration restored by ``reset()``: ``models``, ``api_key`` (None: any key),
-      ``page_size_cap`` (largest page served), ``input_token_limit`` (None: the model's).
+class FakeGemini(FakeService):
+    """The fake service (``FakeService`` for the harness). Beyond it: ``base_url`` has no
+    version (the SDK's ``base_url``); configuration restored by ``reset()``: ``models``,
+    ``api_key`` (None: any key), ``page_size_cap`` (largest page served), ``input_token_limit``
+    (None: the model's).
     """
 
+    chat_path = "Content"
     Reply = Reply
-    Fail = Fail
-    Stall = Stall
-    Disconnect = Disconnect
-    Malformed = Malformed
 
     def __init__(self, *, models: tuple[str, ...] = DEFAULT_MODELS, api_key: str | None = None):
         self._defaults: dict[str, Any] = {"models": list(models), "api_key": api_key}
-        self.base_url: str | None = None
-        self._lock = threading.Lock()
-        self._ids = itertools.count(1)
-        self.reset()
-        self.app = Starlette(
-            routes=[
-                Route("/{version:str}/models", self._guard(self._list_models), methods=["GET"]),
-                Route(
-                    "/{version:str}/{name:path}",
-                    self._guard(self._resource),
-                    methods=["GET", "POST"],
-                ),
-            ],
-            exception_handlers={404: self._not_found, 405: self._not_found},
-        )
+        super().__init__()
         self.app.add_middleware(HeadersMiddleware)  # type: ignore[arg-type]
 
-    # ---- configuration and inspection
+    def _routes(self) -> list[tuple[str, Handler, list[str] | None]]:
+        return [
+            ("/{version:str}/models", self._list_models, ["GET"]),
+            ("/{version:str}/{name:path}", self._resource, ["GET", "POST"]),
+        ]
 
     def reset(self) -> None:
         """Clear script, recorded requests and violations; restore the configuration."""
-        with self._lock:
-            self.models: list[str] = list(self._defaults["models"])
-            self.api_key: str | None = self._defaults["api_key"]
-            self.page_size_cap = 1000
-            self.input_token_limit: int | None = None
-            self.requests: list[RecordedRequest] = []
-            self.spec_violations: list[str] = []
-            self.internal_errors: list[str] = []
-            self._script = ActionQueue()
-            self._embed_script = ActionQueue()
-
-    def script(self, *actions: Action) -> None:
-        """Queue actions for the next generate requests (a ``Fail`` with ``times=n`` answers n)."""
-        self._script.push(*actions)
-
-    def script_embeddings(self, *actions: Action) -> None:
-        """Queue actions for the next embedding requests."""
-        self._embed_script.push(*actions)
-
-    @property
-    def last_request(self) -> RecordedRequest | None:
-        return self.requests[-1] if self.requests else None
-
-    def bodies(self, suffix: str = "Content") -> list[Any]:
-        """Bodies of the recorded requests whose path ends with ``suffix``."""
-        return [r.body for r in self.requests if r.path.endswith(suffix)]
-
-    @contextlib.contextmanager
-    def running(self) -> Iterator[FakeGemini]:
-        """Serve on 127.0.0.1 (free port) for the duration; sets ``base_url``."""
-        from ._server import serve
-
-        with serve(self.app) as url:
-            self.base_url = url
-            try:
-                yield self
-            finally:
-                self.base_url = None
+        super().reset()
+        self.models: list[str] = list(self._defaults["models"])
+        self.api_key: str | None = self._defaults["api_key"]
+        self.page_size_cap = 1000
+        self.input_token_limit: int | None = None
 
     # ---- plumbing
 
-    def _next_id(self) -> int:
-        with self._lock:
-            return next(self._ids)
-
-    def _guard(
-        self, handler: Callable[[Request], Awaitable[Any]]
-    ) -> Callable[[Request], Awaitable[Any]]:
-        async def endpoint(request: Request) -> Any:
-            try:
-                return await handler(request)
-            except Exception as exc:  # a bug of the fake: answer like the service, keep a note
-                self.internal_errors.append(f"{request.method} {request.url.path}: {exc!r}")
-                return json_response(error_body(500), 500)
-
-        return endpoint
-
-    async def _record(self, request: Request) -> RecordedRequest:
-        raw = await request.body()
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = None
-        recorded = RecordedRequest(
-            request.method,
-            request.url.path,
-            dict(request.query_params),
-            {k.lower(): v for k, v in request.headers.items()},
-            body,
-            raw,
-        )
-        self.requests.append(recorded)
-        return recorded
-
-    async def _not_found(self, request: Request, exc: Exception) -> Response:
-        await self._record(request)
+    def _error_response(self, request: Request, status: int) -> Response:
+        if status == 500:
+            return json_response(error_body(500), 500)
         # Google's front end answers unknown URLs with an HTML page, not JSON.
         html = (
             "<!DOCTYPE html>\n<html lang=en>\n  <meta charset=utf-8>\n  <title>Error 404 (Not "
@@ -313,11 +180,13 @@ class FakeGemini:
             error_body(error.status, error.message, error.status_word, error.details), error.status
         )
 
-    def _fail(self, fail: Fail, model: str) -> Response:
-        details = fail.details
-        if details is None and fail.status == 429:
-            details = quota_details(fail.retry_delay, model)
-        body = error_body(fail.status, fail.message, fail.status_word, details)
+    def _fail(self, request: Request, fail: Fail) -> Response:
+        fields = dict(fail.body)
+        if "details" not in fields and fail.status == 429:
+            model = request.path_params.get("name", "").removeprefix("models/").partition(":")[0]
+            delay = 0.02 if fail.retry_after is None else fail.retry_after
+            fields["details"] = quota_details(f"{seconds_text(delay)}s", model)
+        body = error_body(fail.status, fail.message, fields.get("status"), fields.get("details"))
         return json_response(body, fail.status, fail.headers)
 
     def _authorise(self, request: Request) -> Response | None:
@@ -340,9 +209,6 @@ class FakeGemini:
             ]
             return self._error(ApiError(400, BAD_KEY, details=details))
         return None
-
-    def _violation(self, request: Request, text: str) -> None:
-        self.spec_violations.append(f"{request.method} {request.url.path}: {text}")
 
     def _validate(self, request: Request, schema: str, body: Any) -> tuple[Any, Response | None]:
         """(body under JSON names, early 400): unknown fields, then the spec schema. A problem
@@ -372,30 +238,6 @@ class FakeGemini:
             )
         )
 
-    async def _stall(self, request: Request, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            await asyncio.sleep(min(0.05, left))
-            if await request.is_disconnected():
-                return
-
-    async def _scripted(
-        self, request: Request, queue: ActionQueue, model: str, stream: bool
-    ) -> tuple[Any, Any]:
-        """(response to send now or None, Reply or None) from a script queue."""
-        action = queue.pop()
-        if isinstance(action, Stall):
-            await self._stall(request, action.seconds)
-            action = action.then
-        if isinstance(action, Fail):
-            return self._fail(action, model), None
-        if isinstance(action, Malformed):
-            media = action.content_type or ("text/event-stream" if stream else "application/json")
-            return Response(action.body, action.status, media_type=media), None
-        if isinstance(action, Disconnect):
-            return (action if stream else Dropped()), None
-        return None, action
-
     # ---- endpoints
 
     async def _resource(self, request: Request) -> Any:
@@ -404,7 +246,6 @@ class FakeGemini:
             return await self._not_found(request, Exception())
         model, _, method = name[len("models/") :].partition(":")
         if request.method == "GET" and not method:
-            await self._record(request)
             if (denied := self._authorise(request)) is not None:
                 return denied
             if model not in self.models:
@@ -424,9 +265,9 @@ class FakeGemini:
         }
         if request.method != "POST" or method not in handlers:
             return await self._not_found(request, Exception())
-        recorded = await self._record(request)
         if (denied := self._authorise(request)) is not None:
             return denied
+        recorded = await self._record(request)
         if recorded.body is None:
             return self._error(
                 ApiError(
@@ -448,9 +289,10 @@ class FakeGemini:
         if (missing := self._model_missing(model, version, "generateContent")) is not None:
             return missing
         stream = method == "streamGenerateContent"
-        now, reply = await self._scripted(request, self._script, model, stream)
-        if now is not None and not isinstance(now, Disconnect):
+        now, action = await self._take(request, stream=stream)
+        if now is not None:
             return now
+        reply = action if isinstance(action, Reply) else None
         chat = brain_body(body)
         prompt_tokens = _brain.prompt_token_count(chat) + media_tokens(body)
         limit = self.input_token_limit or model_record(model)["inputTokenLimit"]
@@ -467,7 +309,7 @@ class FakeGemini:
         chunks = generate_chunks(body, chat, reply, model, prompt_tokens, n)
         if request.query_params.get("alt") != "sse":  # without alt=sse: one JSON array
             return json_response(chunks)
-        cut = now.after_chunks if isinstance(now, Disconnect) else None
+        cut = action.after_events if isinstance(action, Disconnect) else None
         return GeminiSSE(chunks, drop_after=cut)
 
     async def _embed(
@@ -505,9 +347,9 @@ class FakeGemini:
             return self._error(rule)
         if (missing := self._model_missing(model, version, "embedContent")) is not None:
             return missing
-        now, _ = await self._scripted(request, self._embed_script, model, stream=False)
+        now, _ = await self._take(request, "embeddings")
         if now is not None:
-            return Dropped() if isinstance(now, Disconnect) else now
+            return now
         full = MODELS.get(model, ("", 0, 0, [], False, 768))[5]
         vectors = []
         for item in items:
@@ -521,7 +363,6 @@ class FakeGemini:
         return json_response({"embeddings": vectors} if batch else {"embedding": vectors[0]})
 
     async def _list_models(self, request: Request) -> Response:
-        await self._record(request)
         if (denied := self._authorise(request)) is not None:
             return denied
         try:

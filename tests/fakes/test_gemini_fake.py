@@ -334,7 +334,7 @@ def test_models_list_pages_and_get(fake, client):
 
 # --------------------------------------------------------------------------- errors
 def test_rate_limit_is_a_client_error_with_retry_info(fake, client):
-    fake.script(Fail(429, retry_delay="31s"))
+    fake.script(Fail(429, retry_after=31))
     with pytest.raises(errors.ClientError) as info:
         client.models.generate_content(model=MODEL, contents="x")
     assert (info.value.code, info.value.status) == (429, "RESOURCE_EXHAUSTED")
@@ -493,7 +493,7 @@ def test_snake_case_proto_names_are_accepted(fake):
 
 
 def test_disconnect_stall_and_malformed(fake):
-    fake.script(Disconnect(after_chunks=1))
+    fake.script(Disconnect(after_events=1))
     with pytest.raises(httpx.RemoteProtocolError):
         _raw(fake, f"models/{MODEL}:streamGenerateContent",
              {"contents": [{"parts": [{"text": "one two three four five six seven"}]}]},

@@ -340,10 +340,10 @@ def test_blocked_prompt_is_content_filtered_and_safety_finish_is_normalised(
 
 
 def test_rate_limit_retries_after_the_retry_info_delay(fake: FakeGemini) -> None:
-    fake.script(Fail(429, retry_delay="0.05s", times=2), Reply(content="finally"))
+    fake.script(Fail(429, retry_after=0.05, times=2), Reply(content="finally"))
     assert _llm(fake).invoke("hi").text == "finally"
     assert len(fake.bodies(":generateContent")) == 3
-    fake.script(Fail(429, retry_delay="0.5s"))
+    fake.script(Fail(429, retry_after=0.5))
     with pytest.raises(errors.RateLimited) as info:
         _llm(fake, max_retries=0).invoke("hi")
     assert info.value.retry_after == 0.5 and info.value.status_code == 429
@@ -358,7 +358,7 @@ def test_rate_limit_retries_after_the_retry_info_delay(fake: FakeGemini) -> None
     [
         (Fail(400), errors.BadRequest),
         (Fail(403), errors.PermissionDenied),
-        (Fail(404, status_word="NOT_FOUND"), errors.ModelNotFound),
+        (Fail(404, body={"status": "NOT_FOUND"}), errors.ModelNotFound),
         (
             Fail(
                 400,
@@ -389,7 +389,7 @@ def test_unknown_model_and_wrong_key(fake: FakeGemini) -> None:
 
 
 def test_stream_cut_mid_answer_is_connection_failed(fake: FakeGemini) -> None:
-    fake.script(Disconnect(after_chunks=2))
+    fake.script(Disconnect(after_events=2))
     seen: list[str] = []
     with pytest.raises(errors.ConnectionFailed):
         for chunk in _llm(fake, max_retries=0).stream("one two three four five six seven eight"):
@@ -433,7 +433,7 @@ def test_timeout_is_typed_and_retried(fake: FakeGemini) -> None:
 
 async def test_async_twins(fake: FakeGemini) -> None:
     llm = _llm(fake)
-    fake.script(Fail(429, retry_delay="0.01s"), Reply(content="async ok"))
+    fake.script(Fail(429, retry_after=0.01), Reply(content="async ok"))
     assert (await llm.ainvoke("hi")).text == "async ok"
     parts = [c.text async for c in llm.astream("hello there my friend")]
     assert len(parts) > 2 and "hello there my friend" in "".join(parts)
