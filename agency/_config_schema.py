@@ -1,20 +1,14 @@
-"""Configuration: ``agency.toml``, or environment variables for a quick start.
+"""The configuration's models: the tables core owns, and how other layers add theirs.
 
-`load_config` returns one validated `AgencyConfig`. Contracts:
+Core owns ``[llm]`` (`LLMConfig`: ``[[llm.providers]]`` entries, ``[llm.fallback]``,
+``[llm.routing]``, ``[llm.budget]``). Every other table belongs to the layer that uses it
+(``[memory]`` and ``[llm.cache]`` to `agency.memory`, ``[agents]`` to `agency.agents`, ...):
+that layer declares a `Section` (the key path and a `ConfigModel` or a checking function) in
+the ``agency.config`` entry-point group, and `agency.config` hands it its table at load time.
+Core never imports those layers; they import the pieces here (`ConfigModel`, `Int`, `Float`,
+`EmbeddingsSpec`, `config_problem`) to build their models with the same error messages.
 
-- Every string value may use ``${VAR}`` or ``${VAR:-default}`` (``$${`` is a literal ``${``).
-  An unset variable without a default is a `ConfigError`, except in ``api_key``: that key stays
-  ``None`` and the variable is remembered, so the error at use time names it.
-- Every problem raises ONE `agency.errors.ConfigError` naming the source (file path or
-  ``environment``), the key path (``llm.providers[1].temperature``), the bad value and the fix;
-  several problems are listed one per line. Unknown keys suggest the closest known key.
-- API keys are `pydantic.SecretStr`: never in clear in ``repr``, ``str``, dumps or errors.
-
-Shape: ``[llm]`` (default_provider, timeout, max_retries), ``[[llm.providers]]`` entries
-(`ProviderEntry`), ``[llm.fallback]``, ``[llm.routing]``, ``[llm.cache]``, ``[llm.budget]``,
-``[memory]`` (`MemoryConfig`), and raw ``[agents]`` and ``[workflows]`` tables. The legacy
-form puts one provider's keys (``provider``, ``api_key``, ``model``/``text_model``, ...)
-directly under ``[llm]``.
+`agency.config` builds and loads `AgencyConfig` from these; import public names from there.
 """
 
 from __future__ import annotations
@@ -22,8 +16,8 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -45,16 +39,17 @@ from agency.errors import ConfigError, ProviderNotFound
 from agency.providers._profile import ProviderProfile
 
 __all__ = [
-    "AgencyConfig",
     "BudgetConfig",
-    "CacheConfig",
+    "ConfigModel",
+    "EmbeddingsSpec",
     "FallbackConfig",
     "FallbackRule",
+    "Float",
+    "Int",
     "LLMConfig",
-    "MemoryConfig",
     "ProviderEntry",
-    "config_from_env",
-    "load_config",
+    "Section",
+    "config_problem",
 ]
 
 Loc = tuple[str | int, ...]
@@ -63,13 +58,14 @@ _SENSITIVE = re.compile(r"(?i)(^|[_-])(key|api_?key|token|secret|password|author
 _LOCAL = {"provider": "local", "text_model": "smollm2", "embedding_model": "wordllama"}
 
 
-def _problem(problem: str, fix: str) -> PydanticCustomError:
+def config_problem(problem: str, fix: str) -> PydanticCustomError:
+    """A validation error that `agency.config` reports with ``problem`` and ``fix`` as written."""
     return PydanticCustomError("agency_value", "{problem}", {"problem": problem, "fix": fix})
 
 
 def _no_bool(value: Any) -> Any:
     if isinstance(value, bool):
-        raise _problem(
+        raise config_problem(
             f"expected a number, got {str(value).lower()}", "write a number, not true/false"
         )
     return value
@@ -79,11 +75,13 @@ Int = Annotated[int, BeforeValidator(_no_bool)]
 Float = Annotated[float, BeforeValidator(_no_bool)]
 
 
-class _Model(BaseModel):
+class ConfigModel(BaseModel):
+    """Base of every configuration table: unknown keys are errors."""
+
     model_config = ConfigDict(extra="forbid")
 
 
-class ProviderEntry(_Model):
+class ProviderEntry(ConfigModel):
     """One configured provider: a registered provider plus its key, models and limits."""
 
     name: str = ""
@@ -149,7 +147,7 @@ class ProviderEntry(_Model):
         if name not in known:
             hint = suggest_provider(name)
             mean = f"; did you mean {hint!r}?" if hint else ""
-            raise _problem(
+            raise config_problem(
                 f"unknown provider {value!r}{mean} Known providers: {', '.join(known)}",
                 f"set provider = {hint!r}"
                 if hint
@@ -161,7 +159,7 @@ class ProviderEntry(_Model):
     @classmethod
     def _url(cls, value: str | None) -> str | None:
         if value is not None and "://" not in value:
-            raise _problem(f"{value!r} is not a URL", f"write it with a scheme: 'https://{value}'")
+            raise config_problem(f"{value!r} is not a URL", f"write it with a scheme: 'https://{value}'")
         return value
 
     @field_serializer("headers")
@@ -238,7 +236,7 @@ class ProviderEntry(_Model):
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
 
-class FallbackRule(_Model):
+class FallbackRule(ConfigModel):
     """What to do when one kind of failure happens."""
 
     condition: Literal[
@@ -253,7 +251,7 @@ class FallbackRule(_Model):
     """Milliseconds to wait before retrying the original."""
 
 
-class FallbackConfig(_Model):
+class FallbackConfig(ConfigModel):
     """Fallback and load balancing across provider entries (``[llm.fallback]``)."""
 
     enabled: bool = False
@@ -275,7 +273,7 @@ def _embeddings_spec(value: str) -> str:
     try:
         parse_spec(value)
     except (ConfigError, ProviderNotFound) as exc:
-        raise _problem(
+        raise config_problem(
             f"{value!r} is not a 'provider:model' embeddings spec ({exc})",
             'write embeddings = "local:minilm" or another "provider:model"',
         ) from exc
@@ -286,27 +284,7 @@ EmbeddingsSpec = Annotated[str, AfterValidator(_embeddings_spec)]
 """A ``"provider:model"`` embeddings spec, checked when the configuration loads."""
 
 
-class CacheConfig(_Model):
-    """Response cache (``[llm.cache]``)."""
-
-    enabled: bool = False
-    """Whether responses are cached."""
-    backend: str = "chroma"
-    """Cache backend name."""
-    path: str | None = None
-    """Where the backend stores data."""
-    threshold: Float | None = Field(default=None, ge=0, le=1)
-    """Similarity (0 to 1) above which a semantic cache hit counts."""
-    ttl_s: Float | None = Field(default=None, gt=0)
-    """Seconds an entry lives."""
-    max_entries: Int | None = Field(default=None, gt=0)
-    """Cap on cached entries."""
-    embeddings: EmbeddingsSpec | None = None
-    """``"provider:model"`` of the embeddings lookups compare (default ``local:wordllama``);
-    ``"local:minilm"`` is stronger and brings its own calibrated threshold and verifier."""
-
-
-class BudgetConfig(_Model):
+class BudgetConfig(ConfigModel):
     """Spending limits (``[llm.budget]``), in US dollars."""
 
     max_cost_per_request: Float | None = Field(default=None, ge=0)
@@ -317,7 +295,7 @@ class BudgetConfig(_Model):
     """Per-role limit, role name to dollars."""
 
 
-class LLMConfig(_Model):
+class LLMConfig(ConfigModel):
     """The ``[llm]`` table: provider entries and how they are used together."""
 
     default_provider: str | None = None
@@ -332,8 +310,6 @@ class LLMConfig(_Model):
     """Fallback and load balancing."""
     routing: dict[str, list[str]] = Field(default_factory=dict)
     """Role name to a chain of entry names or ``"provider:model"`` specs."""
-    cache: CacheConfig = Field(default_factory=lambda: CacheConfig())
-    """Response cache."""
     budget: BudgetConfig = Field(default_factory=lambda: BudgetConfig())
     """Spending limits."""
 
@@ -409,94 +385,26 @@ class LLMConfig(_Model):
         )
 
 
-class MemoryConfig(_Model):
-    """Vector memory (``[memory]``): where `Agency.memory` keeps its namespaces."""
 
-    mode: Literal["persistent", "ephemeral", "server"] = "persistent"
-    """``persistent``: chromadb files under ``path``; ``ephemeral``: in this process only;
-    ``server``: a ``chroma run`` server at ``host``:``port``, shared by processes and machines."""
-    path: str | None = None
-    """Directory of the persistent store; ``.agency/memory`` (in the working directory) when unset."""
-    host: str = "127.0.0.1"
-    """Host of the ``chroma run`` server (``mode = "server"``)."""
-    port: Int = Field(default=8000, gt=0, lt=65536)
-    """Port of the ``chroma run`` server (``mode = "server"``)."""
-    embeddings: EmbeddingsSpec | None = None
-    """``"provider:model"`` of the embeddings memories are stored and searched with; by default
-    those of the default provider entry (``local:wordllama`` with no key configured)."""
+@dataclass(frozen=True)
+class Section:
+    """A table of the configuration that a layer above core owns and checks.
 
-    @model_validator(mode="after")
-    def _path_is_persistent(self) -> MemoryConfig:
-        if self.path is not None and self.mode != "persistent":
-            raise _problem(
-                f'path applies to mode = "persistent" only, not {self.mode!r}',
-                'remove path, or set mode = "persistent"',
-            )
-        return self
+    Declared in the ``agency.config`` entry-point group (an entry point that loads a `Section`
+    or a list of them); `agency.config` hands the layer its raw table at load time, so a bad key
+    fails there, with the file, the key path and the fix, though core never imports the layer.
+    """
 
-
-class AgencyConfig(_Model):
-    """The whole configuration. Build it with `load_config`, `from_toml_str` or `from_dict`."""
-
-    llm: LLMConfig = Field(default_factory=lambda: LLMConfig())
-    """The ``[llm]`` table."""
-    agents: dict[str, Any] = Field(default_factory=dict)
-    """The raw ``[agents]`` table (reserved)."""
-    memory: MemoryConfig = Field(default_factory=lambda: MemoryConfig())
-    """The ``[memory]`` table."""
-    workflows: dict[str, Any] = Field(default_factory=dict)
-    """The raw ``[workflows]`` table (reserved)."""
-
-    _source: str = PrivateAttr(default="<dict>")
+    path: tuple[str, ...]
+    """Where the table sits: ``("memory",)`` for ``[memory]``, ``("llm", "cache")``."""
+    model: type[ConfigModel] | None = None
+    """A model validated with core's error messages; the table's value is an instance (an
+    absent table is validated as an empty one, so the model's defaults apply)."""
+    check: Callable[[Any, Any], Any] | None = None
+    """Instead of ``model``: ``check(table, config)`` returns the table's value or raises
+    `agency.errors.ConfigError` (``config`` is the `AgencyConfig` with core's tables loaded)."""
 
     @property
-    def source(self) -> str:
-        """Where this configuration came from: a file path, ``environment`` or ``<string>``."""
-        return self._source
-
-    @classmethod
-    def from_toml_str(
-        cls, text: str, source: str = "<string>", *, env: Mapping[str, str] | None = None
-    ) -> AgencyConfig:
-        """Parse TOML text; `ConfigError` names ``source``, the line and the column on bad syntax."""
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(
-                f"invalid TOML: {exc}",
-                source=source,
-                fix="fix the TOML syntax at that line and column "
-                "(quote strings, one `key = value` per line)",
-            ) from None
-        return cls.from_dict(data, source=source, env=env)
-
-    @classmethod
-    def from_dict(
-        cls,
-        data: Mapping[str, Any],
-        source: str = "<dict>",
-        *,
-        env: Mapping[str, str] | None = None,
-    ) -> AgencyConfig:
-        """Validate parsed TOML-shaped data, expanding ``${VAR}`` from ``env`` (default os.environ)."""
-        from agency._config_load import _build
-
-        return _build(data, source, os.environ if env is None else env, expand=True)
-
-    def provider(self, name: str) -> ProviderEntry:
-        """The entry named ``name`` (or whose provider is ``name``); `ConfigError` otherwise."""
-        entry = self.llm.find(name)
-        if entry is None:
-            problem, fix = self.llm._unknown_ref(name)
-            raise ConfigError(problem, source=self.source, key="llm.providers", fix=fix)
-        return entry
-
-    def default(self) -> ProviderEntry:
-        """The ``default_provider`` entry, else the one with the lowest ``priority``."""
-        if self.llm.default_provider:
-            return self.provider(self.llm.default_provider)
-        return self.llm.ordered()[0]
-
-
-# The loaders live in `agency._config_load` (they need the models above).
-from agency._config_load import config_from_env, load_config  # noqa: E402
+    def key(self) -> str:
+        """The dotted key path, e.g. ``"llm.cache"``."""
+        return ".".join(self.path)

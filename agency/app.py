@@ -220,7 +220,7 @@ class Agency:
         """
         from agency.resilience.fallback import FallbackChatModel
 
-        if "cache" not in params and self.config.llm.cache.enabled:
+        if "cache" not in params and self.config.section("llm.cache").enabled:
             params["cache"] = self.cache()
         return FallbackChatModel.over(self._pool, self.chain(role), role=role, **params)
 
@@ -260,7 +260,7 @@ class Agency:
             from agency.memory.cache import SemanticCache  # the top layer may compose memory/
 
             self._cache = _CountingCache(
-                SemanticCache.from_config(self.config.llm.cache), self._stats
+                SemanticCache.from_config(self.config.section("llm.cache")), self._stats
             )
         return self._cache
 
@@ -273,7 +273,7 @@ class Agency:
             if found is None:
                 from agency.memory.store import VectorMemory  # the top layer may compose memory/
 
-                cfg = self.config.memory
+                cfg = self.config.section("memory")
                 if cfg.embeddings:
                     from agency._factory import embeddings
 

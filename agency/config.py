@@ -1,44 +1,171 @@
-"""Building an `AgencyConfig`: ``${VAR}`` expansion, validation errors turned into one
-`ConfigError` with key paths and fixes, loading files, and the environment quick start.
+r"""Configuration: ``agency.toml``, or environment variables for a quick start.
 
-Split from `agency.config` (the models) to keep both modules readable; import the public
-names from `agency.config`.
+`load_config` returns one validated `AgencyConfig`. Contracts:
+
+- Every string value may use ``${VAR}`` or ``${VAR:-default}`` (``$${`` is a literal ``${``).
+  An unset variable without a default is a `ConfigError`, except in ``api_key``: that key stays
+  ``None`` and the variable is remembered, so the error at use time names it.
+- Every problem raises ONE `agency.errors.ConfigError` naming the source (file path or
+  ``environment``), the key path (``llm.providers[1].temperature``), the bad value and the fix;
+  several problems are listed one per line. Unknown keys suggest the closest known key.
+- API keys are `pydantic.SecretStr`: never in clear in ``repr``, ``str``, dumps or errors.
+- Core owns ``[llm]`` (the models in `agency._config_schema`). The other tables belong to the
+  layers that use them (``[memory]``, ``[llm.cache]``: `agency.memory`; ``[agents]``:
+  `agency.agents`), declared as `Section`\ s in the ``agency.config`` entry-point group: this
+  module hands each its table while loading, so every table is checked at load time while core
+  imports no layer above it. ``config.section("memory")`` is the layer's validated value.
+
+The legacy form puts one provider's keys (``provider``, ``api_key``, ``model``/``text_model``,
+...) directly under ``[llm]``. This module only imports `agency._config_schema` (one way).
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import re
+import tomllib
 import typing
 from collections.abc import Mapping
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 import annotated_types
-from pydantic import (
-    BaseModel,
-    ValidationError,
-)
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError
 
-from agency._specs import get_profile, known_providers, suggest_provider
-from agency.config import (
+from agency._config_schema import (
     _SENSITIVE,
     _VAR,
-    AgencyConfig,
     BudgetConfig,
-    CacheConfig,
+    ConfigModel,
+    EmbeddingsSpec,
     FallbackConfig,
     FallbackRule,
+    Float,
+    Int,
     LLMConfig,
     Loc,
-    MemoryConfig,
     ProviderEntry,
+    Section,
+    config_problem,
 )
+from agency._specs import get_profile, known_providers, suggest_provider
 from agency.errors import ConfigError, redact
 from agency.providers._profile import host_url
 
-__all__ = ["config_from_env", "load_config"]
+__all__ = [
+    "AgencyConfig",
+    "BudgetConfig",
+    "ConfigModel",
+    "EmbeddingsSpec",
+    "FallbackConfig",
+    "FallbackRule",
+    "Float",
+    "Int",
+    "LLMConfig",
+    "ProviderEntry",
+    "Section",
+    "config_from_env",
+    "config_problem",
+    "load_config",
+    "sections",
+]
+
+SECTION_GROUP = "agency.config"
+"""Entry-point group whose entry points load a `Section` (or a list of them)."""
+
+
+@functools.cache
+def _discovered() -> tuple[Section, ...]:
+    found: list[Section] = []
+    for ep in entry_points(group=SECTION_GROUP):
+        loaded = ep.load()
+        found += loaded if isinstance(loaded, list | tuple) else [loaded]
+    return tuple(s for s in found if isinstance(s, Section))
+
+
+def sections() -> dict[str, Section]:
+    """The tables other layers own, by dotted key path (``"memory"``, ``"llm.cache"``)."""
+    return {s.key: s for s in _discovered()}
+
+
+class AgencyConfig(ConfigModel):
+    """The whole configuration. Build it with `load_config`, `from_toml_str` or `from_dict`."""
+
+    llm: LLMConfig = Field(default_factory=lambda: LLMConfig())
+    """The ``[llm]`` table."""
+
+    _source: str = PrivateAttr(default="<dict>")
+    _sections: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @property
+    def source(self) -> str:
+        """Where this configuration came from: a file path, ``environment`` or ``<string>``."""
+        return self._source
+
+    def section(self, key: str) -> Any:
+        """The value of the table at ``key`` (``"memory"``, ``"llm.cache"``, ``"agents"``), as
+        the layer that owns it checked it; an absent table's value is its defaults."""
+        if key not in self._sections:
+            owner = sections().get(key)
+            if owner is None:
+                raise ConfigError(
+                    f"no installed layer owns the table [{key}]",
+                    source=self.source,
+                    fix=f"install the layer that reads [{key}] (known: {sorted(sections())})",
+                )
+            problems: list[tuple[str, str, str]] = []
+            value = _section_value(owner, {}, self, problems)
+            if problems:
+                raise _config_error(problems, self.source, [])
+            self._sections[key] = value
+        return self._sections[key]
+
+    @classmethod
+    def from_toml_str(
+        cls, text: str, source: str = "<string>", *, env: Mapping[str, str] | None = None
+    ) -> AgencyConfig:
+        """Parse TOML text; `ConfigError` names ``source``, the line and the column on bad syntax."""
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(
+                f"invalid TOML: {exc}",
+                source=source,
+                fix="fix the TOML syntax at that line and column "
+                "(quote strings, one `key = value` per line)",
+            ) from None
+        return cls.from_dict(data, source=source, env=env)
+
+    @classmethod
+    def from_dict(
+        cls,
+        data: Mapping[str, Any],
+        source: str = "<dict>",
+        *,
+        env: Mapping[str, str] | None = None,
+    ) -> AgencyConfig:
+        """Validate parsed TOML-shaped data, expanding ``${VAR}`` from ``env`` (default os.environ)."""
+        return _build(data, source, os.environ if env is None else env, expand=True)
+
+    def provider(self, name: str) -> ProviderEntry:
+        """The entry named ``name`` (or whose provider is ``name``); `ConfigError` otherwise."""
+        entry = self.llm.find(name)
+        if entry is None:
+            problem, fix = self.llm._unknown_ref(name)
+            raise ConfigError(problem, source=self.source, key="llm.providers", fix=fix)
+        return entry
+
+    def default(self) -> ProviderEntry:
+        """The ``default_provider`` entry, else the one with the lowest ``priority``."""
+        if self.llm.default_provider:
+            return self.provider(self.llm.default_provider)
+        return self.llm.ordered()[0]
+
+
+
 
 
 # --------------------------------------------------------------------------- building
@@ -81,15 +208,22 @@ def _build(
                     )
                 entries[i] = {("text_model" if k == "model" else k): v for k, v in entry.items()}
                 renamed.add(i)
+    tables = _take_sections(raw)
     cfg: AgencyConfig | None = None
     try:
         cfg = AgencyConfig.model_validate(raw)
     except ValidationError as exc:
         for err in exc.errors(include_url=False):
             problems += _translate(err, legacy, renamed, bad)
+    if cfg is not None:
+        cfg._source = source
+    for key, section in sections().items():
+        if cfg is not None or section.check is None:  # a check needs core's tables
+            value = _section_value(section, tables.get(key, {}), cfg, problems, bad)
+            if cfg is not None:
+                cfg._sections[key] = value
     if problems or cfg is None:
-        raise _config_error(problems, source, _secrets(raw))
-    cfg._source = source
+        raise _config_error(problems, source, _secrets({**raw, **tables}))
     for loc, var in unset_keys.items():
         index = loc[2] if not legacy and len(loc) == 4 else 0
         if isinstance(index, int) and index < len(cfg.llm.providers):
@@ -97,17 +231,81 @@ def _build(
     return cfg
 
 
+def _take_sections(raw: dict[str, Any]) -> dict[str, Any]:
+    """Remove the tables other layers own from ``raw`` (core's own validation skips them)."""
+    tables: dict[str, Any] = {}
+    for key, section in sections().items():
+        *parents, leaf = section.path
+        holder: Any = raw
+        for part in parents:
+            if not isinstance(holder.get(part), dict):
+                break
+            holder[part] = holder = dict(holder[part])  # a copy: the caller's data stays
+        else:
+            if leaf in holder:
+                tables[key] = holder.pop(leaf)
+    return tables
+
+
+def _section_value(
+    section: Section,
+    table: Any,
+    config: AgencyConfig | None,
+    problems: list[tuple[str, str, str]],
+    bad: set[str] | None = None,
+) -> Any:
+    """The layer's value for ``table``; its problems are added to ``problems``."""
+    if section.check is not None and config is not None:
+        try:
+            return section.check(table, config)
+        except ConfigError as exc:
+            problems.append((exc.key or section.key, exc.problem, exc.fix or "see the docs"))
+            return None
+    if section.model is None:
+        return table
+    try:
+        return section.model.model_validate(table)
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False):
+            moved = {**err, "loc": (*section.path, *err["loc"])}
+            problems += _translate(moved, False, set(), bad or set())
+    return None
+
+
 _ENTRY_ONLY = set(ProviderEntry.model_fields) - set(LLMConfig.model_fields) | {"model"}
-_MODELS: dict[tuple[str, ...], type[BaseModel]] = {
+_CORE_MODELS: dict[tuple[str, ...], type[BaseModel]] = {
     (): AgencyConfig,
     ("llm",): LLMConfig,
     ("llm", "providers"): ProviderEntry,
     ("llm", "fallback"): FallbackConfig,
     ("llm", "fallback", "rules"): FallbackRule,
-    ("llm", "cache"): CacheConfig,
     ("llm", "budget"): BudgetConfig,
-    ("memory",): MemoryConfig,
 }
+
+
+@functools.cache
+def _models() -> dict[tuple[str, ...], type[BaseModel]]:
+    """Every table's model by key path (list indices dropped): core's and the sections'."""
+    models = dict(_CORE_MODELS)
+
+    def walk(path: tuple[str, ...], model: type[BaseModel]) -> None:
+        models[path] = model
+        for name, field in model.model_fields.items():
+            for arg in (field.annotation, *typing.get_args(field.annotation)):
+                if isinstance(arg, type) and issubclass(arg, BaseModel):
+                    walk((*path, name), arg)
+
+    for section in sections().values():
+        if section.model is not None:
+            walk(section.path, section.model)
+    return models
+
+
+def _known_keys(path: tuple[str, ...]) -> set[str]:
+    """The keys a table at ``path`` may hold: its model's fields and the sections under it."""
+    model = _models().get(path)
+    known = set(model.model_fields) if model else set()
+    return known | {s.path[-1] for s in sections().values() if s.path[:-1] == path}
 
 
 def _expand(
@@ -207,7 +405,7 @@ _TYPE_WORDS = (
 
 def _model_at(loc: Loc) -> type[BaseModel] | None:
     """The model whose keys sit at ``loc`` (list indices ignored), if any."""
-    return _MODELS.get(tuple(p for p in loc if isinstance(p, str)))
+    return _models().get(tuple(p for p in loc if isinstance(p, str)))
 
 
 def _expected(loc: Loc, kind: str, ctx: Mapping[str, Any]) -> str:
@@ -254,8 +452,7 @@ def _translate(
     if kind == "agency_value":
         return [(where, ctx["problem"], ctx["fix"])]
     if kind == "extra_forbidden":
-        parent = _model_at(loc[:-1])
-        known = set(parent.model_fields) if parent else set()
+        known = _known_keys(tuple(p for p in loc[:-1] if isinstance(p, str)))
         if legacy and loc[:-1] == ("llm",):
             known |= _ENTRY_ONLY
         if loc[:-1] == ("llm",) and leaf in _ENTRY_ONLY:

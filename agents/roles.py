@@ -23,17 +23,17 @@ import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from types import MappingProxyType
+from typing import Any
 
+from agency.config import AgencyConfig, Section
 from agency.errors import ConfigError, ProviderNotFound
-
-if TYPE_CHECKING:
-    from agency.config import AgencyConfig
 
 __all__ = [
     "BUILTIN_ROLES",
     "FALLBACK_ROLE",
     "MIN_EXAMPLES",
+    "SECTIONS",
     "Role",
     "roles_from_config",
 ]
@@ -44,6 +44,7 @@ MIN_EXAMPLES = 3
 """Example tasks a new role needs: fewer give the offline router too little to compare with."""
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 _KEYS = ("description", "system_prompt", "examples", "chain")
+_TABLES = ("roles",)
 
 
 @dataclass(frozen=True)
@@ -192,8 +193,6 @@ def roles_from_config(
     ``[llm.routing]`` by role name and chain entries are checked against its providers) or the
     raw ``[agents]`` table as a mapping. Raises `ConfigError` naming the key path and the fix.
     """
-    from agency.config import AgencyConfig
-
     base_roles = dict(BUILTIN_ROLES if base is None else base)
     if config is None:
         return base_roles
@@ -201,7 +200,8 @@ def roles_from_config(
     routing: Mapping[str, list[str]] | None
     where: str | None
     if isinstance(config, AgencyConfig):
-        agents, routing, where = config.agents, config.llm.routing, source or config.source
+        agents = config.section("agents")  # checked when the configuration loaded
+        routing, where = config.llm.routing, source or config.source
     else:
         agents, routing, where = config, None, source
     if not isinstance(agents, Mapping):
@@ -211,6 +211,16 @@ def roles_from_config(
             key="agents",
             fix="write the roles as [agents.roles.NAME] tables",
         )
+    for key in agents:
+        if key not in _TABLES:
+            close = difflib.get_close_matches(str(key), _TABLES, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"unknown key {key!r}{hint}",
+                source=where,
+                key=f"agents.{key}",
+                fix=f"use only {', '.join(_TABLES)} (roles: [agents.roles.NAME] tables)",
+            )
     table = agents.get("roles", {})
     if not isinstance(table, Mapping):
         raise ConfigError(
@@ -355,3 +365,14 @@ def _check_chain(config: AgencyConfig, role: Role, source: str | None) -> None:
                 key=f"agents.roles.{role.name}.chain[{i}]",
                 fix=f"use one of the entry names {names} or a spec like 'openai:gpt-4o-mini'",
             ) from None
+
+
+def _check_section(table: Any, config: AgencyConfig) -> Mapping[str, Any]:
+    """The ``[agents]`` table, checked whole while the configuration loads."""
+    for role in roles_from_config(table, source=config.source).values():
+        _check_chain(config, role, config.source)
+    return MappingProxyType(dict(table))
+
+
+SECTIONS = [Section(("agents",), check=_check_section)]
+"""What `agency.config` hands this layer (the ``agency.config`` entry point ``agents``)."""

@@ -139,14 +139,14 @@ class TaskRouter:
         llm_threshold: float | None = None,
         parameters: Mapping[str, Any] | None = None,
     ) -> None:
-        import agency
+        from agency._factory import embeddings as make_embeddings
 
         params = learned_parameters() if parameters is None else parameters
         self._roles: Mapping[str, Role] = MappingProxyType(_check_roles(roles))
         self._names = tuple(self._roles)
         default = embeddings is None or _is_embedder(embeddings, params["embeddings"])
         self._embeddings = (
-            agency.embeddings(DEFAULT_EMBEDDINGS) if embeddings is None else embeddings
+            make_embeddings(DEFAULT_EMBEDDINGS) if embeddings is None else embeddings
         )
         self._inline = _is_local(self._embeddings)
         self._linear, learned = self._learned(

@@ -81,7 +81,7 @@ if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
     from langchain_core.outputs import Generation
 
-    from agency.config import CacheConfig
+    from agency.memory.config import CacheConfig
     from agency.memory.store import Mode, Recollection, VectorMemory
     from agency.memory.verify import Verifier
 
@@ -228,9 +228,9 @@ class SemanticCache(BaseCache):
         (a spec) is used unless an `Embeddings` object is passed.
         """
         if embeddings is None and config.embeddings:
-            import agency
+            from agency._factory import embeddings as make_embeddings
 
-            embeddings = agency.embeddings(config.embeddings)
+            embeddings = make_embeddings(config.embeddings)
         options: dict[str, Any] = {
             "embeddings": embeddings,
             "threshold": config.threshold,

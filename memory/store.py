@@ -149,7 +149,7 @@ class VectorMemory(VectorStore):
         path: Path | None,
     ) -> None:
         if embeddings is None:
-            from agency import embeddings as make_embeddings
+            from agency._factory import embeddings as make_embeddings
 
             embeddings = make_embeddings("local:wordllama")
         self._backend = backend

@@ -245,9 +245,9 @@ def _unit(vector: Sequence[float]) -> Any:
 
 @functools.cache
 def _embeddings(embedder: str) -> Any:
-    import agency
+    from agency._factory import embeddings
 
-    return agency.embeddings(f"local:{embedder}")
+    return embeddings(f"local:{embedder}")
 
 
 @functools.lru_cache(maxsize=_VECTOR_CACHE)

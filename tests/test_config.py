@@ -10,14 +10,13 @@ from pydantic import SecretStr
 from agency.config import (
     AgencyConfig,
     BudgetConfig,
-    CacheConfig,
     FallbackConfig,
-    MemoryConfig,
     ProviderEntry,
     config_from_env,
     load_config,
 )
 from agency.errors import ConfigError
+from agency.memory.config import CacheConfig, MemoryConfig
 
 SECRET = "sk-test-SECRET123"
 
@@ -64,8 +63,9 @@ threshold = 0.9
 max_cost_per_request = 0.05
 roles = { planner = 1.5 }
 
-[agents.researcher]
-model = "${RESEARCH_MODEL:-openai:gpt-4o}"
+[agents.roles.researcher]
+description = "${RESEARCH_DESCRIPTION:-Finds and cites sources}"
+examples = ["Find papers on tides", "Cite three sources on bees", "Survey work on caching"]
 """
 
 
@@ -114,10 +114,11 @@ def test_example_parses_with_env_expansion(tmp_path: Path) -> None:
         "planner": ["openai-main", "groq"],
         "coder": ["deepseek:deepseek-chat"],
     }
-    assert cfg.llm.cache == CacheConfig(enabled=True, threshold=0.9)
+    assert cfg.section("llm.cache") == CacheConfig(enabled=True, threshold=0.9)
     assert cfg.llm.budget == BudgetConfig(max_cost_per_request=0.05, roles={"planner": 1.5})
-    assert cfg.agents == {"researcher": {"model": "openai:gpt-4o"}}
-    assert cfg.memory == MemoryConfig() and cfg.workflows == {}
+    researcher = cfg.section("agents")["roles"]["researcher"]
+    assert researcher["description"] == "Finds and cites sources"  # ${VAR:-default}
+    assert cfg.section("memory") == MemoryConfig()  # an absent table is its defaults
 
 
 def test_helpers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -189,8 +190,10 @@ def test_expansion_reads_process_env_by_default(monkeypatch: pytest.MonkeyPatch)
         '[llm]\nprovider = "openai"\ntext_model = "${AGENCY_TEST_MODEL}"\n'
     )
     assert cfg.default().text_model == "gpt-4.1"
-    literal = AgencyConfig.from_dict({"agents": {"a": {"prompt": "cost $${X}"}}}, env={})
-    assert literal.agents == {"a": {"prompt": "cost ${X}"}}
+    literal = AgencyConfig.from_dict(
+        {"agents": {"roles": {"code": {"description": "cost $${X}"}}}}, env={}
+    )
+    assert literal.section("agents")["roles"]["code"]["description"] == "cost ${X}"
 
 
 def test_legacy_single_provider_form(tmp_path: Path) -> None:
@@ -225,14 +228,14 @@ def test_empty_file_defaults_to_local(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, "[memory]\nmode = 'ephemeral'\n"), env={})
     assert [e.spec for e in cfg.llm.providers] == ["local:smollm2"]
     assert cfg.default().embedding_spec == "local:wordllama"
-    assert cfg.memory == MemoryConfig(mode="ephemeral")
+    assert cfg.section("memory") == MemoryConfig(mode="ephemeral")
 
 
 def test_memory_table_is_checked(tmp_path: Path) -> None:
     cfg = load_config(
         write(tmp_path, "[memory]\npath = 'data/mem'\nembeddings = 'local:minilm'\n"), env={}
     )
-    assert cfg.memory == MemoryConfig(path="data/mem", embeddings="local:minilm")
+    assert cfg.section("memory") == MemoryConfig(path="data/mem", embeddings="local:minilm")
     bad = {
         "[memory]\nbackend = 'chroma'\n": ("[memory.backend]", "known keys: embeddings, host"),
         "[memory]\nmode = 'disk'\n": ("[memory.mode]", "'persistent', 'ephemeral' or 'server'"),
@@ -502,7 +505,8 @@ def test_env_quick_start() -> None:
     assert cfg.provider("vllm").base_url == "http://localhost:8000/v1"
     assert (cfg.llm.fallback.enabled, cfg.llm.fallback.strategy) == (True, "weighted")
     assert cfg.llm.budget.max_cost_per_request == 0.25
-    assert (cfg.llm.cache.enabled, cfg.llm.cache.ttl_s) == (True, 3600)
+    cache = cfg.section("llm.cache")
+    assert (cache.enabled, cache.ttl_s) == (True, 3600)
     assert SECRET not in repr(cfg) and SECRET not in cfg.model_dump_json()
 
 

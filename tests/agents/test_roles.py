@@ -152,9 +152,8 @@ def test_an_explicit_chain_wins_over_llm_routing() -> None:
 
 def test_a_bad_chain_entry_names_source_key_and_fix() -> None:
     text = LEGAL_TOML + 'chain = ["openai:gpt-4o", "no-such-provider:model"]\n'
-    config = AgencyConfig.from_toml_str(text, source="agency.toml")
-    with pytest.raises(ConfigError) as info:
-        roles_from_config(config)
+    with pytest.raises(ConfigError) as info:  # when the file loads, not when roles are read
+        AgencyConfig.from_toml_str(text, source="agency.toml")
     err = info.value
     assert err.key == "agents.roles.legal.chain[1]"
     assert err.source == "agency.toml"

@@ -28,10 +28,10 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from langchain_core.outputs import ChatGeneration, Generation
 
 import agency
-from agency.config import CacheConfig
 from agency.errors import ConfigError
 from agency.memory._cache_index import ScopeIndex
 from agency.memory.cache import CacheStats, SemanticCache, _host_port
+from agency.memory.config import CacheConfig
 
 LLM = "model=gpt-test temperature=0"
 QUESTION = "How do I reset my password?"
