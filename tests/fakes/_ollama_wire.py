@@ -1,4 +1,4 @@
-"""Wire-level pieces of the fake Ollama server: script actions, the model catalogue, request
+"""Wire-level pieces of the fake Ollama server: the ``Reply`` action, the model catalogue, request
 contract checks, the brain adapter and the answer objects.
 
 Shapes follow Ollama's docs (``docs/api.md``) and ``docs/openapi.yaml``: compact JSON the way
@@ -25,13 +25,8 @@ __all__ = [
     "OPTION_NAMES",
     "SPEC_FILE",
     "VERSION",
-    "Disconnect",
-    "Fail",
-    "Malformed",
     "ModelCard",
     "Reply",
-    "Stall",
-    "StreamError",
     "Turn",
     "brain_body",
     "canonical_name",
@@ -75,50 +70,6 @@ class Reply:
     done_reason: str | None = None  # default "stop"
     prompt_eval_count: int | None = None  # default: counted from the prompt
     eval_count: int | None = None  # default: counted from the answer
-
-
-@dataclass
-class Fail:
-    """Answer with an HTTP error ``{"error": message}``."""
-
-    status: int
-    message: str = "an error was encountered while running the model"
-    headers: dict[str, str] = field(default_factory=dict)
-    times: int = 1
-
-
-@dataclass
-class StreamError:
-    """Stream ``after_chunks`` lines of the answer, then ``{"error": message}`` and end (how
-    Ollama reports a failure once the 200 and the first bytes have gone out)."""
-
-    message: str = "an error was encountered while running the model: unexpected EOF"
-    after_chunks: int = 1
-
-
-@dataclass
-class Stall:
-    """Sleep before answering (client timeouts); then ``then`` or the default behaviour."""
-
-    seconds: float
-    then: Reply | Fail | StreamError | Disconnect | Malformed | None = None
-
-
-@dataclass
-class Disconnect:
-    """Cut the connection: a stream after ``after_chunks`` lines (no ``done`` line); a
-    non-streamed request before any response byte."""
-
-    after_chunks: int = 0
-
-
-@dataclass
-class Malformed:
-    """Send ``body`` raw (for streams: the raw NDJSON text)."""
-
-    body: str
-    status: int = 200
-    content_type: str | None = None
 
 
 # --------------------------------------------------------------------------- models

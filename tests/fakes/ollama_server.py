@@ -30,31 +30,18 @@ deterministic brain in ``_brain`` answers. ``fake.requests`` records every reque
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import threading
-import time
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Route
 
 from . import _brain
 from ._ollama_wire import (
     DEFAULT_MODELS,
     SPEC_FILE,
     VERSION,
-    Disconnect,
-    Fail,
-    Malformed,
     ModelCard,
     Reply,
-    Stall,
-    StreamError,
     brain_body,
     canonical_name,
     chat_objects,
@@ -66,10 +53,19 @@ from ._ollama_wire import (
     turn_from_answer,
     turn_from_reply,
 )
-from ._openai_wire import Dropped, embed_text
+from ._openai_wire import embed_text
 from ._openapi import first_error, format_error
-from ._scripting import ActionQueue
-from ._server import drop_connection, serve
+from ._server import drop_connection
+from ._service import (
+    Disconnect,
+    Fail,
+    FakeService,
+    Handler,
+    Malformed,
+    RecordedRequest,
+    Stall,
+    StreamError,
+)
 
 __all__ = [
     "DEFAULT_MODELS",
@@ -85,15 +81,7 @@ __all__ = [
 ]
 
 Action = Reply | Fail | StreamError | Stall | Disconnect | Malformed
-
-
-@dataclass
-class RecordedRequest:
-    method: str
-    path: str
-    headers: dict[str, str]  # lower-cased names
-    body: Any  # parsed JSON, or None when absent/unparsable
-    raw: bytes = b""
+_STREAM_ERROR = "an error was encountered while running the model: unexpected EOF"
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -159,84 +147,40 @@ class NDJSONResponse:
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-class FakeOllama:
-    """The fake server. Attributes tests use:
-
-    * ``base_url`` (``http://127.0.0.1:PORT``, the server root like ``OLLAMA_HOST``), set
-      while ``running()``;
-    * ``requests`` (``RecordedRequest``), ``last_request``, ``bodies(path)``;
-    * ``spec_violations``: list of str (schema and documented-contract violations);
-    * ``internal_errors``: list of str (bugs of the fake itself; should stay empty);
-    * ``models`` (``ModelCard``s), ``api_key`` (require ``Authorization: Bearer`` as
-      ollama.com does), ``version``: configuration, restored by ``reset()``.
+class FakeOllama(FakeService):
+    """The fake server (``FakeService`` for the harness). Beyond it: ``base_url`` is the server
+    root like ``OLLAMA_HOST``; ``models`` (``ModelCard``s), ``api_key`` (require
+    ``Authorization: Bearer`` as ollama.com does), ``version``: configuration, restored by
+    ``reset()``.
     """
 
+    chat_path = "/api/chat"
+    json_media_type = "application/json; charset=utf-8"
+    stream_media_type = "application/x-ndjson"
     Reply = Reply
-    Fail = Fail
-    StreamError = StreamError
-    Stall = Stall
-    Disconnect = Disconnect
-    Malformed = Malformed
 
     def __init__(
         self, *, models: tuple[ModelCard, ...] = DEFAULT_MODELS, api_key: str | None = None
     ) -> None:
         self._defaults: dict[str, Any] = {"models": list(models), "api_key": api_key}
-        self.base_url: str | None = None
-        self._lock = threading.Lock()
-        self.reset()
-        guard = self._guard
-        self.app = Starlette(
-            routes=[
-                Route("/", guard(self._root), methods=["GET", "HEAD"]),
-                Route("/api/version", guard(self._version), methods=["GET"]),
-                Route("/api/tags", guard(self._tags), methods=["GET"]),
-                Route("/api/show", guard(self._show), methods=["POST"]),
-                Route("/api/chat", guard(self._chat), methods=["POST"]),
-                Route("/api/embed", guard(self._embed), methods=["POST"]),
-            ],
-            exception_handlers={404: self._not_found, 405: self._not_found},
-        )
+        super().__init__()
 
-    # ---- configuration and inspection
+    def _routes(self) -> list[tuple[str, Handler, list[str] | None]]:
+        return [
+            ("/", self._root, ["GET", "HEAD"]),
+            ("/api/version", self._version, ["GET"]),
+            ("/api/tags", self._tags, ["GET"]),
+            ("/api/show", self._show, ["POST"]),
+            ("/api/chat", self._chat, ["POST"]),
+            ("/api/embed", self._embed, ["POST"]),
+        ]
 
     def reset(self) -> None:
         """Clear script, recorded requests and violations; restore the configuration."""
-        with self._lock:
-            self.models: list[ModelCard] = list(self._defaults["models"])
-            self.api_key: str | None = self._defaults["api_key"]
-            self.version: str = VERSION
-            self.requests: list[RecordedRequest] = []
-            self.spec_violations: list[str] = []
-            self.internal_errors: list[str] = []
-            self._chat_script = ActionQueue()
-            self._embed_script = ActionQueue()
-
-    def script(self, *actions: Action) -> None:
-        """Queue actions for the next chat requests (a ``Fail`` with ``times=n`` answers n)."""
-        self._chat_script.push(*actions)
-
-    def script_embed(self, *actions: Action) -> None:
-        """Queue actions for the next ``/api/embed`` requests (``Reply`` is not meaningful)."""
-        self._embed_script.push(*actions)
-
-    @property
-    def last_request(self) -> RecordedRequest | None:
-        return self.requests[-1] if self.requests else None
-
-    def bodies(self, path: str = "/api/chat") -> list[Any]:
-        """Parsed bodies of the recorded requests to ``path``."""
-        return [r.body for r in self.requests if r.path == path]
-
-    @contextlib.contextmanager
-    def running(self) -> Iterator[FakeOllama]:
-        """Serve on 127.0.0.1 (free port) for the duration; sets ``base_url``."""
-        with serve(self.app) as url:
-            self.base_url = url
-            try:
-                yield self
-            finally:
-                self.base_url = None
+        super().reset()
+        self.models: list[ModelCard] = list(self._defaults["models"])
+        self.api_key: str | None = self._defaults["api_key"]
+        self.version: str = VERSION
 
     def card(self, name: str) -> ModelCard | None:
         wanted = canonical_name(name)
@@ -244,35 +188,18 @@ class FakeOllama:
 
     # ---- plumbing
 
-    def _guard(
-        self, handler: Callable[[Request], Awaitable[Any]]
-    ) -> Callable[[Request], Awaitable[Any]]:
-        async def endpoint(request: Request) -> Any:
-            try:
-                request.state.recorded = await self._record(request)
-                denied = self._authorise(request)
-                return denied if denied is not None else await handler(request)
-            except Exception as exc:  # a bug of the fake: answer like the server, keep a note
-                self.internal_errors.append(f"{request.method} {request.url.path}: {exc!r}")
-                return _error(500, "internal server error")
+    async def _admit(self, request: Request) -> Response | None:
+        return self._authorise(request)
 
-        return endpoint
+    def _fail(self, request: Request, fail: Fail) -> Response:
+        message = fail.message or "an error was encountered while running the model"
+        return _error(fail.status, message, fail.headers)
 
-    async def _record(self, request: Request) -> RecordedRequest:
-        raw = await request.body()
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = None
-        recorded = RecordedRequest(
-            request.method,
-            request.url.path,
-            {k.lower(): v for k, v in request.headers.items()},
-            body,
-            raw,
-        )
-        self.requests.append(recorded)
-        return recorded
+    def _error_response(self, request: Request, status: int) -> Response:
+        if status == 500:
+            return _error(500, "internal server error")
+        # Gin's default for unknown routes and wrong methods alike.
+        return PlainTextResponse("404 page not found", 404)
 
     def _authorise(self, request: Request) -> Response | None:
         if self.api_key is None:
@@ -282,18 +209,10 @@ class FakeOllama:
             return _error(401, "unauthorized")
         return None
 
-    async def _not_found(self, request: Request, exc: Exception) -> Response:
-        await self._record(request)
-        # Gin's default for unknown routes and wrong methods alike.
-        return PlainTextResponse("404 page not found", 404)
-
-    def _violation(self, request: Request, text: str) -> None:
-        self.spec_violations.append(f"{request.method} {request.url.path}: {text}")
-
     def _parse(
         self, request: Request, schema: str
     ) -> tuple[dict[str, Any] | None, Response | None]:
-        recorded: RecordedRequest = request.state.recorded  # not requests[-1]: concurrency
+        recorded: RecordedRequest = request.state.recorded
         if not recorded.raw:
             return None, _error(400, "missing request body")
         if not isinstance(recorded.body, dict):
@@ -310,13 +229,6 @@ class FakeOllama:
 
     def _model_missing(self, name: str) -> Response:
         return _error(404, f'model "{name}" not found, try pulling it first')
-
-    async def _stall(self, request: Request, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            await asyncio.sleep(min(0.05, left))
-            if await request.is_disconnected():
-                return
 
     # ---- endpoints
 
@@ -371,19 +283,9 @@ class FakeOllama:
         if problem is not None:
             return _error(400, problem)
         stream = body.get("stream", True) is not False  # Ollama streams unless told not to
-        action = self._chat_script.pop()
-        if isinstance(action, Stall):
-            await self._stall(request, action.seconds)
-            action = action.then
-        if isinstance(action, Fail):
-            return _error(action.status, action.message, action.headers)
-        if isinstance(action, Malformed):
-            media = action.content_type or (
-                "application/x-ndjson" if stream else "application/json; charset=utf-8"
-            )
-            return Response(action.body, action.status, media_type=media)
-        if isinstance(action, Disconnect) and not stream:
-            return Dropped()
+        now, action = await self._take(request, stream=stream)
+        if now is not None:
+            return now
         messages = body.get("messages") or []
         if not messages:  # an empty chat only loads the model
             return self._load_answer(body["model"], stream)
@@ -401,8 +303,8 @@ class FakeOllama:
             return _json(objects[0])
         return NDJSONResponse(
             objects,
-            drop_after=action.after_chunks if isinstance(action, Disconnect) else None,
-            error_after=(action.after_chunks, action.message)
+            drop_after=action.after_events if isinstance(action, Disconnect) else None,
+            error_after=(action.after_events, action.message or _STREAM_ERROR)
             if isinstance(action, StreamError)
             else None,
         )
@@ -425,16 +327,9 @@ class FakeOllama:
         card = self.card(body["model"])
         if card is None:
             return self._model_missing(body["model"])
-        action = self._embed_script.pop()
-        if isinstance(action, Stall):
-            await self._stall(request, action.seconds)
-            action = action.then
-        if isinstance(action, Fail):
-            return _error(action.status, action.message, action.headers)
-        if isinstance(action, Malformed):
-            return Response(action.body, action.status, media_type="application/json")
-        if isinstance(action, Disconnect):
-            return Dropped()
+        now, _ = await self._take(request, "embeddings")
+        if now is not None:
+            return now
         raw = body["input"]
         texts = ([raw] if raw else []) if isinstance(raw, str) else list(raw)
         full = card.embedding_length

@@ -190,7 +190,7 @@ def test_missing_model_is_response_error_404(client: ollama.Client, stream: bool
 
 
 def test_error_inside_a_stream(client: ollama.Client, fake: FakeOllama) -> None:
-    fake.script(StreamError("an error was encountered while running the model", after_chunks=2))
+    fake.script(StreamError("an error was encountered while running the model", after_events=2))
     seen = []
     with pytest.raises(ollama.ResponseError) as info:
         for part in client.chat(model="llama3.2", messages=[{"role": "user", "content": "hi"}],

@@ -326,19 +326,19 @@ def test_connection_refused_suggests_ollama_serve() -> None:
 
 
 def test_errors_inside_the_stream_are_typed(fake: FakeOllama) -> None:
-    fake.script(StreamError("an error was encountered while running the model", after_chunks=2))
+    fake.script(StreamError("an error was encountered while running the model", after_events=2))
     seen: list[str] = []
     with pytest.raises(errors.ProviderUnavailable, match="error was encountered"):
         for chunk in _llm(fake, max_retries=0).stream("one two three"):
             seen.append(chunk.text)
     assert "".join(seen) == "Hello! You "
-    fake.script(StreamError('model "x" not found, try pulling it first', after_chunks=0))
+    fake.script(StreamError('model "x" not found, try pulling it first', after_events=0))
     with pytest.raises(errors.ModelNotFound):
         _collect(_llm(fake, max_retries=0), "hi")
 
 
 def test_stream_cut_mid_answer_is_connection_failed(fake: FakeOllama) -> None:
-    fake.script(Disconnect(after_chunks=3))
+    fake.script(Disconnect(after_events=3))
     seen: list[str] = []
     with pytest.raises(errors.ConnectionFailed):
         for chunk in _llm(fake, max_retries=0).stream("one two three four"):
@@ -411,7 +411,7 @@ def test_embeddings_batches_and_dimensions(
     bodies = fake.bodies("/api/embed")
     assert [len(b["input"]) for b in bodies] == [3, 3, 1] and bodies[0]["dimensions"] == 64
     assert vectors[4] == emb.embed_query("text 4")
-    fake.script_embed(Fail(400, "the input length exceeds the context length"))
+    fake.script_embeddings(Fail(400, "the input length exceeds the context length"))
     with pytest.raises(errors.ContextWindowExceeded):
         emb.embed_query("long")
     with pytest.raises(errors.ModelNotFound, match="ollama pull nope"):
