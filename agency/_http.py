@@ -1,9 +1,10 @@
 """HTTP plumbing shared by every adapter: pooled clients, the one retry loop, SSE/NDJSON
 readers and the one place HTTP failures become `agency.errors`.
 
-The retry policy's numbers are the named constants below. Retries happen only before the
-first byte of an answer reaches the caller: a stream that has started is never replayed
-(the resilience layer continues it on another provider instead).
+The retry loop reads a `RetryPolicy`, whose defaults are the named constants below; which
+failures it retries is `agency.errors.ERROR_POLICIES`' ``retry_same`` column. Retries happen
+only before the first byte of an answer reaches the caller: a stream that has started is never
+replayed (the resilience layer continues it on another provider instead).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import httpx
@@ -72,8 +73,59 @@ JITTER_FRACTION = 0.25
 """Up to this fraction of the delay is added at random, so clients do not retry in step."""
 MAX_RETRY_AFTER_S = 120.0
 """A ``Retry-After`` longer than this is not waited for: the error is raised at once."""
-RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 520, 522, 524, 529})
-"""HTTP statuses worth another attempt. 400/401/403/404/422 never are."""
+DEFAULT_MAX_RETRIES = 2
+"""Retries after the first attempt when a model is used alone."""
+# Below 500, the statuses that mean "the provider could not serve this now" rather than
+# "this request is wrong": 408 Request Timeout, 409 Conflict (a busy resource).
+_UNAVAILABLE_4XX = frozenset({408, 409})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How an adapter retries one request on the same provider (after LangGraph's
+    ``langgraph.types.RetryPolicy``): exponential backoff with jitter, or the provider's
+    ``Retry-After`` when it gave one."""
+
+    max_retries: int = DEFAULT_MAX_RETRIES
+    """Attempts after the first; 0 sends the request once."""
+    initial_backoff_s: float = BACKOFF_INITIAL_S
+    """Delay before the first retry."""
+    backoff_multiplier: float = BACKOFF_MULTIPLIER
+    """Each further retry waits this many times longer."""
+    max_backoff_s: float = BACKOFF_MAX_S
+    """Ceiling of one computed delay (a provider's ``Retry-After`` may exceed it)."""
+    jitter: float = JITTER_FRACTION
+    """Up to this fraction of the delay is added at random, so clients do not retry in step."""
+    max_retry_after_s: float = MAX_RETRY_AFTER_S
+    """A ``Retry-After`` longer than this is not waited for: the failure is raised at once."""
+    retry_on: Callable[[BaseException], bool] = field(default=errors.retries_same)
+    """Which failures are retried; by default the ``retry_same`` column of
+    `agency.errors.ERROR_POLICIES` (with a failure's own ``is_retryable`` override)."""
+
+    @classmethod
+    def of(cls, retries: int | RetryPolicy) -> RetryPolicy:
+        """``retries`` as a policy: a bare count (the models' ``max_retries=``) gets the
+        default numbers."""
+        return retries if isinstance(retries, RetryPolicy) else cls(max_retries=retries)
+
+    def should_retry(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is retried, budget aside: the table says so and any ``Retry-After``
+        is within `max_retry_after_s`."""
+        if not self.retry_on(exc):
+            return False
+        wait = getattr(exc, "retry_after", None)
+        return wait is None or wait <= self.max_retry_after_s
+
+    def delay(self, exc: BaseException | None, retry_number: int) -> float:
+        """Seconds before retry number ``retry_number`` (1 for the first) after ``exc``."""
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            return float(retry_after)
+        delay = min(
+            self.initial_backoff_s * self.backoff_multiplier ** (retry_number - 1),
+            self.max_backoff_s,
+        )
+        return delay + random.uniform(0, delay * self.jitter)
 
 _POOL_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=50)
 
@@ -264,7 +316,7 @@ def error_from_response(
         if any(m in haystack for m in _FILTER_MARKERS):
             return errors.ContentFiltered(message, **kw)
         return errors.BadRequest(message, **kw)
-    if status in RETRYABLE_STATUS or status >= 500:
+    if status in _UNAVAILABLE_4XX or status >= 500:
         return errors.ProviderUnavailable(message, retry_after=retry_after, **kw)
     return errors.BadRequest(message, **kw)
 
@@ -283,63 +335,57 @@ def error_from_transport(
 
 
 # --------------------------------------------------------------------------- retries
-def _should_retry(exc: BaseException) -> bool:
-    if not isinstance(exc, ProviderError) or not exc.is_retryable:
-        return False
-    wait = getattr(exc, "retry_after", None)
-    return wait is None or wait <= MAX_RETRY_AFTER_S
+def _loop_args(policy: RetryPolicy) -> dict[str, Any]:
+    """What tenacity's sync and async loops share: the policy's stop, predicate and wait."""
+
+    def wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        return policy.delay(exc, state.attempt_number)
+
+    return {
+        "stop": stop_after_attempt(max(policy.max_retries, 0) + 1),
+        "retry": retry_if_exception(policy.should_retry),
+        "wait": wait,
+        "reraise": True,
+    }
 
 
-def _wait(state: RetryCallState) -> float:
-    exc = state.outcome.exception() if state.outcome else None
-    retry_after = getattr(exc, "retry_after", None)
-    if retry_after is not None:
-        return float(retry_after)
-    delay = min(BACKOFF_INITIAL_S * BACKOFF_MULTIPLIER ** (state.attempt_number - 1), BACKOFF_MAX_S)
-    return delay + random.uniform(0, delay * JITTER_FRACTION)
+def retrying(
+    retries: int | RetryPolicy, *, sleep: Callable[[float], None] = time.sleep
+) -> Retrying:
+    """The retry loop: ``for attempt in retrying(policy): with attempt: ...``.
 
-
-def retrying(max_retries: int, *, sleep: Callable[[float], None] = time.sleep) -> Retrying:
-    """The retry loop: ``for attempt in retrying(n): with attempt: ...``.
-
-    Retries `ProviderError`s whose ``is_retryable`` is true, waiting ``Retry-After`` when the
-    provider gave one (up to `MAX_RETRY_AFTER_S`) or exponential backoff with jitter.
+    ``retries`` is a `RetryPolicy`, or a bare ``max_retries`` count with the default numbers.
     """
-    return Retrying(
-        stop=stop_after_attempt(max(max_retries, 0) + 1),
-        retry=retry_if_exception(_should_retry),
-        wait=_wait,
-        sleep=sleep,
-        reraise=True,
-    )
+    return Retrying(sleep=sleep, **_loop_args(RetryPolicy.of(retries)))
 
 
 def retrying_async(
-    max_retries: int, *, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    retries: int | RetryPolicy, *, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 ) -> AsyncRetrying:
     """Async twin of `retrying`."""
-    return AsyncRetrying(
-        stop=stop_after_attempt(max(max_retries, 0) + 1),
-        retry=retry_if_exception(_should_retry),
-        wait=_wait,
-        sleep=sleep,
-        reraise=True,
-    )
+    return AsyncRetrying(sleep=sleep, **_loop_args(RetryPolicy.of(retries)))
+
+
+def _retries_after(exc: ProviderError, policy: RetryPolicy) -> bool:
+    # The bare first attempt's failure: is it worth setting up the loop at all?
+    return policy.max_retries > 0 and policy.should_retry(exc)
 
 
 def call_with_retry(
-    fn: Callable[[], T], max_retries: int, *, sleep: Callable[[float], None] = time.sleep
+    fn: Callable[[], T], retries: int | RetryPolicy, *, sleep: Callable[[float], None] = time.sleep
 ) -> T:
     """``fn()`` under the retry policy. The first attempt runs bare (no tenacity set-up on the
     hot path); a retryable failure is handed to `retrying` as its first attempt, so backoff,
     ``Retry-After`` and the attempt count are exactly the policy's."""
+    policy = RetryPolicy.of(retries)
     try:
         return fn()
     except ProviderError as exc:
-        if max_retries <= 0 or not _should_retry(exc):
+        if not _retries_after(exc, policy):
             raise
         first: ProviderError | None = exc
-    for attempt in retrying(max_retries, sleep=sleep):
+    for attempt in retrying(policy, sleep=sleep):
         with attempt:
             if first is not None:
                 failed, first = first, None
@@ -350,18 +396,19 @@ def call_with_retry(
 
 async def call_with_retry_async(
     fn: Callable[[], Awaitable[T]],
-    max_retries: int,
+    retries: int | RetryPolicy,
     *,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> T:
     """Async twin of `call_with_retry`."""
+    policy = RetryPolicy.of(retries)
     try:
         return await fn()
     except ProviderError as exc:
-        if max_retries <= 0 or not _should_retry(exc):
+        if not _retries_after(exc, policy):
             raise
         first: ProviderError | None = exc
-    async for attempt in retrying_async(max_retries, sleep=sleep):
+    async for attempt in retrying_async(policy, sleep=sleep):
         with attempt:
             if first is not None:
                 failed, first = first, None

@@ -3,7 +3,7 @@
 Every failure a provider can report is raised as one of these, whatever the wire format.
 Each class also subclasses langchain-core's model error for the same condition, so
 ``except ModelRateLimitError`` and ``err.is_retryable`` mean the same thing in LangChain code
-and here::
+and here (``is_retryable`` comes from `ERROR_POLICIES`, below)::
 
     AgencyError (Exception)
     ├── ConfigError (ValueError)                          bad TOML, env or parameters
@@ -18,24 +18,64 @@ and here::
         ├── BadRequest (ModelInvalidRequestError)                 400, 422
         │   ├── ContextWindowExceeded (ContextOverflowError)      prompt too long
         │   └── ContentFiltered                                   refused by a safety filter
-        ├── RateLimited (ModelRateLimitError)       [retryable]   429, carries retry_after
-        ├── ProviderUnavailable (ModelAPIError)     [retryable]   5xx, 529 overloaded, 408, 409
-        │   └── CircuitOpen                         [retryable]   skipped: its breaker is open
-        ├── Timeout (ModelTimeoutError)             [retryable]   connect/read timed out
-        ├── ConnectionFailed (ModelConnectionError) [retryable]   refused, reset, DNS
+        ├── RateLimited (ModelRateLimitError)                     429, carries retry_after
+        ├── ProviderUnavailable (ModelAPIError)                   5xx, 529 overloaded, 408, 409
+        │   └── CircuitOpen                                       skipped: its breaker is open
+        ├── Timeout (ModelTimeoutError)                           connect/read timed out
+        ├── ConnectionFailed (ModelConnectionError)               refused, reset, DNS
         └── MalformedResponse (ModelAPIError)                     a body we cannot parse
 
 Each `ProviderError` carries ``provider``, ``model``, ``status_code``, ``request_id`` and the
 provider's own ``message``; none of them ever holds an API key (`redact` scrubs messages).
 Adapters map wire failures in one place (`agency._http.error_from_response`) and raise
-``from`` the underlying cause.
+``from`` the underlying cause: the HTTP status decides the class.
+
+What each class *means* is one table, `ERROR_POLICIES`, read by the adapters' retry loop
+(`agency._http.RetryPolicy`), langchain-core's ``is_retryable`` (set on each class from it),
+the fallback loop (`agency.resilience.fallback`) and the circuit breaker
+(`agency.resilience.breaker.counts_as_failure`). `classify` looks a failure up by its MRO,
+most specific class first::
+
+    class                  retry same  fall back  breaker failure  condition
+    RateLimited            yes         yes        yes              rate_limit
+    CircuitOpen            yes         yes        no (not called)  unavailable
+    ProviderUnavailable    yes         yes        yes              unavailable
+    Timeout                yes         yes        yes              timeout
+    ConnectionFailed       yes         yes        yes              unavailable
+    MalformedResponse      no          yes        yes              unavailable
+    ModelNotFound          no          yes        yes              unavailable
+    AuthenticationError    no          by rule    yes              auth
+    PermissionDenied       no          by rule    yes              auth
+    ContextWindowExceeded  no          by rule    no               context_window
+    ContentFiltered        no          by rule    no               content_filter
+    BadRequest             no          no         no               -
+    AllProvidersFailed     no          no         no               -
+    ProviderError (other)  no          no         yes              -
+    langchain-core ModelInvalidRequestError / ContextOverflowError:   breaker no
+    langchain-core ModelError, builtin TimeoutError / ConnectionError: breaker yes
+    anything else (bugs, BudgetExceeded, ConfigError, cancellation):  all no
+
+*Retry same*: the same provider may be asked again (the adapter's backoff loop; later in the
+same call in the fallback loop), waiting ``Retry-After`` when given. A provider that answered
+garbage (`MalformedResponse`) or lacks the model (`ModelNotFound`) answers the same request the
+same way again, so neither is retried in place; both fall back, because another entry may
+have the model or a sane reply. One failure may opt out of retries by setting
+``is_retryable = False`` on the instance (an in-process failure that would only repeat).
+*Fall back*: another provider is tried; "by rule" only where a ``[[llm.fallback.rules]]``
+rule names the condition; "no" is raised at once (the request itself is wrong, every provider
+would refuse it). *Breaker failure*: evidence the provider (or this entry's key or model) is
+unusable; the caller's own mistakes (a prompt too long, a filtered prompt) are not, or one bad
+request would take a healthy provider out for everyone. *Condition*: the name
+``[[llm.fallback.rules]]`` use.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Literal
 
 from langchain_core.exceptions import (
     ContextOverflowError,
@@ -51,6 +91,7 @@ from langchain_core.exceptions import (
 )
 
 __all__ = [
+    "ERROR_POLICIES",
     "AgencyError",
     "AllProvidersFailed",
     "AuthenticationError",
@@ -58,10 +99,13 @@ __all__ = [
     "BudgetExceeded",
     "CapabilityError",
     "CircuitOpen",
+    "Condition",
     "ConfigError",
     "ConnectionFailed",
     "ContentFiltered",
     "ContextWindowExceeded",
+    "ErrorPolicy",
+    "FallBack",
     "MalformedResponse",
     "ModelNotFound",
     "PermissionDenied",
@@ -70,7 +114,9 @@ __all__ = [
     "ProviderUnavailable",
     "RateLimited",
     "Timeout",
+    "classify",
     "redact",
+    "retries_same",
 ]
 
 # Shapes of secrets that providers sometimes echo back in error messages
@@ -188,7 +234,7 @@ class ModelNotFound(ProviderError, ModelNotFoundError):
 
 
 class BadRequest(ProviderError, ModelInvalidRequestError):
-    """The provider rejected the request as invalid (HTTP 400/422). Not retryable."""
+    """The provider rejected the request as invalid (HTTP 400/422)."""
 
 
 class ContextWindowExceeded(BadRequest, ContextOverflowError):
@@ -208,7 +254,7 @@ class RateLimited(ProviderError, ModelRateLimitError):
 
 
 class ProviderUnavailable(ProviderError, ModelAPIError):
-    """The provider failed or is overloaded (5xx, 529, 408, 409). Retryable."""
+    """The provider failed or is overloaded (5xx, 529, 408, 409)."""
 
     def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
         self.retry_after = retry_after
@@ -216,17 +262,15 @@ class ProviderUnavailable(ProviderError, ModelAPIError):
 
 
 class Timeout(ProviderError, ModelTimeoutError):
-    """Connecting or reading took longer than the configured timeout. Retryable."""
+    """Connecting or reading took longer than the configured timeout."""
 
 
 class ConnectionFailed(ProviderError, ModelConnectionError):
-    """The provider could not be reached (refused, reset, DNS). Retryable."""
+    """The provider could not be reached (refused, reset, DNS)."""
 
 
 class MalformedResponse(ProviderError, ModelAPIError):
     """The provider answered with something that is not its documented format."""
-
-    is_retryable = False
 
 
 class CircuitOpen(ProviderUnavailable):
@@ -285,3 +329,81 @@ class AllProvidersFailed(ExceptionGroup, AgencyError, ModelAPIError):  # type: i
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (AllProvidersFailed, (self.message, list(self.exceptions), self.attempts))
+
+
+# --------------------------------------------------------------------------- what errors mean
+Condition = Literal[
+    "rate_limit", "unavailable", "timeout", "context_window", "content_filter", "auth"
+]
+"""The failure names ``[[llm.fallback.rules]]`` speak of."""
+
+FallBack = Literal["yes", "by_rule", "no"]
+"""Whether a failure moves on to another provider: always, only where a rule names its
+condition, or never (raised at once)."""
+
+
+@dataclass(frozen=True)
+class ErrorPolicy:
+    """What one class of failure means to every loop that handles failures."""
+
+    retry_same: bool
+    """Ask the same provider again (after backoff or ``Retry-After``)."""
+    fall_back: FallBack
+    """Move on to another provider: ``"yes"``, ``"by_rule"`` or ``"no"``."""
+    breaker_failure: bool
+    """Record it on the provider's circuit breaker (else the call is released unjudged)."""
+    condition: Condition | None
+    """The name rules match it by; ``None``: no rule can name it."""
+
+
+_UNKNOWN = ErrorPolicy(False, "no", False, None)
+
+ERROR_POLICIES: Mapping[type[BaseException], ErrorPolicy] = MappingProxyType(
+    {
+        RateLimited: ErrorPolicy(True, "yes", True, "rate_limit"),
+        CircuitOpen: ErrorPolicy(True, "yes", False, "unavailable"),
+        ProviderUnavailable: ErrorPolicy(True, "yes", True, "unavailable"),
+        Timeout: ErrorPolicy(True, "yes", True, "timeout"),
+        ConnectionFailed: ErrorPolicy(True, "yes", True, "unavailable"),
+        MalformedResponse: ErrorPolicy(False, "yes", True, "unavailable"),
+        ModelNotFound: ErrorPolicy(False, "yes", True, "unavailable"),
+        AuthenticationError: ErrorPolicy(False, "by_rule", True, "auth"),
+        PermissionDenied: ErrorPolicy(False, "by_rule", True, "auth"),
+        ContextWindowExceeded: ErrorPolicy(False, "by_rule", False, "context_window"),
+        ContentFiltered: ErrorPolicy(False, "by_rule", False, "content_filter"),
+        BadRequest: ErrorPolicy(False, "no", False, None),
+        AllProvidersFailed: _UNKNOWN,  # an aggregate: each member was judged on its own
+        ProviderError: ErrorPolicy(False, "no", True, None),
+        # Failures of integrations outside `agency` (the langchain-core bases) and raw network
+        # errors no adapter wrapped: they only ever reach a circuit breaker.
+        ModelInvalidRequestError: _UNKNOWN,
+        ContextOverflowError: _UNKNOWN,
+        ModelError: ErrorPolicy(False, "no", True, None),
+        TimeoutError: ErrorPolicy(False, "no", True, None),
+        ConnectionError: ErrorPolicy(False, "no", True, None),
+    }
+)
+"""The one table of what each failure means; see the module docstring. Look rows up with
+`classify` (by MRO), never by exact class."""
+
+
+def classify(exc: BaseException | type[BaseException]) -> ErrorPolicy:
+    """The `ERROR_POLICIES` row of ``exc`` (an exception or a class): its most specific class
+    in the table; anything not in it gets the all-"no" row."""
+    cls = exc if isinstance(exc, type) else type(exc)
+    # Only failures get here, and an MRO is a handful of classes: no cache needed.
+    return next((ERROR_POLICIES[k] for k in cls.__mro__ if k in ERROR_POLICIES), _UNKNOWN)
+
+
+def retries_same(exc: BaseException) -> bool:
+    """Whether the same provider may be asked again after ``exc``: the table's ``retry_same``,
+    unless this one failure was marked ``is_retryable = False`` (or True) on the instance."""
+    override = getattr(exc, "__dict__", {}).get("is_retryable")
+    return classify(exc).retry_same if override is None else bool(override)
+
+
+# langchain-core's flag, on every class of ours, says what the table says.
+for _cls, _policy in ERROR_POLICIES.items():
+    if issubclass(_cls, ProviderError):
+        _cls.is_retryable = _policy.retry_same
+del _cls, _policy

@@ -36,19 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, Final, Literal
 
-from langchain_core.exceptions import (
-    ContextOverflowError,
-    ModelError,
-    ModelInvalidRequestError,
-)
-
-from agency.errors import (
-    AllProvidersFailed,
-    BadRequest,
-    CircuitOpen,
-    ConfigError,
-    ProviderError,
-)
+from agency.errors import ConfigError, classify
 
 __all__ = [
     "COOLDOWN_GROWTH",
@@ -67,39 +55,23 @@ _HALF_OPEN: Final = "half_open"
 COOLDOWN_GROWTH: Final = 2.0
 """Factor the cooldown grows by each time a half-open probe fails."""
 
-# Errors that say nothing about the provider's health. CircuitOpen: the provider was not
-# called at all. AllProvidersFailed: an aggregate; each member was recorded on its own breaker.
-_NOT_CALLED: Final = (CircuitOpen, AllProvidersFailed)
-# The caller's own mistake: the same request would fail on any healthy provider, and other
-# callers' requests to this provider still succeed. Tripping on these would let one bad
-# request (a prompt too long, a filtered prompt) take a healthy provider out for everyone.
-_CALLER_ERRORS: Final = (BadRequest, ModelInvalidRequestError, ContextOverflowError)
-_NO_VERDICT: Final = (*_NOT_CALLED, *_CALLER_ERRORS)
-# The provider (or the path to it) is unhealthy or unusable. This includes 401/403/404
-# (AuthenticationError, PermissionDenied, ModelNotFound): they are configuration failures of
-# this provider entry, every call to it will fail the same way until someone fixes the key or
-# the model, so skipping it at no cost is exactly right. The langchain-core bases catch
-# provider errors from integrations outside `agency`; builtin TimeoutError/ConnectionError are
-# raw network failures that no adapter wrapped.
-_PROVIDER_FAILURES: Final = (ProviderError, ModelError, TimeoutError, ConnectionError)
-
-
 def counts_as_failure(exc: BaseException) -> bool:
     """Whether ``exc`` is evidence that the provider is unhealthy (record it as a failure).
 
-    True: `RateLimited`, `ProviderUnavailable`, `Timeout`, `ConnectionFailed`,
-    `MalformedResponse`, `AuthenticationError`, `PermissionDenied`, `ModelNotFound`, any other
-    `ProviderError` (and langchain-core ``ModelError``), builtin `TimeoutError` and
-    `ConnectionError`.
+    The ``breaker failure`` column of `agency.errors.ERROR_POLICIES`. True: `RateLimited`,
+    `ProviderUnavailable`, `Timeout`, `ConnectionFailed`, `MalformedResponse`,
+    `AuthenticationError`, `PermissionDenied`, `ModelNotFound` (401/403/404 are configuration
+    failures of this entry: every call to it fails the same way until the key or model is
+    fixed, so skipping it at no cost is right), any other `ProviderError` (and langchain-core
+    ``ModelError``), builtin `TimeoutError` and `ConnectionError`.
 
-    False: `CircuitOpen` (the provider was not called), `AllProvidersFailed`, `BadRequest`
-    and its subclasses `ContextWindowExceeded` and `ContentFiltered` (the caller's request is
-    at fault, not the provider), and anything else (bugs, `BudgetExceeded`, cancellation): for
-    those the caller should `CircuitBreaker.release` instead.
+    False: `CircuitOpen` (the provider was not called), `AllProvidersFailed` (each member was
+    recorded on its own breaker), `BadRequest` and its subclasses `ContextWindowExceeded` and
+    `ContentFiltered` (the caller's request is at fault: tripping on these would let one bad
+    request take a healthy provider out for everyone), and anything else (bugs,
+    `BudgetExceeded`, cancellation): for those the caller should `CircuitBreaker.release`.
     """
-    if isinstance(exc, _NO_VERDICT):
-        return False
-    return isinstance(exc, _PROVIDER_FAILURES)
+    return classify(exc).breaker_failure
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ from agency.providers._base import Capabilities
 from agency.resilience._splice import Splice, continuation_messages
 from agency.resilience.balancing import CallConstraints, ProviderState, order_candidates
 from agency.resilience.breaker import counts_as_failure
-from agency.resilience.policy import RETRYABLE_CONDITIONS, condition_of
+from agency.resilience.policy import condition_of
 
 if TYPE_CHECKING:
     from agency.resilience.budget import Reservation
@@ -340,8 +340,7 @@ class _Call:
             fallback=step.fallback,
         )
         self.failures.append((state.name, error))
-        condition = condition_of(error)
-        if not self.policy.falls_back(condition):
+        if not self.policy.falls_back(error):
             raise error
         if self.emitted and (step.tool_chunks or not self.policy.stream_failover):
             raise self.give_up()
@@ -349,20 +348,16 @@ class _Call:
             self.failovers.append(
                 {"from": state.name, "at_char": len(self.emitted), "error": type(error).__name__}
             )
-        rule = self.policy.rule_for(condition)
-        now = self.pool.clock()
-        if rule is not None:
-            for ref in reversed(rule.fallback_providers):
-                target = self.pool.get(ref)
-                if target in self.order:
-                    self.order.remove(target)
-                if target is not state:
-                    self.order.appendleft(target)
-            if rule.retry_original:
-                self.later.append((now + rule.retry_delay_s, state))
-        elif condition in RETRYABLE_CONDITIONS:
-            delay = max(self.policy.retry_delay_s, getattr(error, "retry_after", None) or 0.0)
-            self.later.append((now + delay, state))
+        rule = self.policy.rule_for(condition_of(error))
+        for ref in reversed(rule.fallback_providers if rule is not None else ()):
+            target = self.pool.get(ref)
+            if target in self.order:
+                self.order.remove(target)
+            if target is not state:
+                self.order.appendleft(target)
+        delay = self.policy.retry_delay(error)
+        if delay is not None:
+            self.later.append((self.pool.clock() + delay, state))
 
     def aborted(self, step: _Step) -> None:
         """The caller stopped consuming (or the task was cancelled) mid-attempt."""

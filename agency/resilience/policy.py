@@ -1,6 +1,8 @@
 """What the fallback loop does on each kind of failure: policies as data.
 
-A failure is classified once, by `condition_of`, into the conditions the config speaks of::
+What a failure means (retry the same provider? fall back? which condition?) is one table,
+`agency.errors.ERROR_POLICIES`; `condition_of` reads its condition column, the names the
+config speaks of::
 
     rate_limit      RateLimited (429), or the client-side limiter had no room in time
     unavailable     ProviderUnavailable (5xx, 529), CircuitOpen, ConnectionFailed,
@@ -10,30 +12,19 @@ A failure is classified once, by `condition_of`, into the conditions the config 
     content_filter  ContentFiltered
     auth            AuthenticationError, PermissionDenied
 
-By default the loop falls back on ``rate_limit``, ``unavailable`` and ``timeout`` (the provider
-is at fault, another may answer). ``context_window``, ``content_filter`` and ``auth`` fall back
-only where a rule names them; any other error (a plain `BadRequest`: the request itself is
-wrong) is raised at once, because every provider would refuse it too.
+Failures the table marks "fall back" (rate limits, 5xx, timeouts, connection errors, garbage,
+a model this entry lacks) move on to the next provider without a rule; those marked "by rule"
+(``context_window``, ``content_filter``, ``auth``) only where a rule names them; any other
+error (a plain `BadRequest`: the request itself is wrong) is raised at once, because every
+provider would refuse it too. The same provider is tried again later in the call only where
+the table's ``retry_same`` says so, or a rule's ``retry_original`` asks for it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
-from agency.errors import (
-    AuthenticationError,
-    CircuitOpen,
-    ConnectionFailed,
-    ContentFiltered,
-    ContextWindowExceeded,
-    MalformedResponse,
-    ModelNotFound,
-    PermissionDenied,
-    ProviderUnavailable,
-    RateLimited,
-    Timeout,
-)
+from agency.errors import ERROR_POLICIES, Condition, classify, retries_same
 from agency.resilience.balancing import Strategy
 
 __all__ = [
@@ -41,15 +32,10 @@ __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
     "DEFAULT_MAX_WAIT_S",
     "DEFAULT_RETRY_DELAY_S",
-    "RETRYABLE_CONDITIONS",
     "Condition",
     "FallbackPolicy",
     "FallbackRule",
     "condition_of",
-]
-
-Condition = Literal[
-    "rate_limit", "unavailable", "timeout", "context_window", "content_filter", "auth"
 ]
 
 DEFAULT_MAX_ATTEMPTS = 4
@@ -60,31 +46,14 @@ DEFAULT_MAX_WAIT_S = 30.0
 """Longest one call sleeps at once (a retry delay, a ``Retry-After``, a rate limit)."""
 
 DEFAULT_FALLBACK_CONDITIONS: frozenset[Condition] = frozenset(
-    {"rate_limit", "unavailable", "timeout"}
+    p.condition for p in ERROR_POLICIES.values() if p.fall_back == "yes" and p.condition
 )
-"""Conditions that move on to the next provider without a rule."""
-RETRYABLE_CONDITIONS: frozenset[Condition] = frozenset({"rate_limit", "unavailable", "timeout"})
-"""Conditions after which the same provider may be tried again, later in the same call."""
+"""Conditions that move on to the next provider without a rule (from the table)."""
 
 
 def condition_of(exc: BaseException) -> Condition | None:
-    """The config's name for this failure; ``None`` for errors that no provider would fix."""
-    if isinstance(exc, RateLimited):
-        return "rate_limit"
-    if isinstance(exc, Timeout):
-        return "timeout"
-    if isinstance(
-        exc,
-        ProviderUnavailable | CircuitOpen | ConnectionFailed | MalformedResponse | ModelNotFound,
-    ):
-        return "unavailable"
-    if isinstance(exc, ContextWindowExceeded):
-        return "context_window"
-    if isinstance(exc, ContentFiltered):
-        return "content_filter"
-    if isinstance(exc, AuthenticationError | PermissionDenied):
-        return "auth"
-    return None
+    """The config's name for this failure; ``None`` for failures no rule can name."""
+    return classify(exc).condition
 
 
 @dataclass(frozen=True)
@@ -96,7 +65,9 @@ class FallbackRule:
     fallback_providers: tuple[str, ...] = ()
     """Entry names or specs tried next, before the rest of the chain."""
     retry_original: bool = False
-    """Try the failing provider again (after ``retry_delay_s``) once those were tried."""
+    """Try the failing provider again (after ``retry_delay_s``) once those were tried; only
+    for failures the table marks ``retry_same`` (a 404, a bad key or a prompt too long would
+    only fail the same way again)."""
     retry_delay_s: float = 0.0
     """Seconds before the original may be tried again."""
 
@@ -124,8 +95,21 @@ class FallbackPolicy:
         """The rule configured for ``condition``, if any."""
         return next((r for r in self.rules if r.condition == condition), None)
 
-    def falls_back(self, condition: Condition | None) -> bool:
-        """Whether a failure of this condition moves on (instead of raising)."""
-        if condition is None:
-            return False
-        return condition in DEFAULT_FALLBACK_CONDITIONS or self.rule_for(condition) is not None
+    def falls_back(self, exc: BaseException) -> bool:
+        """Whether this failure moves on to another provider (instead of raising)."""
+        kind = classify(exc)
+        if kind.fall_back == "by_rule":
+            return self.rule_for(kind.condition) is not None
+        return kind.fall_back == "yes"
+
+    def retry_delay(self, exc: BaseException) -> float | None:
+        """Seconds before the failing provider may be tried again in this call; ``None``: not
+        again. Never where the table's ``retry_same`` says no; else a rule for the condition
+        decides (``retry_original``, after its ``retry_delay_s``), or, without one, after
+        ``retry_delay_s`` or the provider's longer ``Retry-After``."""
+        if not retries_same(exc):
+            return None
+        rule = self.rule_for(condition_of(exc))
+        if rule is not None:
+            return rule.retry_delay_s if rule.retry_original else None
+        return max(self.retry_delay_s, getattr(exc, "retry_after", None) or 0.0)
