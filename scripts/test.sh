@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh --dev
 .venv/bin/ruff check agency memory agents tests benchmarks
 .venv/bin/mypy agency  # agency/memory and agency/agents are links: one package tree
+.venv/bin/lint-imports  # layers import downward only (the contract in pyproject.toml)
 .venv/bin/pytest "$@"  # not `python -m`: the repo root must not shadow the installed package
