@@ -1,4 +1,4 @@
-"""Wire-level pieces of the fake Cohere service: script actions, the model catalogue, answer
+"""Wire-level pieces of the fake Cohere service: the ``Reply`` action, the model catalogue, answer
 bodies, the v2 chat event stream, and the bridge to the shared deterministic brain.
 
 Shapes follow Cohere's API reference (``cohere-openapi.yaml``) and the ``cohere`` SDK: errors are
@@ -14,7 +14,7 @@ import asyncio
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from . import _brain
@@ -24,12 +24,7 @@ __all__ = [
     "CATALOGUE",
     "PREAMBLE_TOKENS",
     "CohereSSE",
-    "Disconnect",
-    "Fail",
-    "Malformed",
     "Reply",
-    "Stall",
-    "StreamError",
     "answer_for",
     "chat_body",
     "chat_events",
@@ -103,49 +98,6 @@ class Reply:
     cached_tokens: int = 0
     usage: dict[str, Any] | None = None  # replaces the computed usage
     thinking: str | None = None
-
-
-@dataclass
-class Fail:
-    """Answer with ``{"id", "message"}`` and this status (``times`` requests in a row)."""
-
-    status: int
-    message: str | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    times: int = 1
-
-
-@dataclass
-class Stall:
-    """Sleep before answering (client timeouts); then ``then`` or the default behaviour."""
-
-    seconds: float
-    then: Reply | Fail | Disconnect | Malformed | StreamError | None = None
-
-
-@dataclass
-class Disconnect:
-    """Cut the connection: a stream after ``after_events`` events; else before any byte."""
-
-    after_events: int = 0
-
-
-@dataclass
-class Malformed:
-    """Send ``body`` raw with this status and content type (default JSON / event stream)."""
-
-    body: str
-    status: int = 200
-    content_type: str | None = None
-
-
-@dataclass
-class StreamError:
-    """A stream that fails mid-way: ``message-end`` with ``finish_reason: ERROR`` and
-    ``delta.error`` after the first ``after_events`` events of the normal answer."""
-
-    message: str = "internal server error, please try again later"
-    after_events: int = 3
 
 
 STATUS_MESSAGES = {

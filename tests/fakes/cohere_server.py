@@ -17,7 +17,7 @@ tool use). A violation answers 400
 ``{"id", "message": "invalid request: ..."}`` and is appended to ``fake.spec_violations``.
 
 ``fake.script(*actions)`` queues what the next chat requests get (``Reply``, ``Fail``, ``Stall``,
-``Disconnect``, ``Malformed``, ``StreamError``); ``script_embed`` does the same for embed. With
+``Disconnect``, ``Malformed``, ``StreamError``); ``script_embeddings`` does the same for embed. With
 the queue empty the deterministic brain (``_brain``) answers.
 
     with FakeCohere().running() as fake:
@@ -26,34 +26,20 @@ the queue empty the deterministic brain (``_brain``) answers.
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
-import itertools
 import json
 import struct
-import threading
-import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from . import _brain
 from ._cohere_wire import (
     CATALOGUE,
     CohereSSE,
-    Disconnect,
-    Fail,
-    Malformed,
     Reply,
-    Stall,
-    StreamError,
     answer_for,
     chat_body,
     chat_events,
@@ -62,11 +48,19 @@ from ._cohere_wire import (
     tool_plan_for,
     usage_body,
 )
-from ._openai_wire import Dropped, embed_text
+from ._openai_wire import embed_text
 from ._openapi import error_path
 from ._openapi_paths import body_properties, first_body_error
-from ._scripting import ActionQueue
-from ._server import serve
+from ._service import (
+    Disconnect,
+    Fail,
+    FakeService,
+    Handler,
+    Malformed,
+    RecordedRequest,
+    Stall,
+    StreamError,
+)
 
 __all__ = [
     "SPEC_FILE",
@@ -86,89 +80,38 @@ MAX_STOP_SEQUENCES = 5
 Action = Reply | Fail | Stall | Disconnect | Malformed | StreamError
 
 
-@dataclass
-class RecordedRequest:
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]  # lower-cased names
-    body: Any  # parsed JSON, or None when absent/unparsable
-
-
 class _Invalid(Exception):
     """A request the live API refuses (400 ``invalid request: ...``)."""
 
 
-class FakeCohere:
-    """The fake service. ``base_url`` (``http://127.0.0.1:PORT``) is set while ``running()``;
-    ``requests``, ``spec_violations``, ``internal_errors`` are inspected by tests; ``api_key``
-    (None accepts any key) and ``models`` are configuration restored by ``reset()``."""
+class FakeCohere(FakeService):
+    """The fake service (``FakeService`` for the harness). Beyond it: ``api_key`` (None accepts
+    any key) and ``models`` are configuration restored by ``reset()``."""
 
+    chat_path = "/v2/chat"
     Reply = Reply
-    Fail = Fail
-    Stall = Stall
-    Disconnect = Disconnect
-    Malformed = Malformed
-    StreamError = StreamError
 
     def __init__(self, *, api_key: str | None = None) -> None:
         self._default_key = api_key
-        self.base_url: str | None = None
-        self._lock = threading.Lock()
-        self._ids = itertools.count(1)
-        self.reset()
-        self.app = Starlette(
-            routes=[
-                Route("/v2/chat", self._guard(self._chat), methods=["POST"]),
-                Route("/v2/embed", self._guard(self._embed), methods=["POST"]),
-                Route("/v1/models", self._guard(self._list_models), methods=["GET"]),
-                Route("/v1/models/{model:path}", self._guard(self._get_model), methods=["GET"]),
-            ],
-            exception_handlers={404: self._not_found, 405: self._not_found},
-        )
+        super().__init__()
 
-    # ---- configuration and inspection
+    def _routes(self) -> list[tuple[str, Handler, list[str] | None]]:
+        return [
+            ("/v2/chat", self._chat, ["POST"]),
+            ("/v2/embed", self._embed, ["POST"]),
+            ("/v1/models", self._list_models, ["GET"]),
+            ("/v1/models/{model:path}", self._get_model, ["GET"]),
+        ]
+
     def reset(self) -> None:
         """Clear scripts, recorded requests and violations; restore the configuration."""
-        with self._lock:
-            self.api_key: str | None = self._default_key
-            self.models: dict[str, dict[str, Any]] = {k: dict(v) for k, v in CATALOGUE.items()}
-            self.requests: list[RecordedRequest] = []
-            self.spec_violations: list[str] = []
-            self.internal_errors: list[str] = []
-            self._chat_script = ActionQueue()
-            self._embed_script = ActionQueue()
-
-    def script(self, *actions: Action) -> None:
-        """Queue actions for the next chat requests (``Fail(times=n)`` answers n requests)."""
-        self._chat_script.push(*actions)
-
-    def script_embed(self, *actions: Action) -> None:
-        """Queue actions for the next embed requests."""
-        self._embed_script.push(*actions)
-
-    @property
-    def last_request(self) -> RecordedRequest | None:
-        return self.requests[-1] if self.requests else None
-
-    def bodies(self, path: str = "/v2/chat") -> list[Any]:
-        """Parsed bodies of the recorded requests to ``path``."""
-        return [r.body for r in self.requests if r.path == path]
-
-    @contextlib.contextmanager
-    def running(self) -> Iterator[FakeCohere]:
-        """Serve on 127.0.0.1 (a free port) for the duration; sets ``base_url``."""
-        with serve(self.app) as url:
-            self.base_url = url
-            try:
-                yield self
-            finally:
-                self.base_url = None
+        super().reset()
+        self.api_key: str | None = self._default_key
+        self.models: dict[str, dict[str, Any]] = {k: dict(v) for k, v in CATALOGUE.items()}
 
     # ---- plumbing
     def _trace_id(self) -> str:
-        with self._lock:
-            return str(uuid.UUID(int=next(self._ids) * 7919 + 2**64))
+        return str(uuid.UUID(int=self._next_id() * 7919 + 2**64))
 
     def _json(
         self, data: Any, status: int = 200, headers: dict[str, str] | None = None
@@ -182,33 +125,12 @@ class FakeCohere:
             error_body(status, message, trace), status, {"x-debug-trace-id": trace, **headers}
         )
 
-    def _guard(
-        self, handler: Callable[[Request], Awaitable[Any]]
-    ) -> Callable[[Request], Awaitable[Any]]:
-        async def endpoint(request: Request) -> Any:
-            try:
-                return await handler(request)
-            except Exception as exc:  # a bug of the fake: answer like the service, keep a note
-                self.internal_errors.append(f"{request.method} {request.url.path}: {exc!r}")
-                return self._error(500)
+    def _fail(self, request: Request, fail: Fail) -> Response:
+        return self._error(fail.status, fail.message, **fail.headers)
 
-        return endpoint
-
-    async def _record(self, request: Request) -> RecordedRequest:
-        raw = await request.body()
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = None
-        recorded = RecordedRequest(
-            request.method, request.url.path, dict(request.query_params),
-            {k.lower(): v for k, v in request.headers.items()}, body,
-        )  # fmt: skip
-        self.requests.append(recorded)
-        return recorded
-
-    async def _not_found(self, request: Request, exc: Exception) -> Response:
-        await self._record(request)
+    def _error_response(self, request: Request, status: int) -> Response:
+        if status == 500:
+            return self._error(500)
         return self._error(404, f"{request.method} {request.url.path} not found")
 
     def _authorise(self, request: Request) -> Response | None:
@@ -226,7 +148,7 @@ class FakeCohere:
 
     async def _preamble(self, request: Request) -> tuple[dict[str, Any] | None, Response | None]:
         """Record, authenticate, parse and validate against the spec. (body, early answer)."""
-        recorded = await self._record(request)
+        recorded = await self._record(request)  # already recorded by the guard
         denied = self._authorise(request)
         if denied is not None:
             return None, denied
@@ -252,31 +174,6 @@ class FakeCohere:
                 "you have access to the model.",
             )
         return None
-
-    async def _stall(self, request: Request, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            await asyncio.sleep(min(0.05, left))
-            if await request.is_disconnected():
-                return
-
-    async def _scripted(
-        self, request: Request, queue: ActionQueue, stream: bool
-    ) -> tuple[Any, Any]:
-        """(response to send now or None, the action that shapes the answer or None)."""
-        action = queue.pop()
-        if isinstance(action, Stall):
-            await self._stall(request, action.seconds)
-            action = action.then
-        if isinstance(action, Fail):
-            headers = dict(action.headers)
-            return self._error(action.status, action.message, **headers), None
-        if isinstance(action, Malformed):
-            media = action.content_type or ("text/event-stream" if stream else "application/json")
-            return Response(action.body, action.status, media_type=media), None
-        if isinstance(action, Disconnect) and not stream:
-            return Dropped(), None
-        return None, action
 
     # ---- chat
     def _check_chat(self, body: dict[str, Any]) -> None:
@@ -325,7 +222,7 @@ class FakeCohere:
         except _Invalid as problem:
             return self._invalid(request, str(problem))
         stream = body.get("stream") is True
-        now, action = await self._scripted(request, self._chat_script, stream)
+        now, action = await self._take(request, stream=stream)
         if now is not None:
             return now
         reply = action if isinstance(action, Reply) else None
@@ -339,7 +236,7 @@ class FakeCohere:
         answer = answer_for(body, reply)
         plan = tool_plan_for(answer, reply)
         usage = usage_body(body, answer, plan, reply)
-        seed = next(self._ids)
+        seed = self._next_id()
         chat_id = str(uuid.UUID(int=seed * 104729 + 2**100))
         thinking = reply.thinking if reply is not None else None
         if not stream:
@@ -349,10 +246,8 @@ class FakeCohere:
         if isinstance(action, Disconnect):
             cut = action.after_events
         elif isinstance(action, StreamError):
-            end = {
-                "type": "message-end",
-                "delta": {"error": action.message, "finish_reason": "ERROR"},
-            }
+            error = action.message or "internal server error, please try again later"
+            end = {"type": "message-end", "delta": {"error": error, "finish_reason": "ERROR"}}
             events = [*events[: action.after_events], end]
         return CohereSSE(events, drop_after=cut, headers={"x-debug-trace-id": self._trace_id()})
 
@@ -365,7 +260,7 @@ class FakeCohere:
         missing = self._model(body["model"], "embed")
         if missing is not None:
             return missing
-        now, _ = await self._scripted(request, self._embed_script, stream=False)
+        now, _ = await self._take(request, "embeddings")
         if now is not None:
             return now
         texts = body.get("texts")
@@ -424,7 +319,6 @@ class FakeCohere:
         }
 
     async def _list_models(self, request: Request) -> Response:
-        await self._record(request)
         denied = self._authorise(request)
         if denied is not None:
             return denied
@@ -446,7 +340,6 @@ class FakeCohere:
         return self._json(data)
 
     async def _get_model(self, request: Request) -> Response:
-        await self._record(request)
         denied = self._authorise(request)
         if denied is not None:
             return denied

@@ -421,10 +421,10 @@ def test_embeddings_batches_dimensions_and_input_type(
 
 def test_embedding_errors_are_typed(fake: FakeCohere) -> None:
     emb = agency.embeddings("cohere:embed-english-v3.0", base_url=fake.base_url, api_key="k")
-    fake.script_embed(Malformed('{"id": "x", "embeddings": {"float": [[0.1]]}}'))
+    fake.script_embeddings(Malformed('{"id": "x", "embeddings": {"float": [[0.1]]}}'))
     with pytest.raises(errors.MalformedResponse):
         emb.embed_documents(["a", "b"])
-    fake.script_embed(Fail(429, times=1), Fail(401))
+    fake.script_embeddings(Fail(429, times=1), Fail(401))
     with pytest.raises(errors.AuthenticationError):
         emb.embed_documents(["a"])
     assert len(fake.bodies("/v2/embed")) == 3

@@ -229,7 +229,7 @@ def _merged(chunks: list) -> AIMessage:  # type: ignore[type-arg]
 
 def test_stream_continues_after_a_cut(trio: Trio, make_agency: MakeAgency) -> None:
     primary, backup, _ = trio
-    primary.script(Disconnect(after_chunks=4))
+    primary.script(Disconnect(after_events=4))
     backup.script(Reply(content=" and the rest of it."))
     chunks = list(make_agency().chat_model().stream("Tell me about the sea"))
     merged = _merged(chunks)
@@ -248,10 +248,10 @@ def test_stream_continuation_that_restarts_is_not_duplicated(
     trio: Trio, make_agency: MakeAgency
 ) -> None:
     primary, backup, _ = trio
-    primary.script(Disconnect(after_chunks=4))
+    primary.script(Disconnect(after_events=4))
     llm = make_agency().chat_model()
     # Learn what the primary emits before the cut (the fake's answers are deterministic).
-    primary.script(Disconnect(after_chunks=4))
+    primary.script(Disconnect(after_events=4))
     backup.script(Reply(content="IGNORED"))
     first = _merged(list(llm.stream("Tell me about the sea")))
     partial = first.text[: first.response_metadata["agency"]["failover"][0]["at_char"]]
@@ -266,7 +266,7 @@ async def test_async_fallback_and_stream_failover(trio: Trio, make_agency: MakeA
     backup.script(Reply(content="async backup"))
     llm = make_agency().chat_model()
     assert (await llm.ainvoke("hi")).content == "async backup"
-    primary.script(Disconnect(after_chunks=4))
+    primary.script(Disconnect(after_events=4))
     backup.script(Reply(content=" continued."))
     chunks = [c async for c in llm.astream("Tell me about the sea")]
     merged = _merged(chunks)
