@@ -15,20 +15,18 @@ import asyncio
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from . import _service
 from ._server import drop_connection
 
 __all__ = [
     "CREATE_SCHEMA",
     "MODELS",
-    "Disconnect",
-    "Fail",
     "Malformed",
     "ReplicateSSE",
     "Reply",
-    "Stall",
     "prediction_id",
     "problem",
     "tokens_of",
@@ -134,40 +132,11 @@ class Reply:
 
 
 @dataclass
-class Fail:
-    """Answer the create request with a problem+json error (``times`` requests in a row)."""
-
-    status: int
-    detail: str | None = None
-    title: str | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    times: int = 1
-
-
-@dataclass
-class Stall:
-    """Sleep before answering the create request; then ``then`` or the default behaviour."""
-
-    seconds: float
-    then: Reply | Fail | None = None
-
-
-@dataclass
-class Disconnect:
-    """Cut the prediction's event stream after ``after_events`` events."""
-
-    after_events: int = 1
-
-
-@dataclass
-class Malformed:
+class Malformed(_service.Malformed):
     """Send ``body`` raw as the answer to the create request (``where="create"``), the first
     poll (``"get"``) or the event stream (``"stream"``)."""
 
-    body: str
     where: str = "create"
-    status: int = 200
-    content_type: str | None = None
 
 
 _TITLES = {

@@ -25,22 +25,16 @@ Every URL in a prediction points at this server. A prediction runs for ``Reply.s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
-import itertools
 import json
-import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from . import _brain
 from ._openai_wire import embed_text
@@ -49,32 +43,28 @@ from ._replicate_wire import (
     _UNSET,
     CREATE_SCHEMA,
     MODELS,
-    Disconnect,
-    Fail,
     Malformed,
     ReplicateSSE,
     Reply,
-    Stall,
     embed_input_texts,
     prediction_id,
     problem,
     tokens_of,
 )
-from ._scripting import ActionQueue
-from ._server import serve
+from ._service import (
+    Disconnect,
+    Fail,
+    FakeService,
+    Handler,
+    RecordedRequest,
+    Stall,
+    seconds_text,
+)
 
 __all__ = ["Disconnect", "Fail", "FakeReplicate", "Malformed", "RecordedRequest", "Reply", "Stall"]
 
 MAX_WAIT_S = 60
 Action = Reply | Fail | Stall | Disconnect | Malformed
-
-
-@dataclass
-class RecordedRequest:
-    method: str
-    path: str
-    headers: dict[str, str]  # lower-cased names
-    body: Any
 
 
 @dataclass
@@ -101,50 +91,35 @@ def _iso(moment: float) -> str:
     return stamp.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-class FakeReplicate:
-    """The fake service. ``base_url`` is set while ``running()``; tests inspect ``requests``,
-    ``spec_violations``, ``internal_errors``, ``predictions``; ``api_key`` (None accepts any
-    token) is configuration restored by ``reset()``."""
+class FakeReplicate(FakeService):
+    """The fake service (``FakeService`` for the harness; one script for every create request,
+    chat and embeddings; a ``Disconnect`` cuts the prediction's event stream, a ``Malformed``
+    answers where its ``where`` says). Beyond it: ``predictions``; ``api_key`` (None accepts any token) is
+    configuration restored by ``reset()``."""
+
+    chat_path = "/predictions"
+    Reply = Reply
+    Malformed = Malformed
 
     def __init__(self, *, api_key: str | None = None) -> None:
         self._default_key = api_key
-        self.base_url: str | None = None
-        self._lock = threading.Lock()
-        self._ids = itertools.count(1)
-        self.reset()
-        guard = self._guard
-        self.app = Starlette(
-            routes=[
-                Route(
-                    "/v1/models/{owner}/{name}/predictions", guard(self._create), methods=["POST"]
-                ),
-                Route("/v1/predictions", guard(self._create), methods=["POST"]),
-                Route("/v1/predictions/{id}", guard(self._get), methods=["GET"]),
-                Route("/v1/predictions/{id}/cancel", guard(self._cancel), methods=["POST"]),
-                Route("/v1/streams/{id}", guard(self._stream), methods=["GET"]),
-                Route("/v1/models/{owner}/{name}/versions/{version}", guard(self._version)),
-            ],
-            exception_handlers={404: self._not_found, 405: self._not_found},
-        )
+        super().__init__()
 
-    # ---- configuration and inspection
+    def _routes(self) -> list[tuple[str, Handler, list[str] | None]]:
+        return [
+            ("/v1/models/{owner}/{name}/predictions", self._create, ["POST"]),
+            ("/v1/predictions", self._create, ["POST"]),
+            ("/v1/predictions/{id}", self._get, ["GET"]),
+            ("/v1/predictions/{id}/cancel", self._cancel, ["POST"]),
+            ("/v1/streams/{id}", self._stream, ["GET"]),
+            ("/v1/models/{owner}/{name}/versions/{version}", self._version, None),
+        ]
+
     def reset(self) -> None:
         """Clear the script, predictions, recorded requests and violations."""
-        with self._lock:
-            self.api_key: str | None = self._default_key
-            self.requests: list[RecordedRequest] = []
-            self.spec_violations: list[str] = []
-            self.internal_errors: list[str] = []
-            self.predictions: dict[str, _Prediction] = {}
-            self._script = ActionQueue()
-
-    def script(self, *actions: Action) -> None:
-        """Queue actions for the next create-prediction requests (chat and embeddings)."""
-        self._script.push(*actions)
-
-    def bodies(self, suffix: str = "/predictions") -> list[Any]:
-        """Bodies of the recorded POST requests whose path ends with ``suffix``."""
-        return [r.body for r in self.requests if r.method == "POST" and r.path.endswith(suffix)]
+        super().reset()
+        self.api_key: str | None = self._default_key
+        self.predictions: dict[str, _Prediction] = {}
 
     @property
     def last_create(self) -> RecordedRequest | None:
@@ -153,46 +128,21 @@ class FakeReplicate:
         ]
         return creates[-1] if creates else None
 
-    @contextlib.contextmanager
-    def running(self) -> Iterator[FakeReplicate]:
-        """Serve on 127.0.0.1 (a free port) for the duration; sets ``base_url``."""
-        with serve(self.app) as url:
-            self.base_url = url
-            try:
-                yield self
-            finally:
-                self.base_url = None
-
     # ---- plumbing
-    def _guard(
-        self, handler: Callable[[Request], Awaitable[Any]]
-    ) -> Callable[[Request], Awaitable[Any]]:
-        async def endpoint(request: Request) -> Any:
-            try:
-                await self._record(request)
-                if request.url.path.startswith("/v1/streams/"):
-                    return await handler(request)  # the stream URL is a capability URL
-                denied = self._authorise(request)
-                return denied if denied is not None else await handler(request)
-            except Exception as exc:  # a bug of the fake: answer like the service, keep a note
-                self.internal_errors.append(f"{request.method} {request.url.path}: {exc!r}")
-                return self._problem(500)
+    async def _admit(self, request: Request) -> Response | None:
+        if request.url.path.startswith("/v1/streams/"):
+            return None  # the stream URL is a capability URL
+        return self._authorise(request)
 
-        return endpoint
+    def _fail(self, request: Request, fail: Fail) -> Response:
+        headers = {"retry-after": "0"} if fail.status == 429 else {}
+        if fail.status == 429 and fail.retry_after is not None:
+            headers["retry-after"] = seconds_text(fail.retry_after)
+        title = fail.body.get("title")
+        return self._problem(fail.status, fail.message, title, headers | fail.headers)
 
-    async def _record(self, request: Request) -> None:
-        raw = await request.body()
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = raw
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        request.state.body = body
-        self.requests.append(RecordedRequest(request.method, request.url.path, headers, body))
-
-    async def _not_found(self, request: Request, exc: Exception) -> Response:
-        await self._record(request)
-        return self._problem(404)
+    def _error_response(self, request: Request, status: int) -> Response:
+        return self._problem(500 if status == 500 else 404)
 
     def _problem(self, status: int, detail: str | None = None, title: str | None = None,
                  headers: dict[str, str] | None = None, **extra: Any) -> Response:  # fmt: skip
@@ -326,18 +276,12 @@ class FakeReplicate:
         return tokens, raw, prompt_size, None
 
     async def _create(self, request: Request) -> Any:
-        body = request.state.body
+        body = request.state.recorded.body
         if not isinstance(body, dict):
             return self._problem(400, "The request body is not valid JSON.")
-        action = self._script.pop()
-        if isinstance(action, Stall):
-            await asyncio.sleep(action.seconds)
-            action = action.then
+        action = await self._next_action(request)
         if isinstance(action, Fail):
-            headers = dict(action.headers)
-            if action.status == 429:
-                headers.setdefault("retry-after", "0")
-            return self._problem(action.status, action.detail, action.title, headers)
+            return self._fail(request, action)
         if isinstance(action, Malformed) and action.where == "create":
             return Response(
                 action.body, action.status, media_type=action.content_type or "application/json"
@@ -348,7 +292,7 @@ class FakeReplicate:
         model, card = checked
         reply = action if isinstance(action, Reply) else None
         tokens, raw, prompt_size, model_error = self._answer(model, card, body["input"], reply)
-        seed = next(self._ids)
+        seed = self._next_id()
         prediction = _Prediction(
             id=prediction_id(seed), model=model, version=body.get("version", card["version"]),
             input=body["input"], created=time.time(), tokens=tokens, output=raw,
