@@ -97,20 +97,20 @@ async def test_async_client(fake: FakeVoyage) -> None:
 
 
 def test_errors_are_the_client_types(fake: FakeVoyage, client: voyageai.Client) -> None:
-    fake.script(Fail(429, "Rate limit exceeded."))
+    fake.script_embeddings(Fail(429, "Rate limit exceeded."))
     with pytest.raises(voyageai.error.RateLimitError, match="Rate limit exceeded"):
         client.embed(["x"], model=MODEL)
     with pytest.raises(voyageai.error.AuthenticationError):
         voyageai.Client(api_key="pa-wrong", base_url=fake.base_url, max_retries=0).embed(
             ["x"], model=MODEL
         )
-    fake.script(Fail(503, "The server is overloaded."))
+    fake.script_embeddings(Fail(503, "The server is overloaded."))
     with pytest.raises(voyageai.error.ServiceUnavailableError):
         client.embed(["x"], model=MODEL)
-    fake.script(Malformed("{broken"))
+    fake.script_embeddings(Malformed("{broken"))
     with pytest.raises(voyageai.error.APIError):
         client.embed(["x"], model=MODEL)
-    fake.script(Disconnect())
+    fake.script_embeddings(Disconnect())
     with pytest.raises(voyageai.error.APIConnectionError):
         client.embed(["x"], model=MODEL)
 

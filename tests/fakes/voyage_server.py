@@ -20,27 +20,20 @@ context length; a per-request token budget per model.
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import json
 import struct
-import threading
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 from jsonschema import Draft202012Validator
-from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
+from starlette.responses import PlainTextResponse, Response
 
 from . import _brain
 from ._openai_wire import embed_text
-from ._scripting import ActionQueue
-from ._server import drop_connection, serve
+from ._service import Disconnect, Fail, FakeService, Handler, Malformed, Stall
 
 __all__ = [
     "MODELS",
@@ -104,45 +97,6 @@ MODELS: tuple[VoyageModel, ...] = (
 _FLEX_DIMS = (256, 512, 1024, 2048)
 
 
-@dataclass
-class Fail:
-    """Answer with an HTTP error ``{"detail": message}``."""
-
-    status: int
-    detail: str = "Internal server error."
-    headers: dict[str, str] = field(default_factory=dict)
-    times: int = 1
-
-
-@dataclass
-class Stall:
-    """Sleep before answering; then ``then`` or the default behaviour."""
-
-    seconds: float
-    then: Fail | Malformed | None = None
-
-
-@dataclass
-class Malformed:
-    """Send ``body`` raw with this status."""
-
-    body: str
-    status: int = 200
-
-
-@dataclass
-class Disconnect:
-    """Cut the connection before any response byte."""
-
-
-@dataclass
-class RecordedRequest:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: Any
-
-
 def _quantize(vector: list[float], dtype: str) -> tuple[list[Any], str]:
     """(values, struct code) of ``vector`` in ``dtype`` (binary types pack 8 signs a byte)."""
     if dtype == "float":
@@ -159,66 +113,45 @@ def _quantize(vector: list[float], dtype: str) -> tuple[list[Any], str]:
     return (packed, "B") if dtype == "ubinary" else ([b - 128 for b in packed], "b")
 
 
-class FakeVoyage:
-    """The fake service: ``base_url`` (``http://127.0.0.1:PORT/v1``), ``requests``,
-    ``bodies()``, ``spec_violations``, ``internal_errors``; ``api_key`` and ``models`` are
-    configuration restored by ``reset()``; ``script(...)`` queues actions."""
+class FakeVoyage(FakeService):
+    """The fake service (``FakeService`` for the harness): ``base_url`` ends in ``/v1``;
+    ``api_key`` and ``models`` are configuration restored by ``reset()``;
+    ``script_embeddings(...)`` queues actions."""
+
+    chat_path = "/v1/embeddings"
+    url_path = "/v1"
 
     def __init__(self, *, api_key: str | None = None) -> None:
         self._default_key = api_key
-        self.base_url: str | None = None
-        self._lock = threading.Lock()
-        self.reset()
-        self.app = Starlette(routes=[Route("/v1/embeddings", self._endpoint, methods=["POST"])])
+        super().__init__()
+
+    def _routes(self) -> list[tuple[str, Handler, list[str] | None]]:
+        return [("/v1/embeddings", self._embeddings, ["POST"])]
 
     def reset(self) -> None:
-        with self._lock:
-            self.api_key = self._default_key
-            self.models: dict[str, VoyageModel] = {m.name: m for m in MODELS}
-            self.requests: list[RecordedRequest] = []
-            self.spec_violations: list[str] = []
-            self.internal_errors: list[str] = []
-            self._script = ActionQueue()
-
-    def script(self, *actions: Fail | Stall | Malformed | Disconnect) -> None:
-        self._script.push(*actions)
-
-    def bodies(self) -> list[Any]:
-        return [r.body for r in self.requests]
-
-    @contextlib.contextmanager
-    def running(self) -> Iterator[FakeVoyage]:
-        with serve(self.app) as url:
-            self.base_url = f"{url}/v1"
-            try:
-                yield self
-            finally:
-                self.base_url = None
+        super().reset()
+        self.api_key = self._default_key
+        self.models: dict[str, VoyageModel] = {m.name: m for m in MODELS}
 
     @staticmethod
     def _detail(status: int, detail: str, headers: dict[str, str] | None = None) -> Response:
         return Response(json.dumps({"detail": detail}), status, headers, "application/json")
 
+    def _fail(self, request: Request, fail: Fail) -> Response:
+        return self._detail(fail.status, fail.message or "Internal server error.", fail.headers)
+
+    def _error_response(self, request: Request, status: int) -> Response:
+        if status == 500:
+            return self._detail(500, "Internal server error.")
+        return PlainTextResponse(HTTPStatus(status).phrase, status)  # Starlette's default
+
     def _invalid(self, detail: str) -> Response:
         self.spec_violations.append(f"POST /v1/embeddings: {detail}")
         return self._detail(400, detail)
 
-    async def _endpoint(self, request: Request) -> Any:
-        try:
-            return await self._embeddings(request)
-        except Exception as exc:  # a bug of the fake: answer like the service, keep a note
-            self.internal_errors.append(repr(exc))
-            return self._detail(500, "Internal server error.")
-
     async def _embeddings(self, request: Request) -> Any:
-        raw = await request.body()
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            body = None
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        self.requests.append(RecordedRequest("POST", request.url.path, headers, body))
-        auth = headers.get("authorization", "")
+        body = request.state.recorded.body
+        auth = request.headers.get("authorization", "")
         key = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
         if not key or (self.api_key is not None and key != self.api_key):
             return self._detail(401, "Provided API key is invalid.")
@@ -234,18 +167,9 @@ class FakeVoyage:
                 f"Model {body['model']} is not supported. Supported models are "
                 f"{sorted(self.models)}."
             )
-        action = self._script.pop()
-        if isinstance(action, Stall):
-            deadline = time.monotonic() + action.seconds
-            while deadline > time.monotonic() and not await request.is_disconnected():
-                await asyncio.sleep(0.02)
-            action = action.then
-        if isinstance(action, Fail):
-            return self._detail(action.status, action.detail, action.headers)
-        if isinstance(action, Malformed):
-            return Response(action.body, action.status, media_type="application/json")
-        if isinstance(action, Disconnect):
-            return _Dropped()
+        now, _ = await self._take(request, "embeddings")
+        if now is not None:
+            return now
         return self._answer(body, model)
 
     def _answer(self, body: dict[str, Any], model: VoyageModel) -> Response:
@@ -286,8 +210,3 @@ class FakeVoyage:
             "usage": {"total_tokens": used},
         }
         return Response(json.dumps(answer), 200, media_type="application/json")
-
-
-class _Dropped:
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await drop_connection(scope, hard=True)

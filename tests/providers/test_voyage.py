@@ -134,10 +134,10 @@ def test_batch_limit_is_the_apis() -> None:
 
 # -- failures -----------------------------------------------------------------------------------
 def test_errors_are_typed_and_retried_when_retryable(fake: FakeVoyage) -> None:
-    fake.script(Fail(429, "Rate limit exceeded.", headers={"retry-after": "0"}), Fail(503))
+    fake.script_embeddings(Fail(429, "Rate limit exceeded.", headers={"retry-after": "0"}), Fail(503))
     assert len(_emb(fake).embed_query("x")) == 1024
     assert len(fake.bodies()) == 3
-    fake.script(Fail(429, "Rate limit exceeded.", headers={"retry-after": "3"}))
+    fake.script_embeddings(Fail(429, "Rate limit exceeded.", headers={"retry-after": "3"}))
     with pytest.raises(errors.RateLimited, match="Rate limit exceeded") as info:
         _emb(fake, max_retries=0).embed_query("x")
     assert info.value.retry_after == 3.0
@@ -153,16 +153,16 @@ def test_errors_are_typed_and_retried_when_retryable(fake: FakeVoyage) -> None:
 
 
 def test_transport_and_malformed_answers(fake: FakeVoyage) -> None:
-    fake.script(Malformed("{broken"))
+    fake.script_embeddings(Malformed("{broken"))
     with pytest.raises(errors.MalformedResponse):
         _emb(fake).embed_query("x")
-    fake.script(Malformed('{"object": "list", "data": [{"embedding": "%%%", "index": 0}]}'))
+    fake.script_embeddings(Malformed('{"object": "list", "data": [{"embedding": "%%%", "index": 0}]}'))
     with pytest.raises(errors.MalformedResponse, match="base64"):
         _emb(fake).embed_query("x")
-    fake.script(Disconnect())
+    fake.script_embeddings(Disconnect())
     with pytest.raises(errors.ConnectionFailed):
         _emb(fake, max_retries=0).embed_query("x")
-    fake.script(Stall(1.0))
+    fake.script_embeddings(Stall(1.0))
     with pytest.raises(errors.Timeout):
         _emb(fake, timeout=0.3, max_retries=0).embed_query("x")
 
