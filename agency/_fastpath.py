@@ -8,8 +8,12 @@ the same post-processing LangChain would (normalized input messages, the respons
 merge, a run id for messages without one). The moment anything listens, the full path runs.
 
 `quiet_call` answers "does anything listen?" from the same sources LangChain's
-`CallbackManager.configure` reads. It leans on private langchain-core names; if they move,
-it answers False and every call takes the full path.
+`CallbackManager.configure` reads. It leans on private langchain-core names, so it is on only
+for the langchain-core minor versions in `VERIFIED_LANGCHAIN_CORE`, those the equality tests
+(``tests/test_fastpath.py``: fast and full paths answer alike) have passed against; on any other
+version, or if those names move, it answers False and every call takes the full path.
+``scripts/fastpath_newest.sh`` (run by CI) runs the equality tests against the newest
+langchain-core release with `FASTPATH_ENV` ``=force``, which says when to extend the list.
 """
 
 from __future__ import annotations
@@ -25,7 +29,22 @@ if TYPE_CHECKING:
     from langchain_core.outputs import ChatResult
     from langchain_core.runnables import RunnableConfig
 
-__all__ = ["QuietInvokeMixin", "finish_result", "normalize_messages", "quiet_call"]
+__all__ = [
+    "FASTPATH_ENV",
+    "VERIFIED_LANGCHAIN_CORE",
+    "QuietInvokeMixin",
+    "enabled",
+    "finish_result",
+    "normalize_messages",
+    "quiet_call",
+]
+
+VERIFIED_LANGCHAIN_CORE: frozenset[str] = frozenset({"1.6", "1.7", "1.8"})
+"""langchain-core minor versions the equality tests passed against (each run with
+``scripts/fastpath_newest.sh VERSION``); the fast path is off on any other."""
+FASTPATH_ENV = "AGENCY_FASTPATH"
+"""``off`` turns the fast path off; ``force`` turns it on for an unverified langchain-core
+(what ``scripts/fastpath_newest.sh`` does to test a new release; not for production)."""
 
 _TRACING_ENV = (
     "LANGCHAIN_TRACING_V2",
@@ -36,7 +55,22 @@ _TRACING_ENV = (
 )
 
 
+def enabled(version: str | None = None) -> bool:
+    """Whether the fast path may run on langchain-core ``version`` (default: the installed one)."""
+    setting = os.environ.get(FASTPATH_ENV, "").strip().lower()
+    if setting in ("off", "0", "false"):
+        return False
+    if setting == "force":
+        return True
+    if version is None:
+        from langchain_core import __version__ as version
+    minor = ".".join(version.split(".")[:2])
+    return minor in VERIFIED_LANGCHAIN_CORE
+
+
 def _load() -> tuple[Callable[..., Any], ...] | None:
+    if not enabled():
+        return None
     try:
         from langchain_core.globals import get_debug, get_llm_cache
         from langchain_core.language_models._utils import _normalize_messages

@@ -6,4 +6,5 @@ bash scripts/setup.sh --dev
 .venv/bin/ruff check agency memory agents tests benchmarks
 .venv/bin/mypy agency  # agency/memory and agency/agents are links: one package tree
 .venv/bin/lint-imports  # layers import downward only (the contract in pyproject.toml)
+bash scripts/fastpath_newest.sh  # the fast path against the newest langchain-core release
 .venv/bin/pytest "$@"  # not `python -m`: the repo root must not shadow the installed package

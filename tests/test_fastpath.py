@@ -142,3 +142,50 @@ def test_messages_without_id_get_a_run_id() -> None:
     message = _fastpath.finish_result(result)
     assert message.id is not None and message.id.startswith("lc_run-")
     assert message.response_metadata["finish_reason"] == "stop"
+
+
+def test_the_fast_path_is_on_only_for_verified_langchain_core(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import langchain_core
+
+    monkeypatch.delenv(_fastpath.FASTPATH_ENV, raising=False)
+    installed = ".".join(langchain_core.__version__.split(".")[:2])
+    assert installed in _fastpath.VERIFIED_LANGCHAIN_CORE  # CI tests what it ships with
+    assert _fastpath.enabled("1.8.4") and _fastpath.enabled("1.6.0")
+    assert not _fastpath.enabled("1.5.6")  # agency.errors needs 1.6's error classes
+    assert not _fastpath.enabled("1.9.0") and not _fastpath.enabled("2.0.0")  # not yet verified
+    monkeypatch.setenv(_fastpath.FASTPATH_ENV, "force")
+    assert _fastpath.enabled("1.9.0")
+    monkeypatch.setenv(_fastpath.FASTPATH_ENV, "off")
+    assert not _fastpath.enabled("1.8.4") and _fastpath._load() is None
+
+
+def test_an_unverified_release_takes_the_full_path(
+    openai_fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(_fastpath.FASTPATH_ENV, raising=False)
+    monkeypatch.setattr(_fastpath, "VERIFIED_LANGCHAIN_CORE", frozenset({"0.9"}))
+    assert _fastpath._load() is None  # what import time decides on such a release
+    monkeypatch.setattr(_fastpath, "_HELPERS", None)
+    model = _model(openai_fake)
+    assert not _fastpath.quiet_call(model, RunnableConfig(), {})
+    full = Recorder()
+    with monkeypatch.context() as patch:  # the full path is the one that builds run managers
+        seen: list[str] = []
+        original = AgencyChatModel._generate
+
+        def spy(
+            self: AgencyChatModel,
+            messages: Any,
+            stop: Any = None,
+            run_manager: Any = None,
+            **kwargs: Any,
+        ) -> Any:
+            seen.append("run_manager" if run_manager is not None else "direct")
+            return original(self, messages, stop=stop, run_manager=run_manager, **kwargs)
+
+        patch.setattr(AgencyChatModel, "_generate", spy)
+        assert model.invoke("hi").content
+        model.invoke("hi", {"callbacks": [full]})
+    assert seen == ["run_manager", "run_manager"] and full.events == ["start", "end"]
