@@ -71,6 +71,7 @@ class _Step:
     usage: dict[str, Any] | None = None
     splice: Splice | None = None
     seen_meta: set[str] = field(default_factory=set)
+    sent_at: float = 0.0  # the pool's clock when the request went out
 
 
 class _Call:
@@ -219,14 +220,18 @@ class _Call:
             return state.price.max_output
         return DEFAULT_MAX_OUTPUT_TOKENS
 
-    def request(self, step: _Step) -> Any:
-        """The wire request for this attempt (with the continuation after a cut stream)."""
+    def send(self, step: _Step) -> Any:
+        """The wire request for this attempt (with the continuation after a cut stream); the
+        attempt counts as in flight from now."""
         messages = self.messages
         if self.emitted:
             messages = continuation_messages(messages, self.emitted)
         stop = self.kwargs.get("stop")
         kwargs = {k: v for k, v in self.kwargs.items() if k != "stop"}
-        return step.state.model._request(messages, stop, kwargs)
+        request = step.state.model._request(messages, stop, kwargs)
+        step.state.started()
+        step.sent_at = self.pool.clock()
+        return request
 
     def limiter_timed_out(self, step: _Step) -> None:
         """The limiter had no room within ``max_wait_s`` after all."""
@@ -269,10 +274,11 @@ class _Call:
         return chunk
 
     # -- outcomes ---------------------------------------------------------------------
-    def succeeded(self, step: _Step, latency_s: float) -> list[ChatGenerationChunk]:
+    def succeeded(self, step: _Step) -> list[ChatGenerationChunk]:
         """Settle the attempt; the closing chunks (held text, cost and route metadata)."""
         from agency.pricing import cost_of
 
+        latency_s = self.pool.clock() - step.sent_at
         state = step.state
         cost = cost_of(step.usage, state.price)
         self._settle(step, cost)
@@ -480,7 +486,6 @@ class FallbackChatModel(QuietInvokeMixin, StructuredOutputMixin, BaseChatModel):
         self, messages: list[BaseMessage], kwargs: dict[str, Any], *, stream: bool
     ) -> Iterator[ChatGenerationChunk]:
         call = _Call(self, messages, kwargs)
-        clock = self._pool.clock
         while (step := call.next()) is not None:
             if isinstance(step, float):
                 self._pool.sleep(step)
@@ -490,9 +495,7 @@ class FallbackChatModel(QuietInvokeMixin, StructuredOutputMixin, BaseChatModel):
             ):
                 call.limiter_timed_out(step)
                 continue
-            request = call.request(step)
-            step.state.started()
-            started = clock()
+            request = call.send(step)
             try:
                 for chunk in step.state.model._adapter.chat(request, stream=stream):
                     out = call.on_chunk(step, chunk)
@@ -504,7 +507,7 @@ class FallbackChatModel(QuietInvokeMixin, StructuredOutputMixin, BaseChatModel):
             except BaseException:
                 call.aborted(step)
                 raise
-            yield from call.succeeded(step, clock() - started)
+            yield from call.succeeded(step)
             return
         raise call.give_up()
 
@@ -512,7 +515,6 @@ class FallbackChatModel(QuietInvokeMixin, StructuredOutputMixin, BaseChatModel):
         self, messages: list[BaseMessage], kwargs: dict[str, Any], *, stream: bool
     ) -> AsyncIterator[ChatGenerationChunk]:
         call = _Call(self, messages, kwargs)
-        clock = self._pool.clock
         while (step := call.next()) is not None:
             if isinstance(step, float):
                 await self._pool.asleep(step)
@@ -522,9 +524,7 @@ class FallbackChatModel(QuietInvokeMixin, StructuredOutputMixin, BaseChatModel):
             ):
                 call.limiter_timed_out(step)
                 continue
-            request = call.request(step)
-            step.state.started()
-            started = clock()
+            request = call.send(step)
             try:
                 async for chunk in step.state.model._adapter.achat(request, stream=stream):
                     out = call.on_chunk(step, chunk)
@@ -536,7 +536,7 @@ class FallbackChatModel(QuietInvokeMixin, StructuredOutputMixin, BaseChatModel):
             except BaseException:
                 call.aborted(step)
                 raise
-            for chunk in call.succeeded(step, clock() - started):
+            for chunk in call.succeeded(step):
                 yield chunk
             return
         raise call.give_up()

@@ -44,7 +44,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
@@ -324,37 +324,19 @@ class RateLimiter:
         is left of ``max_wait`` (another thread may take capacity meanwhile, so a wait can be
         followed by a False).
         """
-        if not self._constrained:
-            return True
-        budget = self.policy.max_wait_s if max_wait is None else max_wait
-        deadline = self._clock() + budget
-        slept = 0.0
-        while True:
-            wait = self._take_or_wait(tokens)
-            if wait == 0.0:
-                return True
-            # Both bounds: the clock's (real time passing) and the sum slept (a clock that
-            # does not advance with sleep cannot loop forever).
-            if wait > min(deadline - self._clock(), budget - slept):
+        for wait in self._waits(tokens, max_wait):
+            if wait is None:
                 return False
             self._sleep(wait)
-            slept += wait
+        return True
 
     async def aacquire(self, tokens: int = 0, max_wait: float | None = None) -> bool:
         """`acquire` for async code: waits with ``asleep``, never blocking the event loop."""
-        if not self._constrained:
-            return True
-        budget = self.policy.max_wait_s if max_wait is None else max_wait
-        deadline = self._clock() + budget
-        slept = 0.0
-        while True:
-            wait = self._take_or_wait(tokens)
-            if wait == 0.0:
-                return True
-            if wait > min(deadline - self._clock(), budget - slept):
+        for wait in self._waits(tokens, max_wait):
+            if wait is None:
                 return False
             await self._asleep(wait)
-            slept += wait
+        return True
 
     def settle(self, reserved_tokens: int, used_tokens: int) -> None:
         """After the call: refund (or charge) the tokens used minus those reserved."""
@@ -445,6 +427,24 @@ class RateLimiter:
             }
 
     # -- internals -------------------------------------------------------------------------
+
+    def _waits(self, tokens: int, max_wait: float | None) -> Iterator[float | None]:
+        """The sleeps taking capacity needs, one at a time, for the caller to sleep (sync or
+        async); ends once the capacity is taken, or yields ``None`` and ends (taking nothing)
+        when the next wait would not fit in what is left of ``max_wait``."""
+        if not self._constrained:
+            return
+        budget = self.policy.max_wait_s if max_wait is None else max_wait
+        deadline = self._clock() + budget
+        slept = 0.0
+        while (wait := self._take_or_wait(tokens)) > 0.0:
+            # Both bounds: the clock's (real time passing) and the sum slept (a clock that
+            # does not advance with sleep cannot loop forever).
+            if wait > min(deadline - self._clock(), budget - slept):
+                yield None
+                return
+            yield wait
+            slept += wait
 
     def _take_or_wait(self, tokens: int) -> float:
         """Take the capacity and return 0.0, or take nothing and return the wait (> 0)."""
