@@ -10,8 +10,9 @@ Everything heavy (httpx, langchain-core, llama.cpp) is imported on first use.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
+
+from agency._lazy import export
 
 __version__ = "0.1.0"
 
@@ -92,12 +93,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'agency' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+    return export(__name__, _EXPORTS, name)
 
 
 def __dir__() -> list[str]:

@@ -38,20 +38,6 @@ from agency._specs import get_profile, known_providers, parse_spec, suggest_prov
 from agency.errors import ConfigError, ProviderNotFound
 from agency.providers._profile import ProviderProfile
 
-__all__ = [
-    "BudgetConfig",
-    "ConfigModel",
-    "EmbeddingsSpec",
-    "FallbackConfig",
-    "FallbackRule",
-    "Float",
-    "Int",
-    "LLMConfig",
-    "ProviderEntry",
-    "Section",
-    "config_problem",
-]
-
 Loc = tuple[str | int, ...]
 _VAR = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SENSITIVE = re.compile(r"(?i)(^|[_-])(key|api_?key|token|secret|password|authorization)$")

@@ -10,8 +10,9 @@ imports it (the `Agency` facade does, lazily). Submodules load on first use.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
+
+from agency._lazy import export
 
 _EXPORTS: dict[str, str] = {
     "BUILTIN_ROLES": "agency.agents.roles",
@@ -33,7 +34,4 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'agency.agents' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+    return export(__name__, _EXPORTS, name)

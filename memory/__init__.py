@@ -11,8 +11,9 @@ never imports it (the `Agency` facade does, lazily). Submodules load on first us
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
+
+from agency._lazy import export
 
 _EXPORTS: dict[str, str] = {
     "CacheStats": "agency.memory.cache",
@@ -32,7 +33,4 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'agency.memory' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+    return export(__name__, _EXPORTS, name)

@@ -6,8 +6,9 @@ clock). Submodules are imported on use, so ``import agency.resilience`` stays li
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
+
+from agency._lazy import export
 
 _EXPORTS: dict[str, str] = {
     "Budget": "agency.resilience.budget",
@@ -45,7 +46,4 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'agency.resilience' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+    return export(__name__, _EXPORTS, name)
