@@ -76,3 +76,28 @@ def test_config_error_names_source_key_and_fix() -> None:
     assert "agency.toml" in str(err)
     assert "llm.temperature" in str(err)
     assert "fix: write 0.7" in str(err)
+
+
+def test_classify_takes_the_most_specific_row() -> None:
+    class GatewayNotFound(errors.ModelNotFound):
+        pass
+
+    table = errors.ERROR_POLICIES
+    assert errors.classify(GatewayNotFound("x")) == table[errors.ModelNotFound]
+    assert errors.classify(errors.ContextWindowExceeded("x")) == table[errors.ContextWindowExceeded]
+    assert errors.classify(errors.CircuitOpen("x")) != table[errors.ProviderUnavailable]
+    # A rate limit from an integration outside agency: a breaker failure, never retried here.
+    foreign = errors.classify(lc.ModelRateLimitError("x"))
+    assert (foreign.breaker_failure, foreign.retry_same, foreign.fall_back) == (True, False, "no")
+    assert errors.classify(KeyError("x")) == errors.ErrorPolicy(False, "no", False, None)
+
+
+def test_is_retryable_follows_the_table_unless_one_failure_says_otherwise() -> None:
+    assert errors.retries_same(errors.Timeout("t"))
+    assert not errors.retries_same(errors.ModelNotFound("m"))
+    once = errors.Timeout("deterministic")
+    once.is_retryable = False
+    assert not errors.retries_same(once)
+    assert errors.retries_same(errors.Timeout("the next one"))
+    group = errors.AllProvidersFailed("all", [errors.ModelNotFound("m"), errors.Timeout("t")])
+    assert group.is_retryable

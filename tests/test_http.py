@@ -299,3 +299,52 @@ async def test_call_with_retry_async_counts_attempts() -> None:
     with pytest.raises(errors.ConnectionFailed):
         await _http.call_with_retry_async(fn, 1, sleep=nosleep)
     assert len(calls) == 2
+
+
+# -- the retry policy ------------------------------------------------------------------------
+def test_retry_policy_numbers_drive_the_loop() -> None:
+    policy = _http.RetryPolicy(
+        max_retries=4, initial_backoff_s=1.0, backoff_multiplier=3.0, max_backoff_s=5.0, jitter=0
+    )
+    slept: list[float] = []
+    calls = 0
+
+    def flaky() -> str:
+        nonlocal calls
+        calls += 1
+        if calls <= 4:
+            raise errors.Timeout("t")
+        return "ok"
+
+    assert _http.call_with_retry(flaky, policy, sleep=slept.append) == "ok"
+    assert slept == [1.0, 3.0, 5.0, 5.0]
+
+
+def test_a_bare_count_is_the_default_policy_with_that_many_retries() -> None:
+    assert _http.RetryPolicy.of(3) == _http.RetryPolicy(max_retries=3)
+    policy = _http.RetryPolicy(max_retries=1)
+    assert _http.RetryPolicy.of(policy) is policy
+
+
+def test_retry_policy_caps_retry_after_and_can_retry_other_classes() -> None:
+    patient = _http.RetryPolicy(max_retry_after_s=2.0)
+    assert patient.should_retry(errors.RateLimited("x", retry_after=2.0))
+    assert not patient.should_retry(errors.RateLimited("x", retry_after=2.5))
+    bold = _http.RetryPolicy(retry_on=lambda e: isinstance(e, errors.BadRequest))
+    assert bold.should_retry(errors.BadRequest("x"))
+    assert not bold.should_retry(errors.Timeout("x"))
+    calls, slept = 0, []
+    with pytest.raises(errors.BadRequest):
+        for attempt in _http.retrying(
+            _http.RetryPolicy(max_retries=2, retry_on=bold.retry_on), sleep=slept.append
+        ):
+            with attempt:
+                calls += 1
+                raise errors.BadRequest("x")
+    assert (calls, len(slept)) == (3, 2)
+
+
+@pytest.mark.parametrize("status", [408, 409, 520, 524])
+def test_statuses_that_mean_unavailable(status: int) -> None:
+    err = _http.error_from_response(_response(status, None), provider="p", model=None)
+    assert type(err) is errors.ProviderUnavailable
