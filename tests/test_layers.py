@@ -109,6 +109,22 @@ def test_the_contract_breaks_when_a_lower_layer_imports_a_higher_one(tmp_path: P
     assert kept.returncode == 0, kept.stdout
 
 
+def test_the_shared_design_draws_the_same_layers() -> None:
+    """``../shared/design.md`` (the team's picture) stacks the layers as the contract does."""
+    design = ROOT.parent / "shared" / "design.md"
+    if not design.is_file():
+        pytest.skip("../shared/design.md sits beside the repository only in checkouts and CI")
+    text = design.read_text("utf-8")
+    picture = text.split("```", 2)[1]  # the first drawing: the layers, top first
+    rows = [line.split()[0] for line in picture.strip().splitlines()]
+    # Its rows name folders: agency/app.py (top), workflows/, agents/, memory/, agency/ (core).
+    drawn = [row.strip("/,").removeprefix("agency/").removesuffix(".py") for row in rows]
+    layers = [names[0] for names in _layers()]
+    assert drawn[: len(layers) - 1] == layers[:-1]
+    assert rows[len(layers) - 1] == "agency/", "core (the rest of agency/) is the bottom layer"
+    assert "agency.memory, agency.agents, agency.workflows" in text
+
+
 def test_readme_shows_the_contracts_layers() -> None:
     text = README.read_text("utf-8")
     assert BEGIN in text and END in text
