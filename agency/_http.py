@@ -38,10 +38,11 @@ __all__ = [
     "BACKOFF_INITIAL_S",
     "BACKOFF_MAX_S",
     "BACKOFF_MULTIPLIER",
+    "DEFAULT_MAX_RETRIES",
     "JITTER_FRACTION",
     "MAX_RETRY_AFTER_S",
-    "RETRYABLE_STATUS",
     "ErrorInfo",
+    "RetryPolicy",
     "SSEEvent",
     "aclose_clients",
     "aiter_ndjson",
@@ -147,8 +148,13 @@ def _ssl_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
-def _timeout(seconds: float) -> httpx.Timeout:
-    return httpx.Timeout(seconds, connect=min(seconds, 10.0))
+def _client_options(timeout: float) -> dict[str, Any]:
+    # What every pooled client, sync or async, is built with.
+    return {
+        "timeout": httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+        "limits": _POOL_LIMITS,
+        "verify": _ssl_context(),
+    }
 
 
 def sync_client(base_url: str, timeout: float) -> httpx.Client:
@@ -160,9 +166,7 @@ def sync_client(base_url: str, timeout: float) -> httpx.Client:
         with _clients_lock:
             client = _sync_clients.get(key)
             if client is None or client.is_closed:
-                client = httpx.Client(
-                    timeout=_timeout(timeout), limits=_POOL_LIMITS, verify=_ssl_context()
-                )
+                client = httpx.Client(**_client_options(timeout))
                 _sync_clients[key] = client
     return client
 
@@ -176,9 +180,7 @@ def async_client(base_url: str, timeout: float) -> httpx.AsyncClient:
     key = (base_url, timeout)
     client = per_loop.get(key)
     if client is None or client.is_closed:
-        client = httpx.AsyncClient(
-            timeout=_timeout(timeout), limits=_POOL_LIMITS, verify=_ssl_context()
-        )
+        client = httpx.AsyncClient(**_client_options(timeout))
         per_loop[key] = client
     return client
 

@@ -31,6 +31,7 @@ import agency
 from agency import errors
 from agency.chat_models import AgencyChatModel
 from agency.providers import anthropic as wire
+from providers._standard import CapabilitySwitches
 
 _BASE: dict[str, str] = {}
 _CURRENT: list[FakeAnthropic] = []
@@ -78,7 +79,9 @@ def _cached_prompt(tag: str) -> SystemMessage:
 
 
 @pytest.mark.usefixtures("local_media")
-class TestAnthropicStandard(ChatModelIntegrationTests):
+class TestAnthropicStandard(CapabilitySwitches, ChatModelIntegrationTests):
+    provider = "anthropic"
+
     @property
     def chat_model_class(self) -> type[AgencyChatModel]:
         return AgencyChatModel
@@ -88,36 +91,16 @@ class TestAnthropicStandard(ChatModelIntegrationTests):
         return {"model": SPEC, "base_url": _BASE["url"], "api_key": KEY, "temperature": 0}
 
     @property
-    def has_tool_choice(self) -> bool:
-        return True
-
-    @property
-    def supports_image_inputs(self) -> bool:
-        return True
-
-    @property
-    def supports_image_urls(self) -> bool:
-        return True
-
-    @property
     def supports_image_tool_message(self) -> bool:
         return True  # tool_result content may hold image blocks
 
     @property
     def supports_pdf_inputs(self) -> bool:
-        return True
+        return True  # not a Capabilities field: the wire takes PDF document parts
 
     @property
     def supports_pdf_tool_message(self) -> bool:
         return True  # tool_result content may hold document blocks
-
-    @property
-    def supports_anthropic_inputs(self) -> bool:
-        return True
-
-    @property
-    def supports_model_override(self) -> bool:
-        return True
 
     @property
     def model_override_value(self) -> str:

@@ -37,9 +37,12 @@ from agency.providers.anthropic import (
     usage_from_anthropic,
     wire_messages,
 )
+from providers._standard import CapabilitySwitches
 
 
-class TestAnthropicChatModelUnit(ChatModelUnitTests):
+class TestAnthropicChatModelUnit(CapabilitySwitches, ChatModelUnitTests):
+    provider = "anthropic"
+
     @property
     def chat_model_class(self) -> type[AgencyChatModel]:
         return AgencyChatModel
@@ -49,24 +52,8 @@ class TestAnthropicChatModelUnit(ChatModelUnitTests):
         return {"model": "anthropic:claude-sonnet-4-5", "api_key": "sk-ant-test", "temperature": 0}
 
     @property
-    def has_tool_choice(self) -> bool:
-        return True
-
-    @property
-    def has_structured_output(self) -> bool:
-        return True
-
-    @property
-    def supports_image_inputs(self) -> bool:
-        return True
-
-    @property
     def supports_pdf_inputs(self) -> bool:
-        return True
-
-    @property
-    def supports_anthropic_inputs(self) -> bool:
-        return True
+        return True  # not a Capabilities field: the wire takes PDF document parts
 
     @pytest.mark.xfail(
         reason="langchain-core's load() revives only classes on its own allowlist "

@@ -19,6 +19,7 @@ from agency import errors
 from agency.chat_models import AgencyChatModel
 from agency.embedding_models import AgencyEmbeddings
 from agency.providers import cohere as wire
+from providers._standard import CapabilitySwitches
 
 MODEL = "command-a-03-2025"
 VISION = "command-a-vision-07-2025"
@@ -64,7 +65,9 @@ def _invoke(llm: Any, stream: bool, prompt: Any = "hello") -> AIMessage:
 
 
 @pytest.mark.usefixtures("local_media")
-class TestCohereStandard(ChatModelIntegrationTests):
+class TestCohereStandard(CapabilitySwitches, ChatModelIntegrationTests):
+    provider = "cohere"
+
     @property
     def chat_model_class(self) -> type[AgencyChatModel]:
         return AgencyChatModel
@@ -74,24 +77,8 @@ class TestCohereStandard(ChatModelIntegrationTests):
         return _params(temperature=0)
 
     @property
-    def has_tool_choice(self) -> bool:
-        return True
-
-    @property
-    def supports_json_mode(self) -> bool:
-        return True
-
-    @property
     def supports_image_inputs(self) -> bool:
         return False  # command-a-03-2025 is text-only; TestCohereVisionStandard covers images
-
-    @property
-    def supports_anthropic_inputs(self) -> bool:
-        return True
-
-    @property
-    def supports_model_override(self) -> bool:
-        return True
 
     @property
     def model_override_value(self) -> str:
@@ -107,8 +94,10 @@ class TestCohereStandard(ChatModelIntegrationTests):
 
 
 @pytest.mark.usefixtures("local_media")
-class TestCohereVisionStandard(ChatModelIntegrationTests):
+class TestCohereVisionStandard(CapabilitySwitches, ChatModelIntegrationTests):
     """Cohere's vision model: images in (base64 and URLs), no tool use."""
+
+    provider = "cohere"
 
     @property
     def chat_model_class(self) -> type[AgencyChatModel]:
@@ -123,24 +112,8 @@ class TestCohereVisionStandard(ChatModelIntegrationTests):
         return False  # command-a-vision has no tool use (the fake refuses tools for it)
 
     @property
-    def supports_json_mode(self) -> bool:
-        return True
-
-    @property
-    def supports_image_inputs(self) -> bool:
-        return True
-
-    @property
-    def supports_image_urls(self) -> bool:
-        return True
-
-    @property
     def structured_output_kwargs(self) -> dict[str, Any]:
         return {"method": "json_schema"}
-
-    @property
-    def supports_model_override(self) -> bool:
-        return True
 
     @property
     def model_override_value(self) -> str:

@@ -33,11 +33,14 @@ from agency.providers.cohere import (
     usage_from_cohere,
 )
 from agency.providers.presets import BUILTIN_PROFILES
+from providers._standard import CapabilitySwitches
 
 _PROFILE = next(p for p in BUILTIN_PROFILES if p.name == "cohere")
 
 
-class TestCohereChatUnit(ChatModelUnitTests):
+class TestCohereChatUnit(CapabilitySwitches, ChatModelUnitTests):
+    provider = "cohere"
+
     @property
     def chat_model_class(self) -> type[AgencyChatModel]:
         return AgencyChatModel
@@ -45,22 +48,6 @@ class TestCohereChatUnit(ChatModelUnitTests):
     @property
     def chat_model_params(self) -> dict[str, Any]:
         return {"model": "cohere:command-a-03-2025", "api_key": "co-test", "temperature": 0}
-
-    @property
-    def has_tool_choice(self) -> bool:
-        return True
-
-    @property
-    def has_structured_output(self) -> bool:
-        return True
-
-    @property
-    def supports_json_mode(self) -> bool:
-        return True
-
-    @property
-    def supports_image_inputs(self) -> bool:
-        return True
 
     @pytest.mark.xfail(
         reason="langchain-core's load() revives only classes on its own allowlist "

@@ -21,6 +21,7 @@ from agency import errors
 from agency.chat_models import AgencyChatModel
 from agency.embedding_models import AgencyEmbeddings
 from agency.providers.gemini import SIGNATURES_KEY
+from providers._standard import CapabilitySwitches
 
 _FAKE: list[FakeGemini] = []
 
@@ -63,7 +64,9 @@ def _invoke(llm: Any, stream: bool, prompt: Any = "hello") -> AIMessage:
 
 # --------------------------------------------------------------------------- standard suites
 @pytest.mark.usefixtures("local_media")
-class TestGeminiStandard(ChatModelIntegrationTests):
+class TestGeminiStandard(CapabilitySwitches, ChatModelIntegrationTests):
+    provider = "gemini"
+
     @property
     def chat_model_class(self) -> type[AgencyChatModel]:
         return AgencyChatModel
@@ -78,28 +81,12 @@ class TestGeminiStandard(ChatModelIntegrationTests):
         }
 
     @property
-    def has_tool_choice(self) -> bool:
-        return True
-
-    @property
-    def supports_json_mode(self) -> bool:
-        return True
-
-    @property
-    def supports_image_inputs(self) -> bool:
-        return True
-
-    @property
-    def supports_image_urls(self) -> bool:
-        return True
-
-    @property
     def supports_pdf_inputs(self) -> bool:
-        return True
+        return True  # not a Capabilities field: the wire takes PDF document parts
 
     @property
     def supports_audio_inputs(self) -> bool:
-        return True
+        return True  # not a Capabilities field: the wire takes audio parts
 
     @property
     def supports_image_tool_message(self) -> bool:
@@ -108,14 +95,6 @@ class TestGeminiStandard(ChatModelIntegrationTests):
     @property
     def supports_pdf_tool_message(self) -> bool:
         return False  # functionResponse.parts (multimodal tool results) are Gemini 3 only
-
-    @property
-    def supports_anthropic_inputs(self) -> bool:
-        return True
-
-    @property
-    def supports_model_override(self) -> bool:
-        return True
 
     @property
     def model_override_value(self) -> str:

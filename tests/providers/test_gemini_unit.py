@@ -36,9 +36,12 @@ from agency.providers.gemini import (
     usage_from_gemini,
     wire_contents,
 )
+from providers._standard import CapabilitySwitches
 
 
-class TestGeminiChatModelUnit(ChatModelUnitTests):
+class TestGeminiChatModelUnit(CapabilitySwitches, ChatModelUnitTests):
+    provider = "gemini"
+
     @property
     def chat_model_class(self) -> type[AgencyChatModel]:
         return AgencyChatModel
@@ -46,22 +49,6 @@ class TestGeminiChatModelUnit(ChatModelUnitTests):
     @property
     def chat_model_params(self) -> dict:
         return {"model": "gemini:gemini-2.5-flash", "api_key": "test-key", "temperature": 0}
-
-    @property
-    def has_tool_choice(self) -> bool:
-        return True
-
-    @property
-    def has_structured_output(self) -> bool:
-        return True
-
-    @property
-    def supports_json_mode(self) -> bool:
-        return True
-
-    @property
-    def supports_image_inputs(self) -> bool:
-        return True
 
     @property
     def init_from_env_params(self) -> tuple[dict, dict, dict]:

@@ -17,6 +17,7 @@ from langchain_tests.unit_tests import ChatModelUnitTests, EmbeddingsUnitTests
 from agency.chat_models import AgencyChatModel
 from agency.embedding_models import AgencyEmbeddings
 from agency.errors import CapabilityError
+from providers._standard import CapabilitySwitches
 
 pytestmark = pytest.mark.local
 
@@ -29,7 +30,9 @@ _GGUF = str(
 _PARAMS: dict[str, Any] = {"model": "local:smollm2", "max_tokens": 64, "temperature": 0}
 
 
-class _LocalChat:
+class _LocalChat(CapabilitySwitches):
+    provider = "local"
+
     @property
     def chat_model_class(self) -> type[AgencyChatModel]:
         return AgencyChatModel
@@ -39,28 +42,12 @@ class _LocalChat:
         return dict(_PARAMS)
 
     @property
-    def has_tool_calling(self) -> bool:
-        return True
-
-    @property
-    def has_tool_choice(self) -> bool:
-        return True
-
-    @property
-    def has_structured_output(self) -> bool:
-        return True
-
-    @property
     def structured_output_kwargs(self) -> dict[str, Any]:
         return {"method": "json_schema"}
 
     @property
-    def supports_json_mode(self) -> bool:
-        return True
-
-    @property
-    def returns_usage_metadata(self) -> bool:
-        return True
+    def supports_anthropic_inputs(self) -> bool:
+        return False  # the local adapter's tool calls are forced ones; the test needs free calls
 
     @property
     def supported_usage_metadata_details(self) -> Any:

@@ -31,6 +31,7 @@ from agency.chat_models import AgencyChatModel
 from agency.cli import app
 from agency.embedding_models import AgencyEmbeddings
 from agency.providers.ollama import OllamaAdapter
+from providers._standard import CapabilitySwitches
 
 _BASE: dict[str, str] = {}
 VISION_TOOLS_MODEL = "mistral-small3.1"  # a fake model with completion, vision and tools
@@ -67,7 +68,9 @@ def _collect(llm: object, prompt: object) -> AIMessage:
 
 # -- LangChain's standard suites ---------------------------------------------------------------
 @pytest.mark.usefixtures("local_media")
-class TestOllamaStandard(ChatModelIntegrationTests):
+class TestOllamaStandard(CapabilitySwitches, ChatModelIntegrationTests):
+    provider = "ollama"
+
     @property
     def chat_model_class(self) -> type[AgencyChatModel]:
         return AgencyChatModel
@@ -77,32 +80,12 @@ class TestOllamaStandard(ChatModelIntegrationTests):
         return {"model": f"ollama:{VISION_TOOLS_MODEL}", "base_url": _BASE["url"], "temperature": 0}
 
     @property
-    def has_tool_choice(self) -> bool:
-        return False  # Ollama cannot force a tool call (see agency.providers.ollama)
-
-    @property
-    def supports_json_mode(self) -> bool:
-        return True
-
-    @property
-    def supports_image_inputs(self) -> bool:
-        return True
-
-    @property
     def supports_image_urls(self) -> bool:
         return False  # Ollama takes base64 images only; URLs raise CapabilityError
 
     @property
     def supports_image_tool_message(self) -> bool:
         return True  # images are a field of any message, tool results included
-
-    @property
-    def supports_anthropic_inputs(self) -> bool:
-        return True
-
-    @property
-    def supports_model_override(self) -> bool:
-        return True
 
     @property
     def model_override_value(self) -> str:

@@ -32,11 +32,14 @@ from agency.providers.ollama import (
     ollama_messages,
     usage_from_ollama,
 )
+from providers._standard import CapabilitySwitches
 
 SPEC = "ollama-openapi.yaml"
 
 
-class TestOllamaChatModelUnit(ChatModelUnitTests):
+class TestOllamaChatModelUnit(CapabilitySwitches, ChatModelUnitTests):
+    provider = "ollama"
+
     @property
     def chat_model_class(self) -> type[AgencyChatModel]:
         return AgencyChatModel
@@ -44,22 +47,6 @@ class TestOllamaChatModelUnit(ChatModelUnitTests):
     @property
     def chat_model_params(self) -> dict:
         return {"model": "ollama:llama3.2", "temperature": 0}
-
-    @property
-    def has_tool_choice(self) -> bool:
-        return False  # Ollama has no tool_choice
-
-    @property
-    def has_structured_output(self) -> bool:
-        return True
-
-    @property
-    def supports_json_mode(self) -> bool:
-        return True
-
-    @property
-    def supports_image_inputs(self) -> bool:
-        return True
 
     @pytest.mark.xfail(
         reason="langchain-core's load() revives only classes on its own allowlist "

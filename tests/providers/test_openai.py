@@ -18,6 +18,7 @@ import agency
 from agency import errors
 from agency.chat_models import AgencyChatModel
 from agency.embedding_models import AgencyEmbeddings
+from providers._standard import CapabilitySwitches
 
 _BASE: dict[str, str] = {}
 
@@ -36,7 +37,9 @@ def _llm(fake: FakeOpenAI, **kw: object) -> AgencyChatModel:
 
 
 @pytest.mark.usefixtures("local_media")
-class TestOpenAIStandard(ChatModelIntegrationTests):
+class TestOpenAIStandard(CapabilitySwitches, ChatModelIntegrationTests):
+    provider = "openai"
+
     @property
     def chat_model_class(self) -> type[AgencyChatModel]:
         return AgencyChatModel
@@ -51,22 +54,6 @@ class TestOpenAIStandard(ChatModelIntegrationTests):
         }
 
     @property
-    def has_tool_choice(self) -> bool:
-        return True
-
-    @property
-    def supports_json_mode(self) -> bool:
-        return True
-
-    @property
-    def supports_image_inputs(self) -> bool:
-        return True
-
-    @property
-    def supports_image_urls(self) -> bool:
-        return True
-
-    @property
     def supports_image_tool_message(self) -> bool:
         return False  # chat completions: a tool message's content is text parts only
 
@@ -76,19 +63,11 @@ class TestOpenAIStandard(ChatModelIntegrationTests):
 
     @property
     def supports_pdf_inputs(self) -> bool:
-        return True
+        return True  # not a Capabilities field: the wire takes PDF document parts
 
     @property
     def supports_audio_inputs(self) -> bool:
-        return True
-
-    @property
-    def supports_anthropic_inputs(self) -> bool:
-        return True
-
-    @property
-    def supports_model_override(self) -> bool:
-        return True
+        return True  # not a Capabilities field: the wire takes audio parts
 
     @property
     def model_override_value(self) -> str:

@@ -28,9 +28,12 @@ from agency.providers.openai import (
     chunk_from_stream_event,
     usage_from_openai,
 )
+from providers._standard import CapabilitySwitches
 
 
-class TestAgencyChatModelUnit(ChatModelUnitTests):
+class TestAgencyChatModelUnit(CapabilitySwitches, ChatModelUnitTests):
+    provider = "openai"
+
     @property
     def chat_model_class(self) -> type[AgencyChatModel]:
         return AgencyChatModel
@@ -38,22 +41,6 @@ class TestAgencyChatModelUnit(ChatModelUnitTests):
     @property
     def chat_model_params(self) -> dict:
         return {"model": "openai:gpt-4o-mini", "api_key": "sk-test", "temperature": 0}
-
-    @property
-    def has_tool_choice(self) -> bool:
-        return True
-
-    @property
-    def has_structured_output(self) -> bool:
-        return True
-
-    @property
-    def supports_json_mode(self) -> bool:
-        return True
-
-    @property
-    def supports_image_inputs(self) -> bool:
-        return True
 
     @pytest.mark.xfail(
         reason="langchain-core's load() revives only classes on its own allowlist "

@@ -25,6 +25,7 @@ from agency.chat_models import AgencyChatModel
 from agency.embedding_models import AgencyEmbeddings
 from agency.providers import replicate as wire
 from agency.providers._base import ChatRequest
+from providers._standard import CapabilitySwitches
 
 LLAMA = "meta/meta-llama-3-8b-instruct"
 E5 = "beautyyuyanli/multilingual-e5-large"
@@ -67,7 +68,9 @@ def _invoke(llm: Any, stream: bool, prompt: Any = "hello") -> AIMessage:
     return full  # type: ignore[no-any-return]
 
 
-class _ReplicateChat:
+class _ReplicateChat(CapabilitySwitches):
+    provider = "replicate"
+
     @property
     def chat_model_class(self) -> type[AgencyChatModel]:
         return AgencyChatModel
@@ -76,28 +79,8 @@ class _ReplicateChat:
     def chat_model_params(self) -> dict[str, Any]:
         return _params(temperature=0)
 
-    @property
-    def has_tool_calling(self) -> bool:
-        return False  # Replicate's language models take a prompt; there is no tool calling
-
-    @property
-    def has_tool_choice(self) -> bool:
-        return False
-
-    @property
-    def has_structured_output(self) -> bool:
-        return False  # no tools, no JSON mode, no schema-constrained output
-
-    @property
-    def returns_usage_metadata(self) -> bool:
-        return True  # from the prediction's metrics (input/output_token_count)
-
 
 class TestReplicateStandard(_ReplicateChat, ChatModelIntegrationTests):
-    @property
-    def supports_model_override(self) -> bool:
-        return True
-
     @property
     def model_override_value(self) -> str:
         return "meta/meta-llama-3-70b-instruct"
