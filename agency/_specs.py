@@ -21,7 +21,7 @@ from agency.errors import ConfigError, ProviderNotFound
 from agency.providers._profile import Connection, ProviderProfile
 
 if TYPE_CHECKING:
-    from agency.providers._base import ChatAdapter
+    from agency.providers._base import Adapter
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -169,7 +169,7 @@ def split_model_fields(values: dict[str, Any], *, embedding: bool) -> dict[str, 
     return values
 
 
-def build_adapter(provider: str, **params: Any) -> ChatAdapter:
+def build_adapter(provider: str, **params: Any) -> Adapter:
     """The wire adapter of ``provider`` on a `Connection` resolved from ``params``
     (parameters, then environment variables, then the profile's defaults)."""
     profile = get_profile(provider)

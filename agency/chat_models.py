@@ -25,7 +25,7 @@ from agency._fastpath import QuietInvokeMixin
 from agency._specs import build_adapter, get_profile, split_model_fields
 from agency._structured import StructuredOutputMixin
 from agency.errors import ConfigError, ProviderError
-from agency.providers._base import Capabilities, ChatAdapter, ChatRequest
+from agency.providers._base import Adapter, Capabilities, ChatRequest
 from agency.providers._profile import Connection
 
 __all__ = ["AgencyChatModel"]
@@ -98,7 +98,7 @@ class AgencyChatModel(QuietInvokeMixin, StructuredOutputMixin, BaseChatModel):
     pools; never serialized, printed or part of cache keys."""
 
     if TYPE_CHECKING:
-        _adapter: ChatAdapter
+        _adapter: Adapter
 
     @model_validator(mode="before")
     @classmethod

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from agency._specs import build_adapter, split_model_fields
 from agency.errors import CapabilityError
-from agency.providers._base import ChatAdapter
+from agency.providers._base import Adapter
 
 __all__ = ["AgencyEmbeddings"]
 
@@ -45,7 +45,7 @@ class AgencyEmbeddings(BaseModel, Embeddings):
     pools; never serialized or printed."""
 
     if TYPE_CHECKING:
-        _adapter: ChatAdapter
+        _adapter: Adapter
 
     @model_validator(mode="before")
     @classmethod

@@ -21,6 +21,7 @@ from agency.providers._profile import Connection
 
 __all__ = [
     "FINISH_REASONS",
+    "Adapter",
     "Capabilities",
     "ChatAdapter",
     "ChatRequest",
@@ -160,11 +161,18 @@ class ChatRequest:
     """Provider-specific fields merged into the request body as given."""
 
 
-class ChatAdapter(ABC):
-    """Speaks one wire protocol. Subclasses implement the ``_``-prefixed methods."""
+class Adapter:
+    """What every adapter is: a connection, capabilities, embeddings and model listing.
+
+    Chat is `ChatAdapter`'s; an adapter without it (an embeddings-only provider) refuses chat
+    with `CapabilityError` saying `chat_hint`. Embeddings are `_embed`'s (the HTTP adapters'
+    template batches them); without them, `embed` says `embeddings_hint`.
+    """
 
     capabilities: ClassVar[Capabilities] = Capabilities()
     """What this wire protocol supports (a preset may switch parts off via quirks)."""
+    chat_hint: ClassVar[str] = ""
+    """Said when chat is asked of a provider that has none: where to get it."""
     embeddings_hint: ClassVar[str] = ""
     """Said when embeddings are asked of a provider that has none: where to get them."""
 
@@ -179,6 +187,92 @@ class ChatAdapter(ABC):
     def effective_capabilities(self) -> Capabilities:
         """`capabilities` narrowed by the profile's quirks."""
         return self.capabilities
+
+    # -- public ---------------------------------------------------------------------
+    def chat(self, request: ChatRequest, *, stream: bool) -> Iterator[ChatGenerationChunk]:
+        """Chunks of one answer (`ChatAdapter`); here: `CapabilityError`."""
+        raise CapabilityError(self.chat_hint or f"{self.provider} does not offer chat")
+
+    def achat(self, request: ChatRequest, *, stream: bool) -> AsyncIterator[ChatGenerationChunk]:
+        """Async twin of `chat`."""
+        raise CapabilityError(self.chat_hint or f"{self.provider} does not offer chat")
+
+    def embed(
+        self,
+        texts: Sequence[str],
+        *,
+        model: str,
+        dimensions: int | None = None,
+        input_type: InputType | None = None,
+    ) -> list[list[float]]:
+        """One vector per text, in order, retried as a whole. ``input_type`` says whether the
+        texts are search ``"query"``s or ``"document"``s, for providers that embed them
+        differently."""
+        return call_with_retry(
+            lambda: self._embed(texts, model=model, dimensions=dimensions, input_type=input_type),
+            self.connection.max_retries,
+        )
+
+    async def aembed(
+        self,
+        texts: Sequence[str],
+        *,
+        model: str,
+        dimensions: int | None = None,
+        input_type: InputType | None = None,
+    ) -> list[list[float]]:
+        """Async twin of `embed`."""
+        return await call_with_retry_async(
+            lambda: self._aembed(texts, model=model, dimensions=dimensions, input_type=input_type),
+            self.connection.max_retries,
+        )
+
+    def list_models(self) -> list[ModelInfo]:
+        """The models the provider offers to this key."""
+        return call_with_retry(self._list_models, self.connection.max_retries)
+
+    async def alist_models(self) -> list[ModelInfo]:
+        """Async twin of `list_models`."""
+        return await call_with_retry_async(self._alist_models, self.connection.max_retries)
+
+    # -- to implement where offered ---------------------------------------------------
+    def _embed(
+        self,
+        texts: Sequence[str],
+        *,
+        model: str,
+        dimensions: int | None,
+        input_type: InputType | None = None,
+    ) -> list[list[float]]:
+        raise CapabilityError(self.embeddings_hint or f"{self.provider} does not offer embeddings")
+
+    async def _aembed(
+        self,
+        texts: Sequence[str],
+        *,
+        model: str,
+        dimensions: int | None,
+        input_type: InputType | None = None,
+    ) -> list[list[float]]:
+        return self._embed(texts, model=model, dimensions=dimensions, input_type=input_type)
+
+    def _list_models(self) -> list[ModelInfo]:
+        raise CapabilityError(f"{self.provider} cannot list its models")
+
+    async def _alist_models(self) -> list[ModelInfo]:
+        return self._list_models()
+
+    def close(self) -> None:  # an optional hook: most adapters hold nothing
+        """Release resources the adapter holds beyond the shared client pool."""
+
+    async def aclose(self) -> None:
+        """Async twin of `close`."""
+        self.close()
+
+
+class ChatAdapter(Adapter, ABC):
+    """An adapter that chats. Subclasses implement `_stream` and `_astream`, and
+    `_complete`/`_acomplete` where a non-streamed answer is its own call."""
 
     # -- public, retried ------------------------------------------------------------
     def chat(self, request: ChatRequest, *, stream: bool) -> Iterator[ChatGenerationChunk]:
@@ -213,89 +307,22 @@ class ChatAdapter(ABC):
         async for chunk in rest:
             yield chunk
 
-    def embed(
-        self,
-        texts: Sequence[str],
-        *,
-        model: str,
-        dimensions: int | None = None,
-        input_type: InputType | None = None,
-    ) -> list[list[float]]:
-        """One vector per text, in order. ``input_type`` says whether the texts are search
-        ``"query"``s or ``"document"``s, for providers that embed them differently."""
-        return call_with_retry(
-            lambda: self._embed(texts, model=model, dimensions=dimensions, input_type=input_type),
-            self.connection.max_retries,
-        )
-
-    async def aembed(
-        self,
-        texts: Sequence[str],
-        *,
-        model: str,
-        dimensions: int | None = None,
-        input_type: InputType | None = None,
-    ) -> list[list[float]]:
-        """Async twin of `embed`."""
-        return await call_with_retry_async(
-            lambda: self._aembed(texts, model=model, dimensions=dimensions, input_type=input_type),
-            self.connection.max_retries,
-        )
-
-    def list_models(self) -> list[ModelInfo]:
-        """The models the provider offers to this key."""
-        return call_with_retry(self._list_models, self.connection.max_retries)
-
-    async def alist_models(self) -> list[ModelInfo]:
-        """Async twin of `list_models`."""
-        return await call_with_retry_async(self._alist_models, self.connection.max_retries)
-
     # -- to implement -----------------------------------------------------------------
     @abstractmethod
     def _stream(self, request: ChatRequest) -> Iterator[ChatGenerationChunk]:
         """Stream the answer."""
 
     @abstractmethod
-    def _astream(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:
-        """Async twin of `_stream`."""
+    async def _astream(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:
+        """Async twin of `_stream` (an async generator, as its overrides are)."""
+        raise NotImplementedError
+        yield  # pragma: no cover - unreachable; makes this an async generator like overrides
 
     def _complete(self, request: ChatRequest) -> Iterator[ChatGenerationChunk]:
         """The answer of a non-streamed call, as one chunk (default: the stream)."""
         return self._stream(request)
 
-    def _acomplete(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:
+    async def _acomplete(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:
         """Async twin of `_complete`."""
-        return self._astream(request)
-
-    def _embed(
-        self,
-        texts: Sequence[str],
-        *,
-        model: str,
-        dimensions: int | None,
-        input_type: InputType | None = None,
-    ) -> list[list[float]]:
-        raise CapabilityError(f"{self.provider} does not offer embeddings")
-
-    async def _aembed(
-        self,
-        texts: Sequence[str],
-        *,
-        model: str,
-        dimensions: int | None,
-        input_type: InputType | None = None,
-    ) -> list[list[float]]:
-        raise CapabilityError(f"{self.provider} does not offer embeddings")
-
-    def _list_models(self) -> list[ModelInfo]:
-        raise CapabilityError(f"{self.provider} cannot list its models")
-
-    async def _alist_models(self) -> list[ModelInfo]:
-        raise CapabilityError(f"{self.provider} cannot list its models")
-
-    def close(self) -> None:  # noqa: B027 - optional hook, most adapters hold nothing
-        """Release resources the adapter holds beyond the shared client pool."""
-
-    async def aclose(self) -> None:
-        """Async twin of `close`."""
-        self.close()
+        async for chunk in self._astream(request):
+            yield chunk

@@ -3,14 +3,20 @@
 URLs, auth headers, the pooled clients, JSON calls, SSE and NDJSON streams, and the mapping
 of failures into `agency.errors` (through `agency._http`, the one place that classifies them).
 A wire adapter subclasses it and writes only its protocol: request bodies and response parsing.
+A chat provider's adapter is also a `ChatAdapter` (``class X(HTTPAdapter, ChatAdapter)``); an
+embeddings-only one (Voyage) is an `HTTPAdapter` alone.
+
+Embeddings are a template here: `_embed` cuts the texts into batches of `embed_batch_size`,
+sends each (`_embed_body` builds the body, `_embed_send` sends it) and parses the answer
+(`_embed_vectors`, by default the OpenAI shape), so a wire writes only those hooks.
 """
 
 from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from typing import Any, ClassVar
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from typing import Any, ClassVar, NamedTuple
 
 import httpx
 
@@ -27,14 +33,28 @@ from agency._http import (
     iter_sse,
     sync_client,
 )
-from agency.errors import ConfigError, MalformedResponse, ProviderError
-from agency.providers._base import ChatAdapter
+from agency.errors import CapabilityError, ConfigError, ProviderError
+from agency.providers._base import Adapter, InputType
+from agency.providers._wire import malformed, openai_embeddings
 
-__all__ = ["HTTPAdapter"]
+__all__ = ["EmbedCall", "HTTPAdapter"]
 
 
-class HTTPAdapter(ChatAdapter):
+class EmbedCall(NamedTuple):
+    """One embeddings request: where, what, and how many vectors its answer holds."""
+
+    path: str
+    body: Any
+    size: int
+
+
+class HTTPAdapter(Adapter):
     """Shared HTTP mechanics; subclasses override the hooks they need."""
+
+    embed_batch_size: ClassVar[int] = 1000
+    """Texts per embeddings request (the provider's limit, or less)."""
+    embed_path: ClassVar[str] = "/embeddings"
+    """Where `_embed_calls` sends the batches."""
 
     request_id_headers: ClassVar[tuple[str, ...]] = (
         "x-request-id",
@@ -128,7 +148,7 @@ class HTTPAdapter(ChatAdapter):
         try:
             return response.json()
         except ValueError as exc:
-            raise MalformedResponse(
+            raise malformed(
                 f"response is not JSON: {response.text[:200]!r}",
                 provider=self.provider,
                 model=model,
@@ -141,60 +161,59 @@ class HTTPAdapter(ChatAdapter):
             exc, provider=self.provider, model=model, secret=self.connection.secret()
         )
 
-    def _send(self, method: str, path: str, model: str | None, body: Any = None, **kw: Any) -> Any:
-        """One JSON request; the parsed body of a 2xx answer, else the mapped error."""
-        try:
-            response = self._client().request(
-                method,
-                self._url(path, model),
-                json=body,
-                headers=self._headers(),
-                params=self._params(),
-                **kw,
-            )
-        except httpx.TransportError as exc:
-            raise self._transport_error(exc, model) from exc
+    def _request_args(
+        self, method: str, path: str, model: str | None, body: Any, kw: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        return {
+            "method": method,
+            "url": self._url(path, model),
+            "json": body,
+            "headers": self._headers(),
+            "params": self._params(),
+            **kw,
+        }
+
+    def _answer(self, response: httpx.Response, model: str | None) -> Any:
+        """The parsed body of a 2xx answer, else the mapped error."""
         if self.on_response_headers is not None:
             self.on_response_headers(response.headers)
         self._raise_for(response, model)
         return self._json(response, model)
+
+    def _send(self, method: str, path: str, model: str | None, body: Any = None, **kw: Any) -> Any:
+        """One JSON request; the parsed body of a 2xx answer, else the mapped error."""
+        try:
+            response = self._client().request(**self._request_args(method, path, model, body, kw))
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc, model) from exc
+        return self._answer(response, model)
 
     async def _asend(
         self, method: str, path: str, model: str | None, body: Any = None, **kw: Any
     ) -> Any:
         """Async twin of `_send`."""
         try:
-            response = await self._aclient().request(
-                method,
-                self._url(path, model),
-                json=body,
-                headers=self._headers(),
-                params=self._params(),
-                **kw,
-            )
+            args = self._request_args(method, path, model, body, kw)
+            response = await self._aclient().request(**args)
         except httpx.TransportError as exc:
             raise self._transport_error(exc, model) from exc
+        return self._answer(response, model)
+
+    def _opened(self, response: httpx.Response) -> bool:
+        """Report a stream's headers; whether it is an error (to be read, then raised)."""
         if self.on_response_headers is not None:
             self.on_response_headers(response.headers)
-        self._raise_for(response, model)
-        return self._json(response, model)
+        return response.status_code >= 400
 
     def _stream_lines(
-        self, path: str, body: Any, model: str | None, *, sse: bool, **kw: Any
-    ) -> Iterator[Any]:
-        """SSE events (``sse=True``) or NDJSON lines of a streamed POST, errors mapped."""
+        self, path: str, body: Any, model: str | None, *, sse: bool, method: str = "POST",
+        **kw: Any,
+    ) -> Iterator[Any]:  # fmt: skip
+        """SSE events (``sse=True``) or NDJSON lines of a streamed request, errors mapped."""
         try:
-            with self._client().stream(
-                "POST",
-                self._url(path, model),
-                json=body,
-                headers=self._headers(),
-                params=self._params(),
-                **kw,
-            ) as response:
-                if self.on_response_headers is not None:
-                    self.on_response_headers(response.headers)
-                if response.status_code >= 400:
+            args = self._request_args(method, path, model, body, kw)
+            with self._client().stream(**args) as response:
+                if self._opened(response):
                     response.read()
                     raise self._error(response, model)
                 yield from (iter_sse(response) if sse else iter_ndjson(response))
@@ -202,21 +221,14 @@ class HTTPAdapter(ChatAdapter):
             raise self._transport_error(exc, model) from exc
 
     async def _astream_lines(
-        self, path: str, body: Any, model: str | None, *, sse: bool, **kw: Any
-    ) -> AsyncIterator[Any]:
+        self, path: str, body: Any, model: str | None, *, sse: bool, method: str = "POST",
+        **kw: Any,
+    ) -> AsyncIterator[Any]:  # fmt: skip
         """Async twin of `_stream_lines`."""
         try:
-            async with self._aclient().stream(
-                "POST",
-                self._url(path, model),
-                json=body,
-                headers=self._headers(),
-                params=self._params(),
-                **kw,
-            ) as response:
-                if self.on_response_headers is not None:
-                    self.on_response_headers(response.headers)
-                if response.status_code >= 400:
+            args = self._request_args(method, path, model, body, kw)
+            async with self._aclient().stream(**args) as response:
+                if self._opened(response):
                     await response.aread()
                     raise self._error(response, model)
                 lines = aiter_sse(response) if sse else aiter_ndjson(response)
@@ -240,3 +252,66 @@ class HTTPAdapter(ChatAdapter):
     def _andjson(self, path: str, body: Any, model: str | None, **kw: Any) -> AsyncIterator[str]:
         """Async twin of `_ndjson`."""
         return self._astream_lines(path, body, model, sse=False, **kw)
+
+    # -- embeddings: the template -------------------------------------------------------
+    def _embed_calls(
+        self, texts: Sequence[str], model: str, dimensions: int | None, input_type: InputType | None
+    ) -> Iterator[EmbedCall]:
+        """The requests embedding ``texts``: batches of `embed_batch_size` to `embed_path`."""
+        size = self.embed_batch_size
+        for start in range(0, len(texts), size):
+            batch = texts[start : start + size]
+            body = self._embed_body(batch, model, dimensions, input_type)
+            yield EmbedCall(self.embed_path, body, len(batch))
+
+    def _embed_body(
+        self, batch: Sequence[str], model: str, dimensions: int | None, input_type: InputType | None
+    ) -> Any:
+        """The request body embedding one batch (a wire with embeddings writes it)."""
+        raise CapabilityError(self.embeddings_hint or f"{self.provider} does not offer embeddings")
+
+    def _embed_send(self, call: EmbedCall, model: str) -> Any:
+        """The answer to one embeddings request."""
+        return self._send("POST", call.path, model, call.body)
+
+    async def _aembed_send(self, call: EmbedCall, model: str) -> Any:
+        """Async twin of `_embed_send`."""
+        return await self._asend("POST", call.path, model, call.body)
+
+    def _embed_vectors(self, data: Any, count: int, model: str) -> list[list[float]]:
+        """The ``count`` vectors of one answer (default: OpenAI's ``data[].embedding``)."""
+        return openai_embeddings(data, count, self.provider, model)
+
+    def _check_embeddings(self) -> None:
+        if not self.effective_capabilities().embeddings:
+            hint = self.embeddings_hint or f"{self.provider} does not offer embeddings"
+            raise CapabilityError(hint)
+
+    def _embed(
+        self,
+        texts: Sequence[str],
+        *,
+        model: str,
+        dimensions: int | None,
+        input_type: InputType | None = None,
+    ) -> list[list[float]]:
+        self._check_embeddings()
+        vectors: list[list[float]] = []
+        for call in self._embed_calls(texts, model, dimensions, input_type):
+            vectors += self._embed_vectors(self._embed_send(call, model), call.size, model)
+        return vectors
+
+    async def _aembed(
+        self,
+        texts: Sequence[str],
+        *,
+        model: str,
+        dimensions: int | None,
+        input_type: InputType | None = None,
+    ) -> list[list[float]]:
+        self._check_embeddings()
+        vectors: list[list[float]] = []
+        for call in self._embed_calls(texts, model, dimensions, input_type):
+            data = await self._aembed_send(call, model)
+            vectors += self._embed_vectors(data, call.size, model)
+        return vectors

@@ -26,7 +26,7 @@ Anthropic has no embeddings API: `AnthropicAdapter._embed` points at ``voyage``.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -36,18 +36,32 @@ from langchain_core.messages import (
     AIMessageChunk,
 )
 from langchain_core.messages.ai import InputTokenDetails, OutputTokenDetails, UsageMetadata
-from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGenerationChunk
 
 from agency._http import ErrorInfo, SSEEvent, default_error_info, error_from_response
-from agency.errors import CapabilityError, ConnectionFailed, MalformedResponse, ProviderError
+from agency.errors import ConnectionFailed, MalformedResponse, ProviderError
 from agency.providers._anthropic_messages import (
     DEFAULT_MAX_TOKENS,
     build_messages_body,
     wire_messages,
 )
-from agency.providers._base import Capabilities, ChatRequest, ModelInfo, normalize_finish_reason
+from agency.providers._base import (
+    Capabilities,
+    ChatAdapter,
+    ChatRequest,
+    ModelInfo,
+    normalize_finish_reason,
+)
 from agency.providers._http_adapter import HTTPAdapter
+from agency.providers._wire import (
+    count,
+    integer,
+    json_payload,
+    malformed,
+    text_or_none,
+    tool_piece,
+    wire_errors,
+)
 
 __all__ = [
     "DEFAULT_MAX_TOKENS", "NO_EMBEDDINGS_MESSAGE", "AnthropicAdapter", "StreamState",
@@ -71,12 +85,11 @@ _ERROR_STATUS = {
 
 
 # --------------------------------------------------------------------------- responses
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+_int = count
 
 
 def _malformed(provider: str, model: str | None, what: str) -> MalformedResponse:
-    return MalformedResponse(f"unexpected response shape: {what}", provider=provider, model=model)
+    return malformed(what, provider=provider, model=model)
 
 
 def usage_from_anthropic(usage: Any) -> UsageMetadata | None:
@@ -188,7 +201,9 @@ def _block_parts(parts: _Parts, block: Any, provider: str, model: str | None) ->
         args = json.dumps(raw) if raw or not streamed else ""
         name, call_id = (_str_field(block, k, provider, model) for k in ("name", "id"))
         index = parts.index if streamed else len(parts.tools)
-        parts.tools.append(tool_call_chunk(name=name, args=args, id=call_id, index=index))
+        piece = tool_piece(name=name, args=args, id=call_id, index=index,
+                           provider=provider, model=model)  # fmt: skip
+        parts.tools.append(piece)
         parts.put({"type": "tool_use", "id": call_id, "name": name, "input": dict(raw)})
     elif kind == "thinking":
         thinking = _str_field(block, "thinking", provider, model)
@@ -204,23 +219,24 @@ def chunk_from_message(
 ) -> ChatGenerationChunk:
     """The whole answer of a non-streamed ``message`` as one chunk (``blocks``: see
     `_block_mode`)."""
-    if not isinstance(data, Mapping) or not isinstance(data.get("content"), list):
-        raise _malformed(provider, model, "no content[] in message")
-    parts = _Parts(blocks)
-    for block in data["content"]:
-        _block_parts(parts, block, provider, model)
-    stop = data.get("stop_reason")
-    meta = _metadata(provider, data.get("id"), data.get("model"), stop, data.get("stop_sequence"))
-    chunk = parts.chunk(
-        usage_metadata=usage_from_anthropic(data.get("usage")),
-        response_metadata=meta,
-        id=data.get("id"),
-        chunk_position="last",
-    )
-    assert chunk is not None  # metadata always given
-    return ChatGenerationChunk(
-        message=chunk, generation_info={"finish_reason": normalize_finish_reason(stop)}
-    )
+    with wire_errors(provider, model):
+        if not isinstance(data, Mapping) or not isinstance(data.get("content"), list):
+            raise _malformed(provider, model, "no content[] in message")
+        parts = _Parts(blocks)
+        for block in data["content"]:
+            _block_parts(parts, block, provider, model)
+        stop = data.get("stop_reason")
+        meta = _metadata(provider, data.get("id"), data.get("model"), stop, data.get("stop_sequence"))
+        chunk = parts.chunk(
+            usage_metadata=usage_from_anthropic(data.get("usage")),
+            response_metadata=meta,
+            id=data.get("id"),
+            chunk_position="last",
+        )
+        assert chunk is not None  # metadata always given
+        return ChatGenerationChunk(
+            message=chunk, generation_info={"finish_reason": normalize_finish_reason(stop)}
+        )
 
 
 @dataclass
@@ -255,7 +271,7 @@ def _delta_parts(
     data: Mapping[str, Any], state: StreamState, provider: str, model: str | None
 ) -> _Parts:
     index, delta = data.get("index"), data.get("delta")
-    if not isinstance(index, int) or not isinstance(delta, Mapping):
+    if not integer(index) or not isinstance(delta, Mapping):
         raise _malformed(provider, model, "content_block_delta without index/delta")
     parts = _Parts(state.blocks_mode, index)
     kind = delta.get("type")
@@ -263,7 +279,7 @@ def _delta_parts(
         parts.put({"type": "text", "text": _str_field(delta, "text", provider, model)})
     elif kind == "input_json_delta" and state.blocks.get(index) == "tool_use":
         piece = _str_field(delta, "partial_json", provider, model)
-        parts.tools.append(tool_call_chunk(args=piece, index=index))
+        parts.tools.append(tool_piece(args=piece, index=index, provider=provider, model=model))
         parts.put({"type": "input_json_delta", "partial_json": piece})
     elif kind == "thinking_delta":
         parts.put({"type": "thinking", "thinking": _str_field(delta, "thinking", provider, model)})
@@ -284,60 +300,57 @@ def chunk_from_stream_event(
 ) -> ChatGenerationChunk | None:
     """One server-sent event as a LangChain chunk (``None`` when it carries nothing); updates
     ``state``. Raises the mapped error for an ``error`` event."""
-    try:
-        data = json.loads(event.data) if event.data else {}
-    except ValueError as exc:
-        raise MalformedResponse(
-            f"stream event is not JSON: {event.data[:200]!r}", provider=provider, model=model
-        ) from exc
-    if not isinstance(data, Mapping):
-        raise _malformed(provider, model, "stream event is not a JSON object")
-    kind = data.get("type") or event.event
-    message: AIMessageChunk | None = None
-    info: dict[str, Any] | None = None
-    if kind == "error":
-        raise _stream_error(data.get("error", data), provider, model, secret)
-    if kind == "message_start":
-        start = data.get("message")
-        if not isinstance(start, Mapping):
-            raise _malformed(provider, model, "message_start without a message")
-        state.message_id, state.model = start.get("id"), start.get("model")
-        usage = start.get("usage")
-        state.usage = dict(usage) if isinstance(usage, Mapping) else {}
-    elif kind == "content_block_start":
-        index, block = data.get("index"), data.get("content_block")
-        if not isinstance(index, int) or not isinstance(block, Mapping):
-            raise _malformed(provider, model, "content_block_start without index/content_block")
-        state.blocks[index] = str(block.get("type"))
-        parts = _Parts(state.blocks_mode, index)
-        _block_parts(parts, block, provider, model)
-        message = parts.chunk()
-    elif kind == "content_block_delta":
-        message = _delta_parts(data, state, provider, model).chunk()
-    elif kind == "message_delta":
-        delta, usage = data.get("delta"), data.get("usage")
-        if not isinstance(delta, Mapping):
-            raise _malformed(provider, model, "message_delta without a delta")
-        if isinstance(usage, Mapping):  # cumulative counts: the later value wins
-            state.usage.update({k: v for k, v in usage.items() if v is not None})
-        stop = delta.get("stop_reason")
-        state.finished = True
-        meta = _metadata(provider, state.message_id, state.model, stop, delta.get("stop_sequence"))
-        message = _Parts(state.blocks_mode).chunk(
-            usage_metadata=usage_from_anthropic(state.usage),
-            response_metadata=meta,
-            chunk_position="last",
-        )
-        info = {"finish_reason": normalize_finish_reason(stop)}
-    elif kind == "message_stop":
-        state.stopped = True
-    # ping, content_block_stop and event types added later carry nothing to pass on.
-    if message is None:
-        return None
-    message.id = state.message_id
-    # Every chunk names its format: LangChain translates each chunk's blocks by it (v1 output).
-    message.response_metadata.setdefault("model_provider", "anthropic")
-    return ChatGenerationChunk(message=message, generation_info=info)
+    with wire_errors(provider, model):
+        data = json_payload(event.data, provider, model, "stream event") if event.data else {}
+        if not isinstance(data, Mapping):
+            raise _malformed(provider, model, "stream event is not a JSON object")
+        kind = data.get("type") or event.event
+        message: AIMessageChunk | None = None
+        info: dict[str, Any] | None = None
+        if kind == "error":
+            raise _stream_error(data.get("error", data), provider, model, secret)
+        if kind == "message_start":
+            start = data.get("message")
+            if not isinstance(start, Mapping):
+                raise _malformed(provider, model, "message_start without a message")
+            state.message_id = text_or_none(start.get("id"), "message.id", provider, model)
+            state.model = text_or_none(start.get("model"), "message.model", provider, model)
+            usage = start.get("usage")
+            state.usage = dict(usage) if isinstance(usage, Mapping) else {}
+        elif kind == "content_block_start":
+            index, block = data.get("index"), data.get("content_block")
+            if not integer(index) or not isinstance(block, Mapping):
+                raise _malformed(provider, model, "content_block_start without index/content_block")
+            state.blocks[index] = str(block.get("type"))
+            parts = _Parts(state.blocks_mode, index)
+            _block_parts(parts, block, provider, model)
+            message = parts.chunk()
+        elif kind == "content_block_delta":
+            message = _delta_parts(data, state, provider, model).chunk()
+        elif kind == "message_delta":
+            delta, usage = data.get("delta"), data.get("usage")
+            if not isinstance(delta, Mapping):
+                raise _malformed(provider, model, "message_delta without a delta")
+            if isinstance(usage, Mapping):  # cumulative counts: the later value wins
+                state.usage.update({k: v for k, v in usage.items() if v is not None})
+            stop = delta.get("stop_reason")
+            state.finished = True
+            meta = _metadata(provider, state.message_id, state.model, stop, delta.get("stop_sequence"))
+            message = _Parts(state.blocks_mode).chunk(
+                usage_metadata=usage_from_anthropic(state.usage),
+                response_metadata=meta,
+                chunk_position="last",
+            )
+            info = {"finish_reason": normalize_finish_reason(stop)}
+        elif kind == "message_stop":
+            state.stopped = True
+        # ping, content_block_stop and event types added later carry nothing to pass on.
+        if message is None:
+            return None
+        message.id = state.message_id
+        # Every chunk names its format: LangChain translates each chunk's blocks by it (v1 output).
+        message.response_metadata.setdefault("model_provider", "anthropic")
+        return ChatGenerationChunk(message=message, generation_info=info)
 
 
 def anthropic_error_info(body: Any, text: str) -> ErrorInfo:
@@ -359,7 +372,7 @@ def anthropic_error_info(body: Any, text: str) -> ErrorInfo:
 
 
 # --------------------------------------------------------------------------- adapter
-class AnthropicAdapter(HTTPAdapter):
+class AnthropicAdapter(HTTPAdapter, ChatAdapter):
     """Anthropic's Messages API. Structured output uses a forced tool (``json_schema`` and
     ``json_mode`` are off, so `AgencyChatModel.with_structured_output` picks
     ``function_calling``)."""
@@ -380,7 +393,7 @@ class AnthropicAdapter(HTTPAdapter):
         data = self._send("POST", "/v1/messages", request.model, body)
         yield chunk_from_message(data, self.provider, request.model, blocks=_block_mode(request))
 
-    async def _acomplete(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:  # type: ignore[override]
+    async def _acomplete(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:
         body = build_messages_body(request, stream=False)
         data = await self._asend("POST", "/v1/messages", request.model, body)
         yield chunk_from_message(data, self.provider, request.model, blocks=_block_mode(request))
@@ -396,7 +409,7 @@ class AnthropicAdapter(HTTPAdapter):
                 return
         self._check_end(state, request.model)
 
-    async def _astream(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:  # type: ignore[override]
+    async def _astream(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:
         state = StreamState(blocks_mode=_block_mode(request))
         body = build_messages_body(request, stream=True)
         async for event in self._asse("/v1/messages", body, request.model):
@@ -423,13 +436,6 @@ class AnthropicAdapter(HTTPAdapter):
                 provider=self.provider,
                 model=model,
             )
-
-    # -- embeddings -------------------------------------------------------------------
-    def _embed(self, texts: Sequence[str], **_: Any) -> list[list[float]]:
-        raise CapabilityError(NO_EMBEDDINGS_MESSAGE)
-
-    async def _aembed(self, texts: Sequence[str], **_: Any) -> list[list[float]]:
-        raise CapabilityError(NO_EMBEDDINGS_MESSAGE)
 
     # -- models -----------------------------------------------------------------------
     def _models_page(self, data: Any) -> tuple[list[ModelInfo], str | None]:

@@ -17,7 +17,6 @@ reference) is `ContentFiltered`; 499 (request cancelled upstream) is `ProviderUn
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlencode
@@ -25,14 +24,28 @@ from urllib.parse import urlencode
 import httpx
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import InputTokenDetails, UsageMetadata
-from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGenerationChunk
 
-from agency import errors
+import agency.errors as errors
 from agency._http import ErrorInfo
 from agency.errors import CapabilityError, ConnectionFailed, MalformedResponse, ProviderError
-from agency.providers._base import Capabilities, ChatRequest, ModelInfo, normalize_finish_reason
+from agency.providers._base import (
+    Capabilities,
+    ChatAdapter,
+    ChatRequest,
+    InputType,
+    ModelInfo,
+    normalize_finish_reason,
+)
 from agency.providers._http_adapter import HTTPAdapter
+from agency.providers._wire import (
+    integer,
+    json_payload,
+    malformed,
+    number_vectors,
+    tool_piece,
+    wire_errors,
+)
 from agency.providers.openai import wire_messages
 
 __all__ = [
@@ -60,7 +73,7 @@ _LOCAL_FINISH = {"TIMEOUT": "length"}
 
 
 def _malformed(provider: str, model: str | None, what: str) -> MalformedResponse:
-    return MalformedResponse(f"unexpected response shape: {what}", provider=provider, model=model)
+    return malformed(what, provider=provider, model=model)
 
 
 def _finish(reason: Any) -> str | None:
@@ -294,50 +307,54 @@ def _tool_call_chunks(raw: Any, provider: str, model: str | None) -> list[Any]:
         fn = call.get("function") if isinstance(call, dict) else None
         if not isinstance(fn, dict):
             raise _malformed(provider, model, "a tool call has no function object")
-        args = fn.get("arguments")
-        if args is not None and not isinstance(args, str):
-            args = json.dumps(args)
-        chunks.append(
-            tool_call_chunk(name=fn.get("name"), args=args, id=call.get("id"), index=index)
+        piece = tool_piece(
+            name=fn.get("name"),
+            args=fn.get("arguments"),
+            id=call.get("id"),
+            index=index,
+            provider=provider,
+            model=model,
         )
+        chunks.append(piece)
     return chunks
 
 
 def chunk_from_chat_response(data: Any, provider: str, model: str | None) -> ChatGenerationChunk:
     """The whole answer of a non-streamed ``/v2/chat`` call as one chunk."""
-    if not isinstance(data, dict) or not isinstance(data.get("message"), dict):
-        raise _malformed(provider, model, "no message object in the chat response")
-    message = data["message"]
-    content = message.get("content") or []
-    if not isinstance(content, list):
-        raise _malformed(provider, model, "message.content is not a list")
-    texts, thoughts = [], []
-    for item in content:
-        if not isinstance(item, dict):
-            raise _malformed(provider, model, "a content item is not an object")
-        if item.get("type") == "text" and isinstance(item.get("text"), str):
-            texts.append(item["text"])
-        elif item.get("type") == "thinking" and isinstance(item.get("thinking"), str):
-            thoughts.append(item["thinking"])
-    extra: dict[str, Any] = {}
-    if thoughts:
-        extra["reasoning_content"] = "".join(thoughts)
-    if message.get("tool_plan"):
-        extra["tool_plan"] = message["tool_plan"]
-    finish = data.get("finish_reason")
-    meta = _metadata(provider, model, data.get("id"), finish, data.get("usage"))
-    if message.get("citations"):
-        meta["citations"] = message["citations"]
-    chunk = AIMessageChunk(
-        content="".join(texts),
-        tool_call_chunks=_tool_call_chunks(message.get("tool_calls"), provider, model),
-        additional_kwargs=extra,
-        usage_metadata=usage_from_cohere(data.get("usage")),
-        response_metadata=meta,
-        id=data.get("id"),
-        chunk_position="last",
-    )
-    return ChatGenerationChunk(message=chunk, generation_info={"finish_reason": _finish(finish)})
+    with wire_errors(provider, model):
+        if not isinstance(data, dict) or not isinstance(data.get("message"), dict):
+            raise _malformed(provider, model, "no message object in the chat response")
+        message = data["message"]
+        content = message.get("content") or []
+        if not isinstance(content, list):
+            raise _malformed(provider, model, "message.content is not a list")
+        texts, thoughts = [], []
+        for item in content:
+            if not isinstance(item, dict):
+                raise _malformed(provider, model, "a content item is not an object")
+            if item.get("type") == "text" and isinstance(item.get("text"), str):
+                texts.append(item["text"])
+            elif item.get("type") == "thinking" and isinstance(item.get("thinking"), str):
+                thoughts.append(item["thinking"])
+        extra: dict[str, Any] = {}
+        if thoughts:
+            extra["reasoning_content"] = "".join(thoughts)
+        if message.get("tool_plan"):
+            extra["tool_plan"] = message["tool_plan"]
+        finish = data.get("finish_reason")
+        meta = _metadata(provider, model, data.get("id"), finish, data.get("usage"))
+        if message.get("citations"):
+            meta["citations"] = message["citations"]
+        chunk = AIMessageChunk(
+            content="".join(texts),
+            tool_call_chunks=_tool_call_chunks(message.get("tool_calls"), provider, model),
+            additional_kwargs=extra,
+            usage_metadata=usage_from_cohere(data.get("usage")),
+            response_metadata=meta,
+            id=data.get("id"),
+            chunk_position="last",
+        )
+        return ChatGenerationChunk(message=chunk, generation_info={"finish_reason": _finish(finish)})
 
 
 def chunk_from_stream_event(
@@ -348,66 +365,69 @@ def chunk_from_stream_event(
 
     A ``message-end`` with an ``error`` raises `ProviderUnavailable`.
     """
-    if not isinstance(event, dict) or not isinstance(event.get("type"), str):
-        raise _malformed(provider, model, "stream event without a type")
-    kind = event["type"]
-    delta: dict[str, Any] = event["delta"] if isinstance(event.get("delta"), dict) else {}
-    message: dict[str, Any] = delta["message"] if isinstance(delta.get("message"), dict) else {}
+    with wire_errors(provider, model):
+        if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+            raise _malformed(provider, model, "stream event without a type")
+        kind = event["type"]
+        delta: dict[str, Any] = event["delta"] if isinstance(event.get("delta"), dict) else {}
+        message: dict[str, Any] = delta["message"] if isinstance(delta.get("message"), dict) else {}
 
-    def chunk(info: dict[str, Any] | None = None, **fields: Any) -> ChatGenerationChunk:
-        return ChatGenerationChunk(
-            message=AIMessageChunk(content=fields.pop("content", ""), id=message_id, **fields),
-            generation_info=info,
-        )
-
-    if kind == "content-delta":
-        content = message.get("content")
-        if not isinstance(content, dict):
-            raise _malformed(provider, model, "content-delta without delta.message.content")
-        text, thought = content.get("text"), content.get("thinking")
-        if text is not None and not isinstance(text, str):
-            raise _malformed(provider, model, "content-delta text is not a string")
-        extra = {"reasoning_content": thought} if isinstance(thought, str) and thought else {}
-        return chunk(content=text, additional_kwargs=extra) if text or extra else None
-    if kind == "tool-plan-delta":
-        plan = message.get("tool_plan")
-        return (
-            chunk(additional_kwargs={"tool_plan": plan}) if isinstance(plan, str) and plan else None
-        )
-    if kind in ("tool-call-start", "tool-call-delta"):
-        call = message.get("tool_calls")
-        fn = call.get("function") if isinstance(call, dict) else None
-        index = event.get("index")
-        if not isinstance(call, dict) or not isinstance(fn, dict) or not isinstance(index, int):
-            raise _malformed(provider, model, f"{kind} without tool_calls.function and index")
-        start = kind == "tool-call-start"
-        piece = tool_call_chunk(
-            name=fn.get("name") if start else None,
-            args=fn.get("arguments") if isinstance(fn.get("arguments"), str) else None,
-            id=call.get("id") if start else None,
-            index=index,
-        )
-        return chunk(tool_call_chunks=[piece])
-    if kind == "citation-start":
-        citations = message.get("citations")
-        return chunk(response_metadata={"citations": [citations]}) if citations else None
-    if kind == "message-end":
-        if delta.get("error"):
-            raise errors.ProviderUnavailable(
-                f"generation failed: {delta['error']}", provider=provider, model=model
+        def chunk(info: dict[str, Any] | None = None, **fields: Any) -> ChatGenerationChunk:
+            return ChatGenerationChunk(
+                message=AIMessageChunk(content=fields.pop("content", ""), id=message_id, **fields),
+                generation_info=info,
             )
-        finish, usage = delta.get("finish_reason"), delta.get("usage")
-        return chunk(
-            {"finish_reason": _finish(finish)},
-            usage_metadata=usage_from_cohere(usage),
-            response_metadata=_metadata(provider, model, message_id, finish, usage),
-            chunk_position="last",
-        )
-    return None
+
+        if kind == "content-delta":
+            content = message.get("content")
+            if not isinstance(content, dict):
+                raise _malformed(provider, model, "content-delta without delta.message.content")
+            text, thought = content.get("text"), content.get("thinking")
+            if text is not None and not isinstance(text, str):
+                raise _malformed(provider, model, "content-delta text is not a string")
+            extra = {"reasoning_content": thought} if isinstance(thought, str) and thought else {}
+            return chunk(content=text, additional_kwargs=extra) if text or extra else None
+        if kind == "tool-plan-delta":
+            plan = message.get("tool_plan")
+            return (
+                chunk(additional_kwargs={"tool_plan": plan}) if isinstance(plan, str) and plan else None
+            )
+        if kind in ("tool-call-start", "tool-call-delta"):
+            call = message.get("tool_calls")
+            fn = call.get("function") if isinstance(call, dict) else None
+            index = event.get("index")
+            if not isinstance(call, dict) or not isinstance(fn, dict) or not integer(index):
+                raise _malformed(provider, model, f"{kind} without tool_calls.function and index")
+            start = kind == "tool-call-start"
+            piece = tool_piece(
+                name=fn.get("name") if start else None,
+                args=fn.get("arguments"),
+                id=call.get("id") if start else None,
+                index=index,
+                provider=provider,
+                model=model,
+            )
+            return chunk(tool_call_chunks=[piece])
+        if kind == "citation-start":
+            citations = message.get("citations")
+            return chunk(response_metadata={"citations": [citations]}) if citations else None
+        if kind == "message-end":
+            if delta.get("error"):
+                raise errors.ProviderUnavailable(
+                    f"generation failed: {delta['error']}", provider=provider, model=model
+                )
+            finish, usage = delta.get("finish_reason"), delta.get("usage")
+            return chunk(
+                {"finish_reason": _finish(finish)},
+                usage_metadata=usage_from_cohere(usage),
+                response_metadata=_metadata(provider, model, message_id, finish, usage),
+                chunk_position="last",
+            )
+        return None
 
 
 # --------------------------------------------------------------------------- adapter
-class CohereAdapter(HTTPAdapter):
+class CohereAdapter(HTTPAdapter, ChatAdapter):
     """Cohere's v2 API over the shared HTTP plumbing."""
 
     capabilities = Capabilities(
@@ -448,7 +468,7 @@ class CohereAdapter(HTTPAdapter):
         data = self._send("POST", "/v2/chat", request.model, build_chat_body(request, stream=False))
         yield chunk_from_chat_response(data, self.provider, request.model)
 
-    async def _acomplete(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:  # type: ignore[override]
+    async def _acomplete(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:
         body = build_chat_body(request, stream=False)
         data = await self._asend("POST", "/v2/chat", request.model, body)
         yield chunk_from_chat_response(data, self.provider, request.model)
@@ -463,7 +483,7 @@ class CohereAdapter(HTTPAdapter):
                 break
         state.check_end()
 
-    async def _astream(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:  # type: ignore[override]
+    async def _astream(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:
         state = _StreamState(self.provider, request.model)
         body = build_chat_body(request, stream=True)
         async for event in self._asse("/v2/chat", body, request.model):
@@ -474,57 +494,20 @@ class CohereAdapter(HTTPAdapter):
                 break
         state.check_end()
 
-    # -- embeddings -------------------------------------------------------------------
-    def _parse_embeddings(self, data: Any, count: int, model: str) -> list[list[float]]:
+    # -- embeddings: the hooks of HTTPAdapter's template --------------------------------
+    embed_batch_size = EMBEDDING_BATCH_SIZE
+    embed_path = "/v2/embed"
+
+    def _embed_body(
+        self, batch: Sequence[str], model: str, dimensions: int | None, input_type: InputType | None
+    ) -> dict[str, Any]:
+        """``input_type`` ``"query"`` or ``"document"`` (the default), or Cohere's own word."""
+        return build_embed_body(batch, model, dimensions, input_type)
+
+    def _embed_vectors(self, data: Any, count: int, model: str) -> list[list[float]]:
         embeddings = data.get("embeddings") if isinstance(data, dict) else None
         vectors = embeddings.get("float") if isinstance(embeddings, dict) else None
-        if not isinstance(vectors, list) or len(vectors) != count:
-            raise _malformed(self.provider, model, f"expected {count} vectors in embeddings.float")
-        out = []
-        for vector in vectors:
-            if not isinstance(vector, list) or not all(
-                isinstance(x, int | float) and not isinstance(x, bool) for x in vector
-            ):
-                raise _malformed(self.provider, model, "an embedding is not a list of numbers")
-            out.append([float(x) for x in vector])
-        return out
-
-    def _batches(
-        self, texts: Sequence[str], model: str, dimensions: int | None, input_type: str | None
-    ) -> Iterator[tuple[int, dict[str, Any]]]:
-        for start in range(0, len(texts), EMBEDDING_BATCH_SIZE):
-            batch = texts[start : start + EMBEDDING_BATCH_SIZE]
-            yield len(batch), build_embed_body(batch, model, dimensions, input_type)
-
-    def _embed(  # type: ignore[override]
-        self,
-        texts: Sequence[str],
-        *,
-        model: str,
-        dimensions: int | None,
-        input_type: str | None = None,
-    ) -> list[list[float]]:
-        """Vectors of ``texts``; ``input_type`` ``"query"`` or ``"document"`` (the default)."""
-        vectors: list[list[float]] = []
-        for count, body in self._batches(texts, model, dimensions, input_type):
-            data = self._send("POST", "/v2/embed", model, body)
-            vectors += self._parse_embeddings(data, count, model)
-        return vectors
-
-    async def _aembed(  # type: ignore[override]
-        self,
-        texts: Sequence[str],
-        *,
-        model: str,
-        dimensions: int | None,
-        input_type: str | None = None,
-    ) -> list[list[float]]:
-        """Async twin of `_embed`."""
-        vectors: list[list[float]] = []
-        for count, body in self._batches(texts, model, dimensions, input_type):
-            data = await self._asend("POST", "/v2/embed", model, body)
-            vectors += self._parse_embeddings(data, count, model)
-        return vectors
+        return number_vectors(vectors, count, self.provider, model, "embeddings.float")
 
     # -- models -----------------------------------------------------------------------
     def _parse_models(self, data: Any) -> tuple[list[ModelInfo], str | None]:
@@ -584,14 +567,7 @@ class _StreamState:
         if data.strip() == "[DONE]":
             self.done = True
             return None
-        try:
-            event = json.loads(data)
-        except ValueError as exc:
-            raise MalformedResponse(
-                f"stream event is not JSON: {data[:200]!r}",
-                provider=self.provider,
-                model=self.model,
-            ) from exc
+        event = json_payload(data, self.provider, self.model, "stream event")
         if isinstance(event, dict) and event.get("type") == "message-start":
             self.message_id = event.get("id") if isinstance(event.get("id"), str) else None
         chunk = chunk_from_stream_event(event, self.provider, self.model, self.message_id)

@@ -33,15 +33,29 @@ from langchain_core.messages import (
     ToolMessage,
 )
 from langchain_core.messages.ai import InputTokenDetails, OutputTokenDetails, UsageMetadata
-from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGenerationChunk
 
-from agency import errors
+import agency.errors as errors
 from agency._http import ErrorInfo, default_error_info, error_from_response
 from agency.errors import CapabilityError, ConnectionFailed, MalformedResponse, ProviderError
-from agency.providers._base import Capabilities, ChatRequest, ModelInfo, normalize_finish_reason
+from agency.providers._base import (
+    Capabilities,
+    ChatAdapter,
+    ChatRequest,
+    InputType,
+    ModelInfo,
+    normalize_finish_reason,
+)
 from agency.providers._gemini_schema import gemini_declaration, gemini_schema
-from agency.providers._http_adapter import HTTPAdapter
+from agency.providers._http_adapter import EmbedCall, HTTPAdapter
+from agency.providers._wire import (
+    count,
+    json_payload,
+    malformed,
+    number_vectors,
+    tool_piece,
+    wire_errors,
+)
 
 __all__ = [
     "DEFAULT_API_VERSION",
@@ -248,8 +262,7 @@ def build_generate_body(request: ChatRequest) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- responses
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+_int = count
 
 
 def usage_from_gemini(meta: Any) -> UsageMetadata | None:
@@ -290,88 +303,89 @@ class _Turn:
     response_id: str | None = None
 
     def bad(self, what: str) -> MalformedResponse:
-        return MalformedResponse(f"unexpected response shape: {what}", provider=self.provider,
-                                 model=self.model)  # fmt: skip
+        return malformed(what, provider=self.provider, model=self.model)
 
     def read(self, data: Any) -> AIMessageChunk | None:
         """The new content of one ``GenerateContentResponse`` (metadata is kept for `last`)."""
-        if not isinstance(data, dict):
-            raise self.bad("response is not a JSON object")
-        if isinstance(data.get("error"), dict):  # an error reported inside a stream
-            status = _int(data["error"].get("code")) or 500
-            fake = httpx.Response(status, json=data, request=httpx.Request("POST", "http://x"))
-            raise map_error(fake, self.provider, self.model, None)
-        self.usage = data.get("usageMetadata", self.usage)
-        self.model_version = data.get("modelVersion") or self.model_version
-        self.response_id = data.get("responseId") or self.response_id
-        candidates = data.get("candidates")
-        feedback = data.get("promptFeedback")
-        if not candidates and isinstance(feedback, dict) and feedback.get("blockReason"):
-            note = feedback.get("blockReasonMessage")
-            raise errors.ContentFiltered(
-                f"prompt blocked by Gemini: {feedback['blockReason']}{f' ({note})' if note else ''}",
-                provider=self.provider, model=self.model,
-            )  # fmt: skip
-        if not candidates:
-            return None
-        if not isinstance(candidates, list) or not isinstance(candidates[0], dict):
-            raise self.bad("candidates[0] is not an object")
-        self.finish = candidates[0].get("finishReason") or self.finish
-        content = candidates[0].get("content") or {}
-        parts = (content.get("parts") or []) if isinstance(content, dict) else None
-        if not isinstance(parts, list):
-            raise self.bad("candidates[0].content.parts is not a list")
-        text: list[str] = []
-        thoughts: list[str] = []
-        tools: list[Any] = []
-        signatures: dict[str, str] = {}
-        for part in parts:
-            if not isinstance(part, dict):
-                raise self.bad("a part is not an object")
-            if "functionCall" in part:
-                call = part["functionCall"]
-                args = call.get("args") or {} if isinstance(call, dict) else None
-                if not isinstance(args, dict) or not isinstance(call.get("name"), str):
-                    raise self.bad("functionCall without a name or with non-object args")
-                call_id = call.get("id") or f"{_GENERATED_ID}{uuid.uuid4().hex[:24]}"
-                if isinstance(part.get("thoughtSignature"), str):
-                    signatures[call_id] = part["thoughtSignature"]
-                tools.append(tool_call_chunk(name=call["name"], args=json.dumps(args), id=call_id,
-                                             index=self.calls))  # fmt: skip
-                self.calls += 1
-            elif "text" in part:
-                if not isinstance(part["text"], str):
-                    raise self.bad("part.text is not a string")
-                (thoughts if part.get("thought") else text).append(part["text"])
-        extra: dict[str, Any] = {SIGNATURES_KEY: signatures} if signatures else {}
-        if thoughts:
-            extra["reasoning_content"] = "".join(thoughts)
-        if not text and not tools and not extra:
-            return None
-        return AIMessageChunk(content="".join(text), tool_call_chunks=tools,
-                              additional_kwargs=extra, id=self.response_id)  # fmt: skip
+        with wire_errors(self.provider, self.model):
+            if not isinstance(data, dict):
+                raise self.bad("response is not a JSON object")
+            if isinstance(data.get("error"), dict):  # an error reported inside a stream
+                status = _int(data["error"].get("code")) or 500
+                fake = httpx.Response(status, json=data, request=httpx.Request("POST", "http://x"))
+                raise map_error(fake, self.provider, self.model, None)
+            self.usage = data.get("usageMetadata", self.usage)
+            self.model_version = data.get("modelVersion") or self.model_version
+            self.response_id = data.get("responseId") or self.response_id
+            candidates = data.get("candidates")
+            feedback = data.get("promptFeedback")
+            if not candidates and isinstance(feedback, dict) and feedback.get("blockReason"):
+                note = feedback.get("blockReasonMessage")
+                raise errors.ContentFiltered(
+                    f"prompt blocked by Gemini: {feedback['blockReason']}{f' ({note})' if note else ''}",
+                    provider=self.provider, model=self.model,
+                )  # fmt: skip
+            if not candidates:
+                return None
+            if not isinstance(candidates, list) or not isinstance(candidates[0], dict):
+                raise self.bad("candidates[0] is not an object")
+            self.finish = candidates[0].get("finishReason") or self.finish
+            content = candidates[0].get("content") or {}
+            parts = (content.get("parts") or []) if isinstance(content, dict) else None
+            if not isinstance(parts, list):
+                raise self.bad("candidates[0].content.parts is not a list")
+            text: list[str] = []
+            thoughts: list[str] = []
+            tools: list[Any] = []
+            signatures: dict[str, str] = {}
+            for part in parts:
+                if not isinstance(part, dict):
+                    raise self.bad("a part is not an object")
+                if "functionCall" in part:
+                    call = part["functionCall"]
+                    args = call.get("args") or {} if isinstance(call, dict) else None
+                    if not isinstance(args, dict) or not isinstance(call.get("name"), str):
+                        raise self.bad("functionCall without a name or with non-object args")
+                    call_id = call.get("id") or f"{_GENERATED_ID}{uuid.uuid4().hex[:24]}"
+                    if isinstance(part.get("thoughtSignature"), str):
+                        signatures[call_id] = part["thoughtSignature"]
+                    tools.append(tool_piece(name=call["name"], args=args, id=call_id, index=self.calls,
+                                            provider=self.provider, model=self.model))  # fmt: skip
+                    self.calls += 1
+                elif "text" in part:
+                    if not isinstance(part["text"], str):
+                        raise self.bad("part.text is not a string")
+                    (thoughts if part.get("thought") else text).append(part["text"])
+            extra: dict[str, Any] = {SIGNATURES_KEY: signatures} if signatures else {}
+            if thoughts:
+                extra["reasoning_content"] = "".join(thoughts)
+            if not text and not tools and not extra:
+                return None
+            return AIMessageChunk(content="".join(text), tool_call_chunks=tools,
+                                  additional_kwargs=extra, id=self.response_id)  # fmt: skip
 
     def last(self, content: AIMessageChunk | None = None) -> ChatGenerationChunk:
         """The closing chunk: ``content`` (if any) with usage, finish reason and metadata."""
-        raw = self.finish
-        finish = normalize_finish_reason(raw)
-        if finish == "stop" and self.calls:
-            finish = "tool_calls"  # Gemini says STOP after function calls too
-        meta: dict[str, Any] = {"provider": self.provider, "model_provider": "gemini",
-                                "model_name": self.model_version or self.model}  # fmt: skip
-        if self.response_id:
-            meta["id"] = self.response_id
-        if finish is not None:
-            meta["finish_reason"] = finish
-            if raw != finish:
-                meta["raw_finish_reason"] = raw
-        base = content or AIMessageChunk(content="")
-        chunk = AIMessageChunk(
-            content=base.content, tool_call_chunks=base.tool_call_chunks,
-            additional_kwargs=base.additional_kwargs, usage_metadata=usage_from_gemini(self.usage),
-            response_metadata=meta, id=self.response_id, chunk_position="last",
-        )  # fmt: skip
-        return ChatGenerationChunk(message=chunk, generation_info={"finish_reason": finish})
+        with wire_errors(self.provider, self.model):
+            raw = self.finish
+            finish = normalize_finish_reason(raw)
+            if finish == "stop" and self.calls:
+                finish = "tool_calls"  # Gemini says STOP after function calls too
+            meta: dict[str, Any] = {"provider": self.provider, "model_provider": "gemini",
+                                    "model_name": self.model_version or self.model}  # fmt: skip
+            if self.response_id:
+                meta["id"] = self.response_id
+            if finish is not None:
+                meta["finish_reason"] = finish
+                if raw != finish:
+                    meta["raw_finish_reason"] = raw
+            base = content or AIMessageChunk(content="")
+            chunk = AIMessageChunk(
+                content=base.content, tool_call_chunks=base.tool_call_chunks,
+                additional_kwargs=base.additional_kwargs, usage_metadata=usage_from_gemini(self.usage),
+                response_metadata=meta, id=self.response_id, chunk_position="last",
+            )  # fmt: skip
+            return ChatGenerationChunk(message=chunk, generation_info={"finish_reason": finish})
 
 
 # --------------------------------------------------------------------------- errors
@@ -424,7 +438,7 @@ def map_error(
 
 
 # --------------------------------------------------------------------------- adapter
-class GeminiAdapter(HTTPAdapter):
+class GeminiAdapter(HTTPAdapter, ChatAdapter):
     """The Gemini API (Google AI Studio keys) over pooled httpx clients."""
 
     capabilities = Capabilities(
@@ -455,7 +469,7 @@ class GeminiAdapter(HTTPAdapter):
         data = self._send("POST", path, request.model, build_generate_body(request))
         yield self._whole(data, request.model)
 
-    async def _acomplete(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:  # type: ignore[override]
+    async def _acomplete(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:
         path = f"{self._model_path(request.model)}:generateContent"
         data = await self._asend("POST", path, request.model, build_generate_body(request))
         yield self._whole(data, request.model)
@@ -475,7 +489,7 @@ class GeminiAdapter(HTTPAdapter):
                 yield ChatGenerationChunk(message=chunk)
         yield self._end(turn)
 
-    async def _astream(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:  # type: ignore[override]
+    async def _astream(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:
         turn = _Turn(self.provider, request.model)
         path = f"{self._model_path(request.model)}:streamGenerateContent?alt=sse"
         async for event in self._asse(path, build_generate_body(request), request.model):
@@ -485,10 +499,7 @@ class GeminiAdapter(HTTPAdapter):
 
     @staticmethod
     def _event(data: str, turn: _Turn) -> Any:
-        try:
-            return json.loads(data)
-        except ValueError as exc:
-            raise turn.bad(f"stream event is not JSON: {data[:200]!r}") from exc
+        return json_payload(data, turn.provider, turn.model, "stream event")
 
     def _end(self, turn: _Turn) -> ChatGenerationChunk:
         # A whole answer's last response has a finishReason: without one it was cut off.
@@ -497,12 +508,15 @@ class GeminiAdapter(HTTPAdapter):
                                    provider=self.provider, model=turn.model)  # fmt: skip
         return turn.last()
 
-    # -- embeddings -------------------------------------------------------------------
+    # -- embeddings: the hooks of HTTPAdapter's template --------------------------------
+    embed_batch_size = EMBEDDING_BATCH_SIZE
+
     def _embed_calls(
-        self, texts: Sequence[str], model: str, dimensions: int | None, input_type: str | None
-    ) -> Iterator[tuple[str, dict[str, Any], int]]:
-        """``(path, body, count)`` per call: one text uses ``:embedContent``, more use
-        ``:batchEmbedContents`` in batches of `EMBEDDING_BATCH_SIZE`."""
+        self, texts: Sequence[str], model: str, dimensions: int | None, input_type: InputType | None
+    ) -> Iterator[EmbedCall]:
+        """One text uses ``:embedContent``, more use ``:batchEmbedContents`` in batches of
+        `embed_batch_size`. ``input_type`` ``"query"``/``"document"`` sets ``taskType``
+        ``RETRIEVAL_QUERY``/``RETRIEVAL_DOCUMENT`` (another word is sent upper-cased)."""
         base = self._model_path(model)
         options: dict[str, Any] = {}
         if input_type:
@@ -510,49 +524,25 @@ class GeminiAdapter(HTTPAdapter):
         if dimensions is not None:
             options["outputDimensionality"] = dimensions
         if len(texts) == 1:  # the URL names the model
-            yield f"{base}:embedContent", {"content": {"parts": [{"text": texts[0]}]}, **options}, 1
+            body = {"content": {"parts": [{"text": texts[0]}]}, **options}
+            yield EmbedCall(f"{base}:embedContent", body, 1)
             return
-        for start in range(0, len(texts), EMBEDDING_BATCH_SIZE):
-            batch = texts[start : start + EMBEDDING_BATCH_SIZE]
+        size = self.embed_batch_size
+        for start in range(0, len(texts), size):
+            batch = texts[start : start + size]
             requests = [
                 {"model": base[1:], "content": {"parts": [{"text": text}]}, **options}
                 for text in batch
             ]
-            yield f"{base}:batchEmbedContents", {"requests": requests}, len(batch)
+            yield EmbedCall(f"{base}:batchEmbedContents", {"requests": requests}, len(batch))
 
-    def _vectors(self, data: Any, count: int, model: str) -> list[list[float]]:
+    def _embed_vectors(self, data: Any, count: int, model: str) -> list[list[float]]:
         data = data if isinstance(data, dict) else {}
         items = [data["embedding"]] if "embedding" in data else data.get("embeddings")
-        if not isinstance(items, list) or len(items) != count:
-            raise _Turn(self.provider, model).bad(f"expected {count} embeddings")
-        out = []
-        for item in items:
-            values = item.get("values") if isinstance(item, dict) else None
-            if not isinstance(values, list) or not all(isinstance(v, int | float) for v in values):
-                raise _Turn(self.provider, model).bad("an embedding without values[]")
-            out.append([float(v) for v in values])
-        return out
-
-    def _embed(
-        self, texts: Sequence[str], *, model: str, dimensions: int | None,
-        input_type: str | None = None,
-    ) -> list[list[float]]:  # fmt: skip
-        """Vectors in order; ``input_type`` ``"query"``/``"document"`` sets ``taskType``
-        ``RETRIEVAL_QUERY``/``RETRIEVAL_DOCUMENT`` (another word is sent upper-cased)."""
-        vectors: list[list[float]] = []
-        for path, body, count in self._embed_calls(texts, model, dimensions, input_type):
-            vectors += self._vectors(self._send("POST", path, model, body), count, model)
-        return vectors
-
-    async def _aembed(
-        self, texts: Sequence[str], *, model: str, dimensions: int | None,
-        input_type: str | None = None,
-    ) -> list[list[float]]:  # fmt: skip
-        """Async twin of `_embed`."""
-        vectors: list[list[float]] = []
-        for path, body, count in self._embed_calls(texts, model, dimensions, input_type):
-            vectors += self._vectors(await self._asend("POST", path, model, body), count, model)
-        return vectors
+        if not isinstance(items, list):
+            raise malformed(f"expected {count} embeddings", provider=self.provider, model=model)
+        values = [item.get("values") if isinstance(item, dict) else None for item in items]
+        return number_vectors(values, count, self.provider, model, "embeddings[].values")
 
     # -- models -----------------------------------------------------------------------
     def _page(self, data: Any, out: list[ModelInfo]) -> str | None:

@@ -539,19 +539,10 @@ class LocalAdapter(ChatAdapter):
         *,
         model: str,
         dimensions: int | None = None,
-        input_type: InputType | None = None,
+        input_type: InputType | None = None,  # wordllama embeds queries and documents alike
     ) -> list[list[float]]:
-        """One vector per text; in process, so there is nothing to retry."""
-        return _embed_sync(texts, model, dimensions, self.provider)
-
-    def _embed(
-        self,
-        texts: Sequence[str],
-        *,
-        model: str,
-        dimensions: int | None,
-        input_type: str | None = None,  # wordllama embeds queries and documents alike
-    ) -> list[list[float]]:
+        """One vector per text; in process, so there is nothing to retry (`aembed` still goes
+        through `_aembed`, which moves slow batches off the event loop)."""
         return _embed_sync(texts, model, dimensions, self.provider)
 
     async def _aembed(

@@ -45,7 +45,7 @@ from urllib.parse import unquote_to_bytes
 import httpx
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ToolMessage
 from langchain_core.messages.ai import UsageMetadata
-from langchain_core.messages.tool import ToolCallChunk, tool_call_chunk
+from langchain_core.messages.tool import ToolCallChunk
 from langchain_core.outputs import ChatGenerationChunk
 
 from agency._http import error_from_response
@@ -56,8 +56,23 @@ from agency.errors import (
     ModelNotFound,
     ProviderError,
 )
-from agency.providers._base import Capabilities, ChatRequest, ModelInfo, normalize_finish_reason
+from agency.providers._base import (
+    Capabilities,
+    ChatAdapter,
+    ChatRequest,
+    InputType,
+    ModelInfo,
+    normalize_finish_reason,
+)
 from agency.providers._http_adapter import HTTPAdapter
+from agency.providers._wire import (
+    count,
+    json_payload,
+    malformed,
+    number_vectors,
+    tool_piece,
+    wire_errors,
+)
 from agency.providers.openai import wire_messages
 
 __all__ = [
@@ -88,7 +103,7 @@ _DURATIONS = ("total_duration", "load_duration", "prompt_eval_duration", "eval_d
 
 # --------------------------------------------------------------------------- requests
 def _malformed(provider: str, model: str | None, what: str) -> MalformedResponse:
-    return MalformedResponse(f"unexpected response shape: {what}", provider=provider, model=model)
+    return malformed(what, provider=provider, model=model)
 
 
 def _image_from_url(url: str) -> str:
@@ -274,8 +289,7 @@ class StreamState:
     """Whether the ``done: true`` line has arrived."""
 
 
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+_int = count
 
 
 def usage_from_ollama(data: Mapping[str, Any]) -> UsageMetadata | None:
@@ -329,7 +343,8 @@ def _tool_chunks(
         given = call.get("id")  # recent Ollama versions send one
         if not isinstance(given, str) or not given:
             given = _call_id(data.get("created_at"), index, fn["name"], args)
-        chunks.append(tool_call_chunk(name=fn["name"], args=text, id=given, index=index))
+        chunks.append(tool_piece(name=fn["name"], args=text, id=given, index=index,
+                                 provider=where[0], model=where[1]))  # fmt: skip
     return chunks
 
 
@@ -358,39 +373,40 @@ def chunk_from_response(
     """One ``/api/chat`` answer object (a stream line, or the whole non-streamed answer) as a
     LangChain chunk; ``None`` when a line carries nothing. The ``done`` object's chunk holds
     usage, metadata and ``chunk_position="last"``. An ``error`` object raises it, mapped."""
-    where = (provider, model)
-    if not isinstance(data, dict):
-        raise _malformed(provider, model, "answer is not a JSON object")
-    if "error" in data:
-        raise stream_error(str(data["error"]), provider, model)
-    message = {} if data.get("message") is None else data["message"]
-    if not isinstance(message, dict):
-        raise _malformed(provider, model, "message is not an object")
-    content, thinking = message.get("content") or "", message.get("thinking") or ""
-    done = data.get("done", False)
-    if not isinstance(content, str) or not isinstance(thinking, str) or not isinstance(done, bool):
-        raise _malformed(provider, model, "message.content/thinking or done of a wrong type")
-    tools = _tool_chunks(message, data, state, where)
-    if not (content or thinking or tools or done):
-        return None
-    extra = {"reasoning_content": thinking} if thinking else {}
-    if not done:
-        return ChatGenerationChunk(
-            message=AIMessageChunk(content=content, tool_call_chunks=tools, additional_kwargs=extra)
+    with wire_errors(provider, model):
+        where = (provider, model)
+        if not isinstance(data, dict):
+            raise _malformed(provider, model, "answer is not a JSON object")
+        if "error" in data:
+            raise stream_error(str(data["error"]), provider, model)
+        message = {} if data.get("message") is None else data["message"]
+        if not isinstance(message, dict):
+            raise _malformed(provider, model, "message is not an object")
+        content, thinking = message.get("content") or "", message.get("thinking") or ""
+        done = data.get("done", False)
+        if not isinstance(content, str) or not isinstance(thinking, str) or not isinstance(done, bool):
+            raise _malformed(provider, model, "message.content/thinking or done of a wrong type")
+        tools = _tool_chunks(message, data, state, where)
+        if not (content or thinking or tools or done):
+            return None
+        extra = {"reasoning_content": thinking} if thinking else {}
+        if not done:
+            return ChatGenerationChunk(
+                message=AIMessageChunk(content=content, tool_call_chunks=tools, additional_kwargs=extra)
+            )
+        state.done = True
+        meta = _metadata(data, provider, state)
+        chunk = AIMessageChunk(
+            content=content,
+            tool_call_chunks=tools,
+            additional_kwargs=extra,
+            usage_metadata=usage_from_ollama(data),
+            response_metadata=meta,
+            chunk_position="last",
         )
-    state.done = True
-    meta = _metadata(data, provider, state)
-    chunk = AIMessageChunk(
-        content=content,
-        tool_call_chunks=tools,
-        additional_kwargs=extra,
-        usage_metadata=usage_from_ollama(data),
-        response_metadata=meta,
-        chunk_position="last",
-    )
-    return ChatGenerationChunk(
-        message=chunk, generation_info={"finish_reason": meta["finish_reason"]}
-    )
+        return ChatGenerationChunk(
+            message=chunk, generation_info={"finish_reason": meta["finish_reason"]}
+        )
 
 
 def context_window_from_show(data: Any) -> int | None:
@@ -410,7 +426,7 @@ def context_window_from_show(data: Any) -> int | None:
 
 
 # --------------------------------------------------------------------------- adapter
-class OllamaAdapter(HTTPAdapter):
+class OllamaAdapter(HTTPAdapter, ChatAdapter):
     """Ollama's native API over pooled httpx clients (local server or ollama.com)."""
 
     capabilities = Capabilities(
@@ -469,7 +485,7 @@ class OllamaAdapter(HTTPAdapter):
         )
         yield self._whole(data, request.model)
 
-    async def _acomplete(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:  # type: ignore[override]
+    async def _acomplete(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:
         body = build_chat_body(request, stream=False)
         data = await self._asend("POST", "/api/chat", request.model, body)
         yield self._whole(data, request.model)
@@ -492,7 +508,7 @@ class OllamaAdapter(HTTPAdapter):
                 return
         self._cut_off(request.model)
 
-    async def _astream(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:  # type: ignore[override]
+    async def _astream(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:
         state = StreamState()
         body = build_chat_body(request, stream=True)
         async for line in self._andjson("/api/chat", body, request.model):
@@ -504,12 +520,7 @@ class OllamaAdapter(HTTPAdapter):
         self._cut_off(request.model)
 
     def _on_line(self, line: str, model: str, state: StreamState) -> ChatGenerationChunk | None:
-        try:
-            data = json.loads(line)
-        except ValueError as exc:
-            raise MalformedResponse(
-                f"stream line is not JSON: {line[:200]!r}", provider=self.provider, model=model
-            ) from exc
+        data = json_payload(line, self.provider, model, "stream line")
         return chunk_from_response(data, self.provider, model, state)
 
     def _cut_off(self, model: str) -> None:
@@ -519,56 +530,25 @@ class OllamaAdapter(HTTPAdapter):
             model=model,
         )
 
-    # -- embeddings -------------------------------------------------------------------
-    def _batches(
-        self, texts: Sequence[str], model: str, dimensions: int | None
-    ) -> Iterator[tuple[int, dict[str, Any]]]:
-        for start in range(0, len(texts), EMBEDDING_BATCH_SIZE):
-            body: dict[str, Any] = {
-                "model": model,
-                "input": list(texts[start : start + EMBEDDING_BATCH_SIZE]),
-            }
-            if dimensions is not None:
-                body["dimensions"] = dimensions
-            yield len(body["input"]), body
+    # -- embeddings: the hooks of HTTPAdapter's template --------------------------------
+    embed_batch_size = EMBEDDING_BATCH_SIZE
+    embed_path = "/api/embed"
 
-    def _vectors(self, data: Any, count: int, model: str) -> list[list[float]]:
+    def _embed_body(
+        self,
+        batch: Sequence[str],
+        model: str,
+        dimensions: int | None,
+        input_type: InputType | None,  # this API embeds queries and documents alike
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": model, "input": list(batch)}
+        if dimensions is not None:
+            body["dimensions"] = dimensions
+        return body
+
+    def _embed_vectors(self, data: Any, count: int, model: str) -> list[list[float]]:
         vectors = data.get("embeddings") if isinstance(data, dict) else None
-        if not isinstance(vectors, list) or len(vectors) != count:
-            raise _malformed(self.provider, model, f"expected {count} vectors in embeddings[]")
-        for vector in vectors:
-            if not isinstance(vector, list) or not all(
-                isinstance(x, int | float) and not isinstance(x, bool) for x in vector
-            ):
-                raise _malformed(self.provider, model, "an embedding is not a list of numbers")
-        return [[float(x) for x in vector] for vector in vectors]
-
-    def _embed(
-        self,
-        texts: Sequence[str],
-        *,
-        model: str,
-        dimensions: int | None,
-        input_type: str | None = None,  # this API embeds queries and documents alike
-    ) -> list[list[float]]:
-        vectors: list[list[float]] = []
-        for count, body in self._batches(texts, model, dimensions):
-            vectors += self._vectors(self._send("POST", "/api/embed", model, body), count, model)
-        return vectors
-
-    async def _aembed(
-        self,
-        texts: Sequence[str],
-        *,
-        model: str,
-        dimensions: int | None,
-        input_type: str | None = None,  # this API embeds queries and documents alike
-    ) -> list[list[float]]:
-        vectors: list[list[float]] = []
-        for count, body in self._batches(texts, model, dimensions):
-            data = await self._asend("POST", "/api/embed", model, body)
-            vectors += self._vectors(data, count, model)
-        return vectors
+        return number_vectors(vectors, count, self.provider, model, "embeddings[]")
 
     # -- models -----------------------------------------------------------------------
     def _model(self, name: str, record: dict[str, Any], context: int | None = None) -> ModelInfo:

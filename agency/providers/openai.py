@@ -13,9 +13,6 @@ the same shapes.
 
 from __future__ import annotations
 
-import base64
-import json
-import struct
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -27,15 +24,27 @@ from langchain_core.messages import (
     convert_to_openai_messages,
 )
 from langchain_core.messages.ai import InputTokenDetails, OutputTokenDetails, UsageMetadata
-from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGenerationChunk
 
-from agency._http import (
-    error_from_response,
-)
+from agency._http import error_from_response
 from agency.errors import ConnectionFailed, MalformedResponse, ProviderError
-from agency.providers._base import Capabilities, ChatRequest, ModelInfo, normalize_finish_reason
+from agency.providers._base import (
+    Capabilities,
+    ChatAdapter,
+    ChatRequest,
+    InputType,
+    ModelInfo,
+    normalize_finish_reason,
+)
 from agency.providers._http_adapter import HTTPAdapter
+from agency.providers._wire import (
+    count,
+    json_payload,
+    malformed,
+    text_or_none,
+    tool_piece,
+    wire_errors,
+)
 
 __all__ = [
     "EMBEDDING_BATCH_SIZE",
@@ -110,8 +119,7 @@ def build_chat_body(
 
 
 # --------------------------------------------------------------------------- responses
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+_int = count
 
 
 def usage_from_openai(usage: Any) -> UsageMetadata | None:
@@ -146,19 +154,21 @@ def usage_from_openai(usage: Any) -> UsageMetadata | None:
 
 
 def _malformed(provider: str, model: str | None, what: str) -> MalformedResponse:
-    return MalformedResponse(f"unexpected response shape: {what}", provider=provider, model=model)
+    return malformed(what, provider=provider, model=model)
 
 
-def _metadata(data: Mapping[str, Any], provider: str, finish: Any) -> dict[str, Any]:
+_META_FIELDS = {"model": "model_name", "id": "id", "system_fingerprint": "system_fingerprint",
+                "service_tier": "service_tier"}  # fmt: skip
+
+
+def _metadata(
+    data: Mapping[str, Any], provider: str, model: str | None, finish: Any
+) -> dict[str, Any]:
     meta: dict[str, Any] = {"provider": provider, "model_provider": "openai"}
-    if data.get("model"):
-        meta["model_name"] = data["model"]
-    if data.get("id"):
-        meta["id"] = data["id"]
-    if data.get("system_fingerprint"):
-        meta["system_fingerprint"] = data["system_fingerprint"]
-    if data.get("service_tier"):
-        meta["service_tier"] = data["service_tier"]
+    for wire, key in _META_FIELDS.items():
+        # Strings only: LangChain merges a stream's metadata and fails on mixed types.
+        if value := text_or_none(data.get(wire), wire, provider, model):
+            meta[key] = value
     if finish is not None:
         meta["finish_reason"] = normalize_finish_reason(finish)
         if meta["finish_reason"] != finish:
@@ -180,13 +190,17 @@ def _tool_chunks(
         fn = call.get("function") or {}
         if not isinstance(fn, dict):
             raise _malformed(provider, model, "tool_call.function is not an object")
-        args = fn.get("arguments")
-        if args is not None and not isinstance(args, str):
-            args = json.dumps(args)  # some compatible servers send an object
+        # Some compatible servers send the arguments as an object: tool_piece takes both.
         index = pos if positional else call.get("index", pos)
-        chunks.append(
-            tool_call_chunk(name=fn.get("name"), args=args, id=call.get("id"), index=index)
+        piece = tool_piece(
+            name=fn.get("name"),
+            args=fn.get("arguments"),
+            id=call.get("id"),
+            index=index,
+            provider=provider,
+            model=model,
         )
+        chunks.append(piece)
     return chunks
 
 
@@ -200,84 +214,89 @@ def _extra_kwargs(message: Mapping[str, Any]) -> dict[str, Any]:
 
 def chunk_from_completion(data: Any, provider: str, model: str | None) -> ChatGenerationChunk:
     """The whole answer of a non-streamed ``chat.completion`` as one chunk."""
-    if not isinstance(data, dict):
-        raise _malformed(provider, model, "body is not a JSON object")
-    choices = data.get("choices")
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        raise _malformed(provider, model, "no choices[0] in chat.completion")
-    choice = choices[0]
-    message = choice.get("message")
-    if not isinstance(message, dict):
-        raise _malformed(provider, model, "choices[0].message missing")
-    content = message.get("content")
-    if content is not None and not isinstance(content, str):
-        raise _malformed(provider, model, "message.content is not a string")
-    finish = choice.get("finish_reason")
-    chunk = AIMessageChunk(
-        content=content or "",
-        tool_call_chunks=_tool_chunks(message.get("tool_calls"), provider, model, positional=True),
-        additional_kwargs=_extra_kwargs(message),
-        usage_metadata=usage_from_openai(data.get("usage")),
-        response_metadata=_metadata(data, provider, finish),
-        id=data.get("id"),
-        chunk_position="last",
-    )
-    return ChatGenerationChunk(
-        message=chunk, generation_info={"finish_reason": normalize_finish_reason(finish)}
-    )
+    with wire_errors(provider, model):
+        if not isinstance(data, dict):
+            raise _malformed(provider, model, "body is not a JSON object")
+        choices = data.get("choices")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            raise _malformed(provider, model, "no choices[0] in chat.completion")
+        choice = choices[0]
+        message = choice.get("message")
+        if not isinstance(message, dict):
+            raise _malformed(provider, model, "choices[0].message missing")
+        content = message.get("content")
+        if content is not None and not isinstance(content, str):
+            raise _malformed(provider, model, "message.content is not a string")
+        finish = choice.get("finish_reason")
+        chunk = AIMessageChunk(
+            content=content or "",
+            tool_call_chunks=_tool_chunks(
+                message.get("tool_calls"), provider, model, positional=True
+            ),
+            additional_kwargs=_extra_kwargs(message),
+            usage_metadata=usage_from_openai(data.get("usage")),
+            response_metadata=_metadata(data, provider, model, finish),
+            id=data.get("id"),
+            chunk_position="last",
+        )
+        return ChatGenerationChunk(
+            message=chunk, generation_info={"finish_reason": normalize_finish_reason(finish)}
+        )
 
 
 def chunk_from_stream_event(
     data: Any, provider: str, model: str | None
 ) -> ChatGenerationChunk | None:
     """One ``chat.completion.chunk`` as a LangChain chunk; ``None`` when it carries nothing."""
-    if not isinstance(data, dict):
-        raise _malformed(provider, model, "stream event is not a JSON object")
-    if "error" in data and isinstance(data["error"], dict):
-        raise _stream_error(data["error"], provider, model)
-    choices = data.get("choices") or []
-    if not isinstance(choices, list):
-        raise _malformed(provider, model, "choices is not a list")
-    usage = usage_from_openai(data.get("usage"))
-    # Groq reports stream usage under x_groq.usage.
-    if usage is None and isinstance(data.get("x_groq"), dict):
-        usage = usage_from_openai(data["x_groq"].get("usage"))
-    delta: Any = {}
-    finish = None
-    if choices:
-        choice = choices[0]
-        if not isinstance(choice, dict):
-            raise _malformed(provider, model, "choices[0] is not an object")
-        raw_delta = choice.get("delta")
-        delta = {} if raw_delta is None else raw_delta
-        if not isinstance(delta, dict):
-            raise _malformed(provider, model, "choices[0].delta is not an object")
-        finish = choice.get("finish_reason")
-    content = delta.get("content")
-    if content is not None and not isinstance(content, str):
-        raise _malformed(provider, model, "delta.content is not a string")
-    tools = _tool_chunks(delta.get("tool_calls"), provider, model, positional=False)
-    extra = _extra_kwargs(delta)
-    if (
-        not content
-        and not tools
-        and not extra
-        and usage is None
-        and finish is None
-        and not delta.get("role")
-    ):
-        return None
-    meta = _metadata(data, provider, finish) if (finish is not None or usage is not None) else {}
-    chunk = AIMessageChunk(
-        content=content or "",
-        tool_call_chunks=tools,
-        additional_kwargs=extra,
-        usage_metadata=usage,
-        response_metadata=meta,
-        id=data.get("id"),
-    )
-    info = {"finish_reason": normalize_finish_reason(finish)} if finish is not None else None
-    return ChatGenerationChunk(message=chunk, generation_info=info)
+    with wire_errors(provider, model):
+        if not isinstance(data, dict):
+            raise _malformed(provider, model, "stream event is not a JSON object")
+        if "error" in data and isinstance(data["error"], dict):
+            raise _stream_error(data["error"], provider, model)
+        choices = data.get("choices") or []
+        if not isinstance(choices, list):
+            raise _malformed(provider, model, "choices is not a list")
+        usage = usage_from_openai(data.get("usage"))
+        # Groq reports stream usage under x_groq.usage.
+        if usage is None and isinstance(data.get("x_groq"), dict):
+            usage = usage_from_openai(data["x_groq"].get("usage"))
+        delta: Any = {}
+        finish = None
+        if choices:
+            choice = choices[0]
+            if not isinstance(choice, dict):
+                raise _malformed(provider, model, "choices[0] is not an object")
+            raw_delta = choice.get("delta")
+            delta = {} if raw_delta is None else raw_delta
+            if not isinstance(delta, dict):
+                raise _malformed(provider, model, "choices[0].delta is not an object")
+            finish = choice.get("finish_reason")
+        content = delta.get("content")
+        if content is not None and not isinstance(content, str):
+            raise _malformed(provider, model, "delta.content is not a string")
+        tools = _tool_chunks(delta.get("tool_calls"), provider, model, positional=False)
+        extra = _extra_kwargs(delta)
+        if (
+            not content
+            and not tools
+            and not extra
+            and usage is None
+            and finish is None
+            and not delta.get("role")
+        ):
+            return None
+        has_meta = finish is not None or usage is not None
+        meta = _metadata(data, provider, model, finish) if has_meta else {}
+        chunk = AIMessageChunk(
+            content=content or "",
+            tool_call_chunks=tools,
+            additional_kwargs=extra,
+            usage_metadata=usage,
+            response_metadata=meta,
+            id=data.get("id"),
+        )
+        info = {"finish_reason": normalize_finish_reason(finish)} if finish is not None else None
+        return ChatGenerationChunk(message=chunk, generation_info=info)
 
 
 def _stream_error(err: Mapping[str, Any], provider: str, model: str | None) -> ProviderError:
@@ -290,7 +309,7 @@ def _stream_error(err: Mapping[str, Any], provider: str, model: str | None) -> P
 
 
 # --------------------------------------------------------------------------- adapter
-class OpenAIAdapter(HTTPAdapter):
+class OpenAIAdapter(HTTPAdapter, ChatAdapter):
     """OpenAI's chat-completions protocol over pooled httpx clients."""
 
     capabilities = Capabilities(
@@ -356,7 +375,7 @@ class OpenAIAdapter(HTTPAdapter):
         )
         yield chunk_from_completion(data, self.provider, request.model)
 
-    async def _acomplete(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:  # type: ignore[override]
+    async def _acomplete(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:
         body = self._body(request, stream=False)
         data = await self._asend("POST", "/chat/completions", request.model, body)
         yield chunk_from_completion(data, self.provider, request.model)
@@ -373,7 +392,7 @@ class OpenAIAdapter(HTTPAdapter):
                 return
         self._check_end(finished, request.model)
 
-    async def _astream(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:  # type: ignore[override]
+    async def _astream(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:
         finished = False
         body = self._body(request, stream=True)
         async for event in self._asse("/chat/completions", body, request.model):
@@ -389,12 +408,7 @@ class OpenAIAdapter(HTTPAdapter):
     ) -> tuple[ChatGenerationChunk | None, bool, bool]:
         if data.strip() == "[DONE]":
             return None, True, finished
-        try:
-            payload = json.loads(data)
-        except ValueError as exc:
-            raise MalformedResponse(
-                f"stream event is not JSON: {data[:200]!r}", provider=self.provider, model=model
-            ) from exc
+        payload = json_payload(data, self.provider, model, "stream event")
         chunk = chunk_from_stream_event(payload, self.provider, model)
         if chunk is not None and (chunk.generation_info or {}).get("finish_reason"):
             finished = True
@@ -410,67 +424,20 @@ class OpenAIAdapter(HTTPAdapter):
                 model=model,
             )
 
-    # -- embeddings -------------------------------------------------------------------
+    # -- embeddings: the hooks of HTTPAdapter's template --------------------------------
+    embed_batch_size = EMBEDDING_BATCH_SIZE
+
     def _embed_body(
-        self, texts: Sequence[str], model: str, dimensions: int | None
+        self,
+        batch: Sequence[str],
+        model: str,
+        dimensions: int | None,
+        input_type: InputType | None,  # this API embeds queries and documents alike
     ) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": model, "input": list(texts), "encoding_format": "float"}
+        body: dict[str, Any] = {"model": model, "input": list(batch), "encoding_format": "float"}
         if dimensions is not None:
             body["dimensions"] = dimensions
         return body
-
-    def _parse_embeddings(self, data: Any, count: int, model: str) -> list[list[float]]:
-        items = data.get("data") if isinstance(data, dict) else None
-        if not isinstance(items, list) or len(items) != count:
-            raise _malformed(self.provider, model, f"expected {count} embeddings in data[]")
-        out: list[list[float] | None] = [None] * count
-        for pos, item in enumerate(items):
-            if not isinstance(item, dict):
-                raise _malformed(self.provider, model, "an embedding item is not an object")
-            index = item.get("index", pos)
-            vector = item.get("embedding")
-            if isinstance(vector, str):  # base64 little-endian float32
-                raw = base64.b64decode(vector)
-                vector = list(struct.unpack(f"<{len(raw) // 4}f", raw))
-            if not isinstance(index, int) or not 0 <= index < count or not isinstance(vector, list):
-                raise _malformed(self.provider, model, "embedding item without index/vector")
-            out[index] = [float(x) for x in vector]
-        if any(v is None for v in out):
-            raise _malformed(self.provider, model, "embedding indexes do not cover the inputs")
-        return out  # type: ignore[return-value]
-
-    def _embed(
-        self,
-        texts: Sequence[str],
-        *,
-        model: str,
-        dimensions: int | None,
-        input_type: str | None = None,  # this API embeds queries and documents alike
-    ) -> list[list[float]]:
-        vectors: list[list[float]] = []
-        for start in range(0, len(texts), EMBEDDING_BATCH_SIZE):
-            batch = texts[start : start + EMBEDDING_BATCH_SIZE]
-            data = self._send(
-                "POST", "/embeddings", model, self._embed_body(batch, model, dimensions)
-            )
-            vectors.extend(self._parse_embeddings(data, len(batch), model))
-        return vectors
-
-    async def _aembed(
-        self,
-        texts: Sequence[str],
-        *,
-        model: str,
-        dimensions: int | None,
-        input_type: str | None = None,  # this API embeds queries and documents alike
-    ) -> list[list[float]]:
-        vectors: list[list[float]] = []
-        for start in range(0, len(texts), EMBEDDING_BATCH_SIZE):
-            batch = texts[start : start + EMBEDDING_BATCH_SIZE]
-            body = self._embed_body(batch, model, dimensions)
-            data = await self._asend("POST", "/embeddings", model, body)
-            vectors.extend(self._parse_embeddings(data, len(batch), model))
-        return vectors
 
     # -- models -----------------------------------------------------------------------
     def _parse_models(self, data: Any) -> list[ModelInfo]:

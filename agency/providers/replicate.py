@@ -35,11 +35,12 @@ from langchain_core.messages import AIMessageChunk
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGenerationChunk
 
-from agency import errors
-from agency._http import ErrorInfo, SSEEvent, aiter_sse, iter_sse
+import agency.errors as errors
+from agency._http import ErrorInfo, SSEEvent
 from agency.errors import CapabilityError, ConnectionFailed, MalformedResponse, ProviderError
-from agency.providers._base import Capabilities, ChatRequest
-from agency.providers._http_adapter import HTTPAdapter
+from agency.providers._base import Capabilities, ChatAdapter, ChatRequest, InputType
+from agency.providers._http_adapter import EmbedCall, HTTPAdapter
+from agency.providers._wire import malformed, number_vectors, wire_errors
 from agency.providers.openai import wire_messages
 
 __all__ = [
@@ -72,7 +73,7 @@ _TOP_LEVEL = frozenset({"webhook", "webhook_completed", "webhook_events_filter"}
 
 
 def _malformed(provider: str, model: str | None, what: str) -> MalformedResponse:
-    return MalformedResponse(f"unexpected response shape: {what}", provider=provider, model=model)
+    return malformed(what, provider=provider, model=model)
 
 
 # --------------------------------------------------------------------------- requests
@@ -200,16 +201,17 @@ def _final_chunk(
     prediction: Mapping[str, Any], provider: str, model: str | None, max_tokens: int | None,
     content: str,
 ) -> ChatGenerationChunk:  # fmt: skip
-    finish = _finish_reason(prediction, max_tokens)
-    meta = {**_metadata(prediction, provider, model), "finish_reason": finish}
-    chunk = AIMessageChunk(
-        content=content,
-        usage_metadata=usage_from_metrics(prediction.get("metrics")),
-        response_metadata=meta,
-        id=prediction.get("id"),
-        chunk_position="last",
-    )
-    return ChatGenerationChunk(message=chunk, generation_info={"finish_reason": finish})
+    with wire_errors(provider, model):
+        finish = _finish_reason(prediction, max_tokens)
+        meta = {**_metadata(prediction, provider, model), "finish_reason": finish}
+        chunk = AIMessageChunk(
+            content=content,
+            usage_metadata=usage_from_metrics(prediction.get("metrics")),
+            response_metadata=meta,
+            id=prediction.get("id"),
+            chunk_position="last",
+        )
+        return ChatGenerationChunk(message=chunk, generation_info={"finish_reason": finish})
 
 
 def _shaped(prediction: Any, provider: str, model: str | None) -> dict[str, Any]:
@@ -241,21 +243,15 @@ def chunk_from_prediction(
 ) -> ChatGenerationChunk:
     """The answer of a finished language-model prediction as one chunk (errors for failed,
     aborted and cancelled predictions)."""
-    prediction = _check_status(prediction, provider, model)
-    text = _output_text(prediction.get("output"), provider, model)
-    return _final_chunk(prediction, provider, model, max_tokens, text)
+    with wire_errors(provider, model):
+        prediction = _check_status(prediction, provider, model)
+        text = _output_text(prediction.get("output"), provider, model)
+        return _final_chunk(prediction, provider, model, max_tokens, text)
 
 
 def vectors_from_output(output: Any, count: int, provider: str, model: str) -> list[list[float]]:
     """An embedding model's output: exactly ``count`` lists of numbers."""
-    if not isinstance(output, list) or len(output) != count:
-        raise _malformed(provider, model, f"expected {count} vectors as the prediction output")
-    vectors = []
-    for vector in output:
-        if not isinstance(vector, list) or not all(_count(x) is not None for x in vector):
-            raise _malformed(provider, model, "an output vector is not a list of numbers")
-        vectors.append([float(x) for x in vector])
-    return vectors
+    return number_vectors(output, count, provider, model, "the prediction output")
 
 
 def _event_detail(data: str) -> str:
@@ -267,7 +263,7 @@ def _event_detail(data: str) -> str:
 
 
 # --------------------------------------------------------------------------- adapter
-class ReplicateAdapter(HTTPAdapter):
+class ReplicateAdapter(HTTPAdapter, ChatAdapter):
     """Replicate's predictions API over the shared HTTP plumbing."""
 
     capabilities = Capabilities(embeddings=True, list_models=False)
@@ -306,39 +302,13 @@ class ReplicateAdapter(HTTPAdapter):
         seconds = int(min(SYNC_WAIT_S, max(1.0, self.connection.timeout - 1)))
         return {"Prefer": f"wait={seconds}"}
 
-    def _call(
-        self, method: str, path: str, model: str | None, body: Any = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> Any:  # fmt: skip
-        """One JSON request (absolute prediction URLs allowed), errors mapped."""
-        try:
-            response = self._client().request(
-                method,
-                self._url(path),
-                json=body,
-                headers={**self._headers_for(path), **(headers or {})},
-            )
-        except httpx.TransportError as exc:
-            raise self._transport_error(exc, model) from exc
-        self._raise_for(response, model)
-        return self._json(response, model)
-
-    async def _acall(
-        self, method: str, path: str, model: str | None, body: Any = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> Any:  # fmt: skip
-        """Async twin of `_call`."""
-        try:
-            response = await self._aclient().request(
-                method,
-                self._url(path),
-                json=body,
-                headers={**self._headers_for(path), **(headers or {})},
-            )
-        except httpx.TransportError as exc:
-            raise self._transport_error(exc, model) from exc
-        self._raise_for(response, model)
-        return self._json(response, model)
+    def _request_args(
+        self, method: str, path: str, model: str | None, body: Any, kw: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        # Prediction URLs come back absolute: the key goes only where `_headers_for` allows.
+        extra = dict(kw)
+        headers = {**self._headers_for(path), **extra.pop("headers", {})}
+        return {"method": method, "url": self._url(path), "json": body, "headers": headers, **extra}
 
     def _get_url(self, prediction: Mapping[str, Any], key: str) -> str:
         urls = prediction.get("urls")
@@ -350,11 +320,11 @@ class ReplicateAdapter(HTTPAdapter):
 
     def _cancel_quietly(self, prediction: Mapping[str, Any], model: str) -> None:
         with contextlib.suppress(ProviderError):  # best effort: the Timeout is raised anyway
-            self._call("POST", self._get_url(prediction, "cancel"), model)
+            self._send("POST", self._get_url(prediction, "cancel"), model)
 
     async def _acancel_quietly(self, prediction: Mapping[str, Any], model: str) -> None:
         with contextlib.suppress(ProviderError):
-            await self._acall("POST", self._get_url(prediction, "cancel"), model)
+            await self._asend("POST", self._get_url(prediction, "cancel"), model)
 
     def _timeout(self, prediction: Mapping[str, Any], model: str) -> errors.Timeout:
         return errors.Timeout(
@@ -370,7 +340,7 @@ class ReplicateAdapter(HTTPAdapter):
         body = {**route, **extra, "input": inputs}
         started = time.monotonic()
         return self._poll(
-            self._call("POST", path, model, body, self._wait_header()), model, started
+            self._send("POST", path, model, body, headers=self._wait_header()), model, started
         )
 
     async def _arun(
@@ -380,7 +350,7 @@ class ReplicateAdapter(HTTPAdapter):
         path, route = prediction_route(model)
         body = {**route, **extra, "input": inputs}
         started = time.monotonic()
-        created = await self._acall("POST", path, model, body, self._wait_header())
+        created = await self._asend("POST", path, model, body, headers=self._wait_header())
         return await self._apoll(created, model, started)
 
     def _poll(self, prediction: Any, model: str, started: float | None = None) -> dict[str, Any]:
@@ -394,7 +364,7 @@ class ReplicateAdapter(HTTPAdapter):
                 raise self._timeout(prediction, model)
             time.sleep(delay)
             delay = min(delay * 1.5, POLL_MAX_S)
-            prediction = self._call("GET", self._get_url(prediction, "get"), model)
+            prediction = self._send("GET", self._get_url(prediction, "get"), model)
         return _check_status(prediction, self.provider, model)
 
     async def _apoll(
@@ -409,7 +379,7 @@ class ReplicateAdapter(HTTPAdapter):
                 raise self._timeout(prediction, model)
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, POLL_MAX_S)
-            prediction = await self._acall("GET", self._get_url(prediction, "get"), model)
+            prediction = await self._asend("GET", self._get_url(prediction, "get"), model)
         return _check_status(prediction, self.provider, model)
 
     # -- chat -------------------------------------------------------------------------
@@ -418,67 +388,45 @@ class ReplicateAdapter(HTTPAdapter):
         prediction = self._run(request.model, build_chat_input(request), extra)
         yield chunk_from_prediction(prediction, self.provider, request.model, request.max_tokens)
 
-    async def _acomplete(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:  # type: ignore[override]
+    async def _acomplete(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:
         extra = {k: v for k, v in request.extra_body.items() if k in _TOP_LEVEL}
         prediction = await self._arun(request.model, build_chat_input(request), extra)
         yield chunk_from_prediction(prediction, self.provider, request.model, request.max_tokens)
 
     def _sse_get(self, url: str, model: str) -> Iterator[SSEEvent]:
-        headers = {
-            **self._headers_for(url),
-            "Accept": "text/event-stream",
-            "Cache-Control": "no-store",
-        }
-        try:
-            with self._client().stream("GET", self._url(url), headers=headers) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    raise self._error(response, model)
-                yield from iter_sse(response)
-        except httpx.TransportError as exc:
-            raise self._transport_error(exc, model) from exc
+        headers = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
+        return self._stream_lines(url, None, model, sse=True, method="GET", headers=headers)
 
-    async def _asse_get(self, url: str, model: str) -> AsyncIterator[SSEEvent]:
-        headers = {
-            **self._headers_for(url),
-            "Accept": "text/event-stream",
-            "Cache-Control": "no-store",
-        }
-        try:
-            async with self._aclient().stream("GET", self._url(url), headers=headers) as response:
-                if response.status_code >= 400:
-                    await response.aread()
-                    raise self._error(response, model)
-                async for event in aiter_sse(response):
-                    yield event
-        except httpx.TransportError as exc:
-            raise self._transport_error(exc, model) from exc
+    def _asse_get(self, url: str, model: str) -> AsyncIterator[SSEEvent]:
+        headers = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
+        return self._astream_lines(url, None, model, sse=True, method="GET", headers=headers)
 
     def _on_event(self, event: SSEEvent, prediction: Mapping[str, Any], model: str) -> Any:
         """An ``output`` event's chunk, ``True`` once ``done``, else None (``logs``)."""
-        if event.event == "output":
-            return ChatGenerationChunk(
-                message=AIMessageChunk(content=event.data, id=prediction.get("id"))
-            )
-        if event.event == "error":
-            raise errors.ProviderUnavailable(
-                f"prediction {prediction.get('id')} failed: {_event_detail(event.data)}",
-                provider=self.provider, model=model,
-            )  # fmt: skip
-        if event.event == "done":
-            try:
-                reason = json.loads(event.data or "{}").get("reason")
-            except (ValueError, AttributeError) as exc:
-                raise _malformed(self.provider, model, "done event data is not an object") from exc
-            if reason:
-                _check_status({**prediction, "status": _DONE_STATUS.get(reason, "failed"),
-                               "error": reason}, self.provider, model)  # fmt: skip
-            return True
-        return None
+        with wire_errors(self.provider, model):
+            if event.event == "output":
+                return ChatGenerationChunk(
+                    message=AIMessageChunk(content=event.data, id=prediction.get("id"))
+                )
+            if event.event == "error":
+                raise errors.ProviderUnavailable(
+                    f"prediction {prediction.get('id')} failed: {_event_detail(event.data)}",
+                    provider=self.provider, model=model,
+                )  # fmt: skip
+            if event.event == "done":
+                try:
+                    reason = json.loads(event.data or "{}").get("reason")
+                except (ValueError, AttributeError) as exc:
+                    raise _malformed(self.provider, model, "done event data is not an object") from exc
+                if reason:
+                    _check_status({**prediction, "status": _DONE_STATUS.get(reason, "failed"),
+                                   "error": reason}, self.provider, model)  # fmt: skip
+                return True
+            return None
 
     def _stream(self, request: ChatRequest) -> Iterator[ChatGenerationChunk]:
         path, route = prediction_route(request.model)
-        prediction = self._call("POST", path, request.model, _body(request, route, stream=True))
+        prediction = self._send("POST", path, request.model, _body(request, route, stream=True))
         urls = _shaped(prediction, self.provider, request.model).get("urls")
         stream_url = urls.get("stream") if isinstance(urls, dict) else None
         if not stream_url:  # a model without streaming: wait for the whole answer
@@ -498,14 +446,14 @@ class ReplicateAdapter(HTTPAdapter):
                 "stream ended before its done event", provider=self.provider, model=request.model
             )
         with contextlib.suppress(ProviderError):  # usage lives on the prediction (optional)
-            reloaded = self._call("GET", self._get_url(prediction, "get"), request.model)
+            reloaded = self._send("GET", self._get_url(prediction, "get"), request.model)
             prediction = reloaded if isinstance(reloaded, dict) else prediction
         yield _final_chunk(prediction, self.provider, request.model, request.max_tokens, "")
 
-    async def _astream(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:  # type: ignore[override]
+    async def _astream(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:
         path, route = prediction_route(request.model)
         body = _body(request, route, stream=True)
-        prediction = await self._acall("POST", path, request.model, body)
+        prediction = await self._asend("POST", path, request.model, body)
         urls = _shaped(prediction, self.provider, request.model).get("urls")
         stream_url = urls.get("stream") if isinstance(urls, dict) else None
         if not stream_url:
@@ -527,51 +475,35 @@ class ReplicateAdapter(HTTPAdapter):
                 "stream ended before its done event", provider=self.provider, model=request.model
             )
         with contextlib.suppress(ProviderError):
-            reloaded = await self._acall("GET", self._get_url(prediction, "get"), request.model)
+            reloaded = await self._asend("GET", self._get_url(prediction, "get"), request.model)
             prediction = reloaded if isinstance(reloaded, dict) else prediction
         yield _final_chunk(prediction, self.provider, request.model, request.max_tokens, "")
 
-    # -- embeddings -------------------------------------------------------------------
-    def _embed(
-        self,
-        texts: Sequence[str],
-        *,
-        model: str,
-        dimensions: int | None,
-        input_type: str | None = None,  # this API embeds queries and documents alike
-    ) -> list[list[float]]:
-        _no_dimensions(dimensions)
-        vectors: list[list[float]] = []
-        for start in range(0, len(texts), EMBEDDING_BATCH_SIZE):
-            batch = list(texts[start : start + EMBEDDING_BATCH_SIZE])
-            prediction = self._run(model, {"texts": json.dumps(batch)}, {})
-            vectors += vectors_from_output(
-                prediction.get("output"), len(batch), self.provider, model
-            )
-        return vectors
+    # -- embeddings: the hooks of HTTPAdapter's template (each batch is a prediction) ----
+    embed_batch_size = EMBEDDING_BATCH_SIZE
 
-    async def _aembed(
+    def _embed_body(
         self,
-        texts: Sequence[str],
-        *,
+        batch: Sequence[str],
         model: str,
         dimensions: int | None,
-        input_type: str | None = None,  # this API embeds queries and documents alike
-    ) -> list[list[float]]:
-        _no_dimensions(dimensions)
-        vectors: list[list[float]] = []
-        for start in range(0, len(texts), EMBEDDING_BATCH_SIZE):
-            batch = list(texts[start : start + EMBEDDING_BATCH_SIZE])
-            prediction = await self._arun(model, {"texts": json.dumps(batch)}, {})
-            vectors += vectors_from_output(
-                prediction.get("output"), len(batch), self.provider, model
+        input_type: InputType | None,  # this API embeds queries and documents alike
+    ) -> dict[str, Any]:
+        if dimensions is not None:
+            raise CapabilityError(
+                "replicate embedding models have a fixed vector size (no dimensions)"
             )
-        return vectors
+        return {"texts": json.dumps(list(batch))}
+
+    def _embed_send(self, call: EmbedCall, model: str) -> Any:
+        return self._run(model, call.body, {})
+
+    async def _aembed_send(self, call: EmbedCall, model: str) -> Any:
+        return await self._arun(model, call.body, {})
+
+    def _embed_vectors(self, data: Any, count: int, model: str) -> list[list[float]]:
+        return vectors_from_output(data.get("output"), count, self.provider, model)
 
 
 _DONE_STATUS = {"canceled": "canceled", "error": "failed", "aborted": "aborted"}
 
-
-def _no_dimensions(dimensions: int | None) -> None:
-    if dimensions is not None:
-        raise CapabilityError("replicate embedding models have a fixed vector size (no dimensions)")

@@ -373,7 +373,7 @@ def test_timeout_is_typed_and_retried(fake: FakeCohere) -> None:
 def test_embeddings_batches_dimensions_and_input_type(
     fake: FakeCohere, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(wire, "EMBEDDING_BATCH_SIZE", 3)
+    monkeypatch.setattr(wire.CohereAdapter, "embed_batch_size", 3)
     emb = agency.embeddings(
         "cohere:embed-v4.0", base_url=fake.base_url, api_key="co-test", dimensions=256
     )

@@ -431,7 +431,7 @@ def test_embeddings_single_batched_and_chunked(
 ) -> None:
     from agency.providers import gemini as wire
 
-    monkeypatch.setattr(wire, "EMBEDDING_BATCH_SIZE", 3)
+    monkeypatch.setattr(wire.GeminiAdapter, "embed_batch_size", 3)
     emb = agency.embeddings(
         "gemini:gemini-embedding-001", base_url=fake.base_url, api_key="k", dimensions=64
     )

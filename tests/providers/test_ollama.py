@@ -387,7 +387,7 @@ def test_embeddings_batches_and_dimensions(
 ) -> None:
     from agency.providers import ollama as wire
 
-    monkeypatch.setattr(wire, "EMBEDDING_BATCH_SIZE", 3)
+    monkeypatch.setattr(wire.OllamaAdapter, "embed_batch_size", 3)
     emb = agency.embeddings("ollama:nomic-embed-text", base_url=fake.base_url, dimensions=64)
     vectors = emb.embed_documents([f"text {i}" for i in range(7)])
     assert len(vectors) == 7 and all(len(v) == 64 for v in vectors)

@@ -401,7 +401,7 @@ def test_whole_answer_requires_message_and_done() -> None:
         with pytest.raises(errors.MalformedResponse):
             adapter._whole(bad, "m")
     with pytest.raises(errors.MalformedResponse):
-        adapter._vectors({"embeddings": [[1.0], "x"]}, 2, "m")
+        adapter._embed_vectors({"embeddings": [[1.0], "x"]}, 2, "m")
     with pytest.raises(errors.MalformedResponse):
-        adapter._vectors({"embeddings": [[1.0]]}, 2, "m")
-    assert adapter._vectors(json.loads('{"embeddings": [[1, 0.5]]}'), 1, "m") == [[1.0, 0.5]]
+        adapter._embed_vectors({"embeddings": [[1.0]]}, 2, "m")
+    assert adapter._embed_vectors(json.loads('{"embeddings": [[1, 0.5]]}'), 1, "m") == [[1.0, 0.5]]

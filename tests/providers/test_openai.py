@@ -325,7 +325,7 @@ def test_embeddings_batches_and_dimensions(
 ) -> None:
     from agency.providers import openai as wire
 
-    monkeypatch.setattr(wire, "EMBEDDING_BATCH_SIZE", 3)
+    monkeypatch.setattr(wire.OpenAIAdapter, "embed_batch_size", 3)
     emb = agency.embeddings(
         "openai:text-embedding-3-small",
         base_url=openai_fake.base_url,

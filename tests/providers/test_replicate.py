@@ -324,7 +324,7 @@ def test_timeouts_are_typed_and_retried(fake: FakeReplicate) -> None:
 def test_embeddings_batches_inputs_and_limits(
     fake: FakeReplicate, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(wire, "EMBEDDING_BATCH_SIZE", 3)
+    monkeypatch.setattr(wire.ReplicateAdapter, "embed_batch_size", 3)
     emb = agency.embeddings(E5_SPEC, base_url=fake.base_url, api_key="r8_test")
     texts = [f"text {i}" for i in range(7)]
     vectors = emb.embed_documents(texts)

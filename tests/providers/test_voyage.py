@@ -16,7 +16,8 @@ import agency
 from agency import errors
 from agency.embedding_models import AgencyEmbeddings
 from agency.providers import voyage as wire
-from agency.providers.voyage import VoyageAdapter, parse_embeddings
+from agency.providers._wire import openai_embeddings
+from agency.providers.voyage import VoyageAdapter
 
 KEY = "pa-test-key"
 _BASE: dict[str, str] = {}
@@ -99,7 +100,7 @@ def test_input_type_reaches_the_wire(fake: FakeVoyage) -> None:
 async def test_async_input_type_and_batches(
     fake: FakeVoyage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(wire, "EMBEDDING_BATCH_SIZE", 2)
+    monkeypatch.setattr(wire.VoyageAdapter, "embed_batch_size", 2)
     adapter = _adapter(_emb(fake))
     vectors = await adapter._aembed(
         ["a", "b", "c"], model="voyage-3.5", dimensions=256, input_type="query"
@@ -116,7 +117,7 @@ async def test_async_input_type_and_batches(
 
 
 def test_batches_and_dimensions(fake: FakeVoyage, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(wire, "EMBEDDING_BATCH_SIZE", 3)
+    monkeypatch.setattr(wire.VoyageAdapter, "embed_batch_size", 3)
     emb = _emb(fake, dimensions=512)
     texts = [f"text number {i}" for i in range(7)]
     vectors = emb.embed_documents(texts)
@@ -182,12 +183,12 @@ def test_transport_and_malformed_answers(fake: FakeVoyage) -> None:
 def test_parse_rejects_malformed_bodies(data: object) -> None:
     count = 2 if isinstance(data, dict) and len(data.get("data", [])) == 2 else 1
     with pytest.raises(errors.MalformedResponse):
-        parse_embeddings(data, count, "voyage-3.5")
+        openai_embeddings(data, count, "voyage", "voyage-3.5")
 
 
 def test_parse_orders_by_index_and_reads_lists() -> None:
     data = {"data": [{"embedding": [2, 2.5], "index": 1}, {"embedding": "AACAPw==", "index": 0}]}
-    assert parse_embeddings(data, 2, "m") == [[1.0], [2.0, 2.5]]
+    assert openai_embeddings(data, 2, "voyage", "m") == [[1.0], [2.0, 2.5]]
 
 
 # -- no chat --------------------------------------------------------------------------------------

@@ -1,0 +1,186 @@
+"""The edge where wire data becomes Python: checks every adapter shares.
+
+Whatever a provider sends, what leaves an adapter is a LangChain chunk or an `agency.errors`
+exception: a body of the wrong shape is `MalformedResponse`, never a ``KeyError``, a
+``TypeError`` or pydantic's ``ValidationError`` from LangChain's message classes. Each wire
+parses its answers inside `wire_errors` (one place per wire), and builds tool-call pieces,
+counts and vectors with the checked constructors here.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import struct
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, TypeGuard
+
+from langchain_core.messages.tool import ToolCallChunk, tool_call_chunk
+from pydantic import ValidationError
+
+from agency.errors import AgencyError, MalformedResponse
+
+__all__ = [
+    "count",
+    "integer",
+    "json_payload",
+    "malformed",
+    "number_vectors",
+    "openai_embeddings",
+    "text_or_none",
+    "tool_piece",
+    "wire_errors",
+]
+
+# What parsing a body of the wrong shape raises when a check was missed: mapped by
+# `wire_errors`, never passed on. (ValueError covers json, binascii and pydantic errors.)
+_SHAPE_ERRORS = (ValidationError, KeyError, TypeError, IndexError, AttributeError, ValueError,
+                 struct.error, binascii.Error)  # fmt: skip
+
+
+def malformed(
+    what: str,
+    *,
+    provider: str | None,
+    model: str | None,
+    request_id: str | None = None,
+    status_code: int | None = None,
+) -> MalformedResponse:
+    """The error for an answer that is not the provider's documented format."""
+    return MalformedResponse(
+        f"unexpected response shape: {what}",
+        provider=provider,
+        model=model,
+        request_id=request_id,
+        status_code=status_code,
+    )
+
+
+@contextmanager
+def wire_errors(provider: str | None, model: str | None) -> Iterator[None]:
+    """Run a wire's parsing: a shape error a check missed becomes `MalformedResponse` (raised
+    ``from`` it, so the cause stays visible); our own errors (`AgencyError`) pass through."""
+    try:
+        yield
+    except AgencyError:
+        raise
+    except _SHAPE_ERRORS as exc:
+        raise malformed(
+            f"{type(exc).__name__}: {exc}"[:300], provider=provider, model=model
+        ) from exc
+
+
+def count(value: Any) -> int:
+    """A token count: the integer, or 0 for anything else (absent, null, a string, a bool)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def integer(value: Any) -> TypeGuard[int]:
+    """Whether ``value`` is a JSON integer (``True`` is not one, though Python says so)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def text_or_none(value: Any, what: str, provider: str | None, model: str | None) -> str | None:
+    """``value`` if it is a string or absent (``None``); else `MalformedResponse` naming
+    ``what``. For ids and names that LangChain merges across chunks as strings."""
+    if value is None or isinstance(value, str):
+        return value
+    raise malformed(f"{what} is not a string", provider=provider, model=model)
+
+
+def json_payload(data: str, provider: str | None, model: str | None, what: str) -> Any:
+    """One SSE ``data:`` or NDJSON line parsed; `MalformedResponse` when it is not JSON."""
+    try:
+        return json.loads(data)
+    except ValueError as exc:
+        raise malformed(
+            f"{what} is not JSON: {data[:200]!r}", provider=provider, model=model
+        ) from exc
+
+
+def tool_piece(
+    *,
+    name: Any = None,
+    args: Any = None,
+    id: Any = None,  # LangChain's field name
+    index: Any = None,
+    provider: str | None,
+    model: str | None,
+) -> ToolCallChunk:
+    """A LangChain tool-call chunk from wire values, each checked: ``name``, ``id`` and
+    ``args`` strings (``args`` may be a JSON object, sent as its text) and ``index`` an int,
+    or absent."""
+    if args is not None and not isinstance(args, str):
+        if not isinstance(args, Mapping):
+            raise malformed("tool-call arguments are neither text nor an object",
+                            provider=provider, model=model)  # fmt: skip
+        args = json.dumps(args)
+    for field, value in (("name", name), ("id", id)):
+        if value is not None and not isinstance(value, str):
+            raise malformed(f"tool-call {field} is not a string", provider=provider, model=model)
+    if index is not None and not integer(index):
+        raise malformed("tool-call index is not an integer", provider=provider, model=model)
+    return tool_call_chunk(name=name, args=args, id=id, index=index)
+
+
+def _numbers(vector: Any) -> list[float] | None:
+    if isinstance(vector, list) and all(
+        isinstance(x, int | float) and not isinstance(x, bool) for x in vector
+    ):
+        return [float(x) for x in vector]
+    return None
+
+
+def number_vectors(
+    vectors: Any, expected: int, provider: str | None, model: str | None, where: str
+) -> list[list[float]]:
+    """``expected`` lists of numbers (``where`` names them in the error)."""
+    if not isinstance(vectors, list) or len(vectors) != expected:
+        raise malformed(f"expected {expected} vectors in {where}", provider=provider, model=model)
+    out = []
+    for vector in vectors:
+        numbers = _numbers(vector)
+        if numbers is None:
+            raise malformed(f"a vector in {where} is not a list of numbers",
+                            provider=provider, model=model)  # fmt: skip
+        out.append(numbers)
+    return out
+
+
+def _vector(raw: Any, provider: str | None, model: str | None) -> list[float]:
+    if isinstance(raw, str):  # encoding_format "base64": little-endian float32
+        try:
+            packed = base64.b64decode(raw, validate=True)
+            # struct.error when the byte length is not a whole number of float32s
+            return list(struct.unpack(f"<{len(packed) // 4}f", packed))
+        except (binascii.Error, struct.error) as exc:
+            raise malformed("base64 embedding is not a float32 array",
+                            provider=provider, model=model) from exc  # fmt: skip
+    numbers = _numbers(raw)
+    if numbers is None:
+        raise malformed("embedding is neither a number list nor base64",
+                        provider=provider, model=model)  # fmt: skip
+    return numbers
+
+
+def openai_embeddings(
+    data: Any, expected: int, provider: str | None, model: str | None
+) -> list[list[float]]:
+    """The vectors of an OpenAI-shaped embeddings answer (``{"data": [{"embedding",
+    "index"}]}``, float lists or base64), ordered by ``index``; `MalformedResponse` unless
+    they cover the ``expected`` inputs exactly once each."""
+    items = data.get("data") if isinstance(data, Mapping) else None
+    if not isinstance(items, list) or len(items) != expected:
+        raise malformed(f"expected {expected} embeddings in data[]", provider=provider, model=model)
+    out: list[list[float] | None] = [None] * expected
+    for pos, item in enumerate(items):
+        if not isinstance(item, Mapping):
+            raise malformed("an embedding item is not an object", provider=provider, model=model)
+        index = item.get("index", pos)
+        if not integer(index) or not 0 <= index < expected or out[index] is not None:
+            raise malformed("embedding indexes do not cover the inputs",
+                            provider=provider, model=model)  # fmt: skip
+        out[index] = _vector(item.get("embedding"), provider, model)
+    return out  # type: ignore[return-value]  # every slot filled: len(items) == expected, no repeats
