@@ -6,8 +6,7 @@ server closing the socket does, and a cut mid-stream yields what was sent and th
 same error from the body iterator. The app runs to completion before the response is
 returned (the fakes' streams are finite), so client timeouts are not simulated.
 
-The sync transport runs the app on a private event loop in a daemon thread, so it also works
-when called from code that already runs an event loop in this thread.
+Only client-side behaviour differs from a socket: no timeouts, no connection pool.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ import httpx
 
 from ._server import ABORT_EXTENSION
 
-__all__ = ["AsyncASGITransport", "SyncASGITransport"]
+__all__ = ["InProcessTransport"]
 
 _NO_RESPONSE = "Server disconnected without sending a response."
 _CUT_BODY = "peer closed connection without sending complete message body"
@@ -109,36 +108,35 @@ class _AsyncBody(httpx.AsyncByteStream):
             raise httpx.RemoteProtocolError(_CUT_BODY, request=self.request)
 
 
-class SyncASGITransport(httpx.BaseTransport):
-    """Sync httpx transport running an ASGI app on a private event loop."""
+class InProcessTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
+    """An httpx transport, sync and async (like ``httpx.MockTransport``), running an ASGI app.
+
+    Async requests run the app on the caller's event loop; sync ones on a private loop in a
+    daemon thread (started on first use), so they also work from inside a running loop."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="fake-inprocess", daemon=True
-        )
-        self._thread.start()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+
+    def _private_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                threading.Thread(
+                    target=self._loop.run_forever, name="fake-inprocess", daemon=True
+                ).start()
+            return self._loop
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         body = request.read()
-        future = asyncio.run_coroutine_threadsafe(_run(self.app, request, body), self._loop)
+        future = asyncio.run_coroutine_threadsafe(
+            _run(self.app, request, body), self._private_loop()
+        )
         outcome = future.result()
         return httpx.Response(
             outcome.status or 500, headers=outcome.headers, stream=_SyncBody(outcome, request)
         )
-
-    def close(self) -> None:
-        if self._loop.is_running():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=5)
-
-
-class AsyncASGITransport(httpx.AsyncBaseTransport):
-    """Async httpx transport running an ASGI app on the caller's event loop."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         body = await request.aread()
@@ -146,3 +144,6 @@ class AsyncASGITransport(httpx.AsyncBaseTransport):
         return httpx.Response(
             outcome.status or 500, headers=outcome.headers, stream=_AsyncBody(outcome, request)
         )
+
+    def close(self) -> None:
+        """Nothing to release per client: the fake outlives the clients that use it."""

@@ -13,8 +13,8 @@ parsing, response bodies, error shapes) and fills in three hooks:
 Tests script what the next requests get with ``fake.script(*actions)`` (chat) and
 ``fake.script_embeddings(*actions)``; the shared actions are ``Fail``, ``Stall``,
 ``Disconnect``, ``Malformed`` and ``StreamError`` (a wire adds its own ``Reply``). The fake is
-served on a socket by ``running()`` (for the official SDKs) or in-process by ``transport()`` /
-``async_transport()`` (``_inprocess``).
+served on a socket by ``running()`` (for the official SDKs and timeouts) or in-process by
+``transport()`` (``_inprocess``; for ``transport=`` on a model).
 """
 
 from __future__ import annotations
@@ -29,12 +29,12 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
-import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ._inprocess import InProcessTransport
 from ._scripting import ActionQueue
 from ._server import drop_connection, serve
 
@@ -169,6 +169,7 @@ class FakeService:
     def __init__(self) -> None:
         self.base_url: str | None = None
         self.root_url: str | None = None
+        self._transport: InProcessTransport | None = None
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self.reset()
@@ -246,21 +247,16 @@ class FakeService:
             finally:
                 self._bind(None)
 
-    def transport(self, root: str = "http://fake.test") -> httpx.BaseTransport:
-        """A sync httpx transport answering from this fake in-process (no socket); sets
-        ``base_url``/``root_url`` from ``root``. Timeouts are not simulated: a ``Stall``
-        test needs ``running()``."""
-        from ._inprocess import SyncASGITransport
-
-        self._bind(root)
-        return SyncASGITransport(self.app)
-
-    def async_transport(self, root: str = "http://fake.test") -> httpx.AsyncBaseTransport:
-        """The async twin of ``transport()``."""
-        from ._inprocess import AsyncASGITransport
-
-        self._bind(root)
-        return AsyncASGITransport(self.app)
+    def transport(self, root: str = "http://fake.test") -> InProcessTransport:
+        """An httpx transport (sync and async) answering from this fake in-process, without a
+        socket: pass it as ``transport=`` to a model. Any base URL reaches the fake through
+        it; when the fake is not ``running()``, ``base_url``/``root_url`` are set from
+        ``root``. Client timeouts are not simulated: a ``Stall`` test needs ``running()``."""
+        if self._transport is None:
+            self._transport = InProcessTransport(self.app)
+        if self.root_url is None:
+            self._bind(root)
+        return self._transport
 
     # ---- plumbing for the wires
 

@@ -31,7 +31,14 @@ def _fake(openai_fake: FakeOpenAI) -> Iterator[FakeOpenAI]:
 
 
 def _llm(fake: FakeOpenAI, **kw: object) -> AgencyChatModel:
-    params: dict[str, object] = {"base_url": fake.base_url, "api_key": "sk-test", "max_retries": 2}
+    """A model on ``fake``, in-process (``fake.transport()``); ``transport=None`` goes through
+    the socket, for what only a socket shows (client timeouts)."""
+    params: dict[str, object] = {
+        "base_url": fake.base_url,
+        "api_key": "sk-test",
+        "max_retries": 2,
+        "transport": fake.transport(),
+    }
     params.update(kw)
     return agency.chat_model("openai:gpt-4o-mini", **params)
 
@@ -216,6 +223,7 @@ def test_max_completion_tokens_for_openai_and_max_tokens_for_compatible(
         base_url=openai_fake.base_url,
         api_key="sk-test",
         max_tokens=5,
+        transport=openai_fake.transport(),
     ).invoke("hi")
     assert openai_fake.last_request.body["max_tokens"] == 5  # type: ignore[union-attr]
 
@@ -293,10 +301,11 @@ def test_malformed_bodies_are_typed(openai_fake: FakeOpenAI) -> None:
 
 def test_timeout_is_typed_and_retried(openai_fake: FakeOpenAI) -> None:
     openai_fake.script(Stall(1.0), Reply(content="after the stall"))
-    assert _llm(openai_fake, timeout=0.3).invoke("hi").text == "after the stall"
+    socket = {"transport": None, "timeout": 0.3}
+    assert _llm(openai_fake, **socket).invoke("hi").text == "after the stall"
     openai_fake.script(Stall(1.0))
     with pytest.raises(errors.Timeout):
-        _llm(openai_fake, timeout=0.3, max_retries=0).invoke("hi")
+        _llm(openai_fake, max_retries=0, **socket).invoke("hi")
 
 
 def test_connection_refused_is_typed() -> None:
@@ -312,11 +321,19 @@ async def test_async_twins(openai_fake: FakeOpenAI) -> None:
     parts = [c.text async for c in llm.astream("hello there")]
     assert len(parts) > 1 and "hello there" in "".join(parts)
     emb = agency.embeddings(
-        "openai:text-embedding-3-small", base_url=openai_fake.base_url, api_key="sk-test"
+        "openai:text-embedding-3-small",
+        base_url=openai_fake.base_url,
+        api_key="sk-test",
+        transport=openai_fake.transport(),
     )
     vectors = await emb.aembed_documents(["a", "b"])
     assert len(vectors) == 2 and vectors[0] != vectors[1]
-    models = await agency.alist_models("openai", base_url=openai_fake.base_url, api_key="sk-test")
+    models = await agency.alist_models(
+        "openai",
+        base_url=openai_fake.base_url,
+        api_key="sk-test",
+        transport=openai_fake.transport(),
+    )
     assert "gpt-4o-mini" in {m.id for m in models}
 
 
@@ -331,6 +348,7 @@ def test_embeddings_batches_and_dimensions(
         base_url=openai_fake.base_url,
         api_key="sk-test",
         dimensions=64,
+        transport=openai_fake.transport(),
     )
     texts = [f"text number {i}" for i in range(7)]
     vectors = emb.embed_documents(texts)
@@ -341,14 +359,26 @@ def test_embeddings_batches_and_dimensions(
 
 def test_models_and_availability(openai_fake: FakeOpenAI) -> None:
     ids = {
-        m.id for m in agency.list_models("openai", base_url=openai_fake.base_url, api_key="sk-test")
+        m.id
+        for m in agency.list_models(
+            "openai",
+            base_url=openai_fake.base_url,
+            api_key="sk-test",
+            transport=openai_fake.transport(),
+        )
     }
     assert {"gpt-4o-mini", "gpt-4o"} <= ids
     assert agency.is_model_available(
-        "openai:gpt-4o", base_url=openai_fake.base_url, api_key="sk-test"
+        "openai:gpt-4o",
+        base_url=openai_fake.base_url,
+        api_key="sk-test",
+        transport=openai_fake.transport(),
     )
     assert not agency.is_model_available(
-        "openai:gpt-9", base_url=openai_fake.base_url, api_key="sk-test"
+        "openai:gpt-9",
+        base_url=openai_fake.base_url,
+        api_key="sk-test",
+        transport=openai_fake.transport(),
     )
     assert not agency.is_model_available(
         "openai-compatible:x", base_url="http://127.0.0.1:9/v1", max_retries=0
@@ -363,6 +393,7 @@ def test_azure_deployment_route(openai_fake: FakeOpenAI) -> None:
         api_key="az-key",
         deployment="my-deploy",
         api_version="2024-10-21",
+        transport=openai_fake.transport(),
     )
     assert (
         "my-deploy" in llm.invoke("hello azure").response_metadata.get("model_name", "my-deploy")
