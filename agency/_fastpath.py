@@ -63,7 +63,9 @@ def enabled(version: str | None = None) -> bool:
     if setting == "force":
         return True
     if version is None:
-        from langchain_core import __version__ as version
+        from langchain_core import __version__
+
+        version = str(__version__)
     minor = ".".join(version.split(".")[:2])
     return minor in VERIFIED_LANGCHAIN_CORE
 
