@@ -8,7 +8,6 @@ Shapes follow the live API (and ``anthropic-openapi.yaml``): compact JSON, error
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hashlib
@@ -22,14 +21,13 @@ from starlette.datastructures import MutableHeaders
 from starlette.responses import Response
 
 from . import _brain
-from ._server import drop_connection
+from ._service import FrameStream
 
 __all__ = [
     "CONTEXT_WINDOW",
     "MODELS",
     "STATUS_DEFAULTS",
     "AnswerBlocks",
-    "EventStream",
     "HeadersMiddleware",
     "ModelCard",
     "PromptCache",
@@ -37,6 +35,7 @@ __all__ = [
     "brain_body",
     "decode_base64",
     "error_body",
+    "event_stream",
     "json_response",
     "message_body",
     "model_card",
@@ -432,36 +431,22 @@ def stream_events(message: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return [(name, {"type": name, **data}) for name, data in events]  # fmt: skip
 
 
-class EventStream:
-    """ASGI response framing events as ``event: <name>\\ndata: <json>\\n\\n``.
-
-    ``drop_after=N`` cuts the connection after N events (no ``message_stop``); ``error=(n,
-    event)`` sends the ``error`` event after n events and ends the stream, as the live API
-    does when it fails mid-answer (e.g. ``overloaded_error``).
-    """
-
-    media_type = "text/event-stream; charset=utf-8"
-
-    def __init__(
-        self,
-        events: list[tuple[str, dict[str, Any]]],
-        *,
-        drop_after: int | None = None,
-        error: tuple[int, dict[str, Any]] | None = None,
-    ) -> None:
-        if error is not None:
-            events = [*events[: error[0]], ("error", error[1])]
-        self.events, self.drop_after = events, drop_after
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        headers = [(b"content-type", self.media_type.encode()), (b"cache-control", b"no-cache")]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        for index, (name, data) in enumerate(self.events):
-            if self.drop_after is not None and index >= self.drop_after:
-                await drop_connection(scope)
-                return
-            text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-            chunk = f"event: {name}\ndata: {text}\n\n".encode()
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await asyncio.sleep(0)
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+def event_stream(
+    events: list[tuple[str, dict[str, Any]]],
+    *,
+    drop_after: int | None = None,
+    error: tuple[int, dict[str, Any]] | None = None,
+) -> FrameStream:
+    """Events framed as ``event: <name>\\ndata: <json>\\n\\n``; ``error=(n, event)`` sends the
+    ``error`` event after n events and ends the stream, as the live API does when it fails
+    mid-answer (e.g. ``overloaded_error``); ``drop_after``: see ``FrameStream``."""
+    if error is not None:
+        events = [*events[: error[0]], ("error", error[1])]
+    compact = {"ensure_ascii": False, "separators": (",", ":")}
+    frames = [f"event: {name}\ndata: {json.dumps(data, **compact)}\n\n" for name, data in events]
+    return FrameStream(
+        frames,
+        media_type="text/event-stream; charset=utf-8",
+        headers={"cache-control": "no-cache"},
+        drop_after=drop_after,
+    )

@@ -10,7 +10,6 @@ same type>`` ending with ``data: [DONE]`` (the spec's ``x-fern-streaming`` termi
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import re
@@ -18,16 +17,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _brain
-from ._server import drop_connection
+from ._service import FrameStream
 
 __all__ = [
     "CATALOGUE",
     "PREAMBLE_TOKENS",
-    "CohereSSE",
     "Reply",
     "answer_for",
     "chat_body",
     "chat_events",
+    "cohere_sse",
     "error_body",
     "tool_call_id",
     "usage_body",
@@ -326,39 +325,19 @@ def chat_events(
     return events
 
 
-class CohereSSE:
-    """ASGI response: ``event: <type>`` / ``data: <json>`` frames, then ``data: [DONE]``.
-
-    ``drop_after=N`` cuts the connection after N events (no ``message-end``, no terminator).
-    """
-
-    media_type = "text/event-stream"
-
-    def __init__(
-        self,
-        events: list[Any],
-        *,
-        drop_after: int | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        self.events = events
-        self.drop_after = drop_after
-        self.headers = headers or {}
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        headers = [(b"content-type", self.media_type.encode()), (b"cache-control", b"no-cache")]
-        headers += [(k.encode(), v.encode()) for k, v in self.headers.items()]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        for index, event in enumerate(self.events):
-            if self.drop_after is not None and index >= self.drop_after:
-                await drop_connection(scope)
-                return
-            if isinstance(event, str):
-                frame = event
-            else:
-                data = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
-                frame = f"event: {event['type']}\ndata: {data}\n\n"
-            await send({"type": "http.response.body", "body": frame.encode(), "more_body": True})
-            await asyncio.sleep(0)
-        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+def cohere_sse(
+    events: list[Any], *, drop_after: int | None = None, headers: dict[str, str] | None = None
+) -> FrameStream:
+    """``event: <type>`` / ``data: <json>`` frames (a str event goes as is), then
+    ``data: [DONE]``; ``drop_after``: see ``FrameStream``."""
+    compact = {"ensure_ascii": False, "separators": (",", ":")}
+    frames = [
+        e if isinstance(e, str) else f"event: {e['type']}\ndata: {json.dumps(e, **compact)}\n\n"
+        for e in events
+    ]
+    return FrameStream(
+        frames,
+        headers={"cache-control": "no-cache", **(headers or {})},
+        terminator="data: [DONE]\n\n",
+        drop_after=drop_after,
+    )

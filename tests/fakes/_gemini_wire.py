@@ -23,16 +23,16 @@ from typing import Any
 from starlette.datastructures import MutableHeaders
 from starlette.responses import Response
 
-from ._server import drop_connection
+from ._service import FrameStream
 
 __all__ = [
     "MODELS",
     "STATUS_WORDS",
-    "GeminiSSE",
     "HeadersMiddleware",
     "brain_body",
     "embed_values",
     "error_body",
+    "gemini_sse",
     "json_response",
     "media_tokens",
     "model_record",
@@ -251,29 +251,14 @@ def text_pieces(text: str) -> list[str]:
     return [p for p in pieces if p] or [text]
 
 
-class GeminiSSE:
-    """ASGI response streaming ``data: <json>\\r\\n\\r\\n`` events; no terminator (the last
-    event carries ``finishReason``). ``drop_after=N`` cuts the connection after N events."""
-
-    def __init__(self, events: list[Any], *, drop_after: int | None = None) -> None:
-        self.events = events
-        self.drop_after = drop_after
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        headers = [(b"content-type", b"text/event-stream"), (b"content-disposition", b"attachment")]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        for index, event in enumerate(self.events):
-            if self.drop_after is not None and index >= self.drop_after:
-                break
-            data = event if isinstance(event, str) else json.dumps(
-                event, ensure_ascii=False, separators=(",", ": ")
-            )  # fmt: skip
-            await send({"type": "http.response.body", "body": f"data: {data}\r\n\r\n".encode(),
-                        "more_body": True})  # fmt: skip
-        if self.drop_after is not None:
-            await drop_connection(scope)
-            return
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+def gemini_sse(events: list[Any], *, drop_after: int | None = None) -> FrameStream:
+    """``data: <json>\\r\\n\\r\\n`` events; no terminator (the last event carries
+    ``finishReason``); ``drop_after``: see ``FrameStream``."""
+    spaced = {"ensure_ascii": False, "separators": (",", ": ")}
+    frames = [
+        f"data: {e if isinstance(e, str) else json.dumps(e, **spaced)}\r\n\r\n" for e in events
+    ]
+    return FrameStream(frames, headers={"content-disposition": "attachment"}, drop_after=drop_after)
 
 
 class HeadersMiddleware:

@@ -11,7 +11,6 @@ Cog schemas as ``GET /v1/models/{owner}/{name}/versions/{id}`` publishes them.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import re
@@ -19,16 +18,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _service
-from ._server import drop_connection
+from ._service import FrameStream
 
 __all__ = [
     "CREATE_SCHEMA",
     "MODELS",
     "Malformed",
-    "ReplicateSSE",
     "Reply",
     "prediction_id",
     "problem",
+    "replicate_sse",
     "tokens_of",
 ]
 
@@ -190,34 +189,23 @@ def tokens_of(text: str) -> list[str]:
     return _TOKEN.findall(text)
 
 
-class ReplicateSSE:
-    """ASGI response: the prediction's events (``output`` tokens, then ``error`` and/or
-    ``done``), each with an ``id``; an output token with newlines spans several ``data:`` lines.
-
-    ``events`` are (event, data) pairs; ``delays`` spreads them over the prediction's run time;
-    ``drop_after`` cuts the connection after that many events.
-    """
-
-    media_type = "text/event-stream"
-
-    def __init__(
-        self, events: list[tuple[str, str]], *, created: int, delay: float = 0.0,
-        drop_after: int | None = None,
-    ) -> None:  # fmt: skip
-        self.events, self.created, self.delay, self.drop_after = events, created, delay, drop_after
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        headers = [(b"content-type", self.media_type.encode()), (b"cache-control", b"no-cache")]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        for index, (event, data) in enumerate(self.events):
-            if self.drop_after is not None and index >= self.drop_after:
-                await drop_connection(scope)
-                return
-            lines = "".join(f"data: {line}\n" for line in data.split("\n"))
-            frame = f"event: {event}\nid: {self.created}:{index}\n{lines}\n"
-            await send({"type": "http.response.body", "body": frame.encode(), "more_body": True})
-            await asyncio.sleep(self.delay)
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+def replicate_sse(
+    events: list[tuple[str, str]], *, created: int, delay: float = 0.0,
+    drop_after: int | None = None,
+) -> FrameStream:  # fmt: skip
+    """The prediction's events (``output`` tokens, then ``error`` and/or ``done``), each with an
+    ``id``; an output token with newlines spans several ``data:`` lines. ``events`` are
+    (event, data) pairs; ``delay`` spreads them over the prediction's run time; ``drop_after``:
+    see ``FrameStream``."""
+    frames = [
+        f"event: {event}\nid: {created}:{index}\n"
+        + "".join(f"data: {line}\n" for line in data.split("\n"))
+        + "\n"
+        for index, (event, data) in enumerate(events)
+    ]
+    return FrameStream(
+        frames, headers={"cache-control": "no-cache"}, drop_after=drop_after, delay=delay
+    )
 
 
 def embed_input_texts(value: Any) -> list[str]:

@@ -43,6 +43,7 @@ __all__ = [
     "Dropped",
     "Fail",
     "FakeService",
+    "FrameStream",
     "Handler",
     "Malformed",
     "RecordedRequest",
@@ -131,6 +132,44 @@ class Dropped:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await drop_connection(scope, hard=True)
+
+
+class FrameStream:
+    """ASGI response writing ``frames`` (already framed text: SSE events, NDJSON lines) one at
+    a time, ``delay`` seconds apart, then ``terminator`` (``data: [DONE]``...) and the end.
+
+    ``drop_after=N`` cuts the connection after N frames (or all, when there are fewer): no
+    terminator, no end of the chunked body, like a server dying mid-stream.
+    """
+
+    def __init__(
+        self,
+        frames: list[str],
+        *,
+        media_type: str = "text/event-stream",
+        headers: dict[str, str] | None = None,
+        terminator: str = "",
+        drop_after: int | None = None,
+        delay: float = 0.0,
+    ) -> None:
+        self.frames, self.terminator, self.drop_after, self.delay = (
+            frames, terminator, drop_after, delay
+        )  # fmt: skip
+        self.headers = {"content-type": media_type, **(headers or {})}
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        headers = [(k.encode(), v.encode()) for k, v in self.headers.items()]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        cut = self.drop_after is not None
+        frames = self.frames[: self.drop_after] if cut else [*self.frames, self.terminator]
+        for frame in frames:
+            if frame:
+                await send({"type": "http.response.body", "body": frame.encode(), "more_body": True})
+                await asyncio.sleep(self.delay)
+        if cut:
+            await drop_connection(scope)
+            return
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def seconds_text(seconds: float) -> str:

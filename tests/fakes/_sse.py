@@ -11,14 +11,13 @@
 5. with ``stream_options.include_usage``: ``choices: []`` and ``usage`` (every earlier chunk
    then carries ``"usage": null``);
 
-then ``SSEResponse`` frames them as ``data: <json>\\n\\n`` and ends with ``data: [DONE]``.
+then ``sse_response`` frames them as ``data: <json>\\n\\n`` and ends with ``data: [DONE]``.
 Azure OpenAI additionally opens with a chunk with empty ``choices``, ``id``, ``model`` and
 ``object`` holding ``prompt_filter_results``, and adds ``content_filter_results`` to choices.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import json
@@ -26,9 +25,9 @@ import re
 from typing import Any
 
 from ._brain import Answer
-from ._server import drop_connection
+from ._service import FrameStream
 
-__all__ = ["SSEResponse", "call_id", "chat_chunks"]
+__all__ = ["call_id", "chat_chunks", "sse_response"]
 
 _PIECE = re.compile(r"\s*\S+\s*|\s+")
 _FRAGMENT = re.compile(r"\w+|\s+|[^\w\s]")
@@ -123,38 +122,13 @@ def chat_chunks(
     return chunks
 
 
-class SSEResponse:
-    """ASGI response streaming ``data: <json>`` events then ``data: [DONE]``.
-
-    ``drop_after=N`` cuts the connection after N events (no ``[DONE]``, no end of the chunked
-    body), like a server dying mid-stream.
-    """
-
-    media_type = "text/event-stream; charset=utf-8"
-
-    def __init__(self, events: list[Any], *, drop_after: int | None = None) -> None:
-        self.events = events
-        self.drop_after = drop_after
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-type", self.media_type.encode())],
-            }
-        )
-        for index, event in enumerate(self.events):
-            if self.drop_after is not None and index >= self.drop_after:
-                break
-            data = event if isinstance(event, str) else json.dumps(
-                event, ensure_ascii=False, separators=(",", ":")
-            )  # fmt: skip
-            body = f"data: {data}\n\n".encode()
-            await send({"type": "http.response.body", "body": body, "more_body": True})
-            await asyncio.sleep(0)
-        if self.drop_after is not None:
-            await drop_connection(scope)
-            return
-        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+def sse_response(events: list[Any], *, drop_after: int | None = None) -> FrameStream:
+    """``data: <json>`` events then ``data: [DONE]``; ``drop_after``: see ``FrameStream``."""
+    compact = {"ensure_ascii": False, "separators": (",", ":")}
+    frames = [f"data: {e if isinstance(e, str) else json.dumps(e, **compact)}\n\n" for e in events]
+    return FrameStream(
+        frames,
+        media_type="text/event-stream; charset=utf-8",
+        terminator="data: [DONE]\n\n",
+        drop_after=drop_after,
+    )

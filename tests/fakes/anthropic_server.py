@@ -38,13 +38,13 @@ from ._anthropic_checks import check_message_request
 from ._anthropic_wire import (
     CONTEXT_WINDOW,
     MODELS,
-    EventStream,
     HeadersMiddleware,
     ModelCard,
     PromptCache,
     answer_blocks,
     brain_body,
     error_body,
+    event_stream,
     json_response,
     message_body,
     model_card,
@@ -309,9 +309,9 @@ class FakeAnthropic(FakeService):
             return json_response(message)
         events = stream_events(message)
         if isinstance(action, StreamError):
-            return EventStream(events, error=(action.after_events, {"type": "error", "error": error}))
+            return event_stream(events, error=(action.after_events, {"type": "error", "error": error}))
         cut = action.after_events if isinstance(action, Disconnect) else None
-        return EventStream(events, drop_after=cut)
+        return event_stream(events, drop_after=cut)
 
     async def _count_tokens(self, request: Request) -> Any:
         body, card, early = await self._preamble(request, "CountMessageTokensParams")

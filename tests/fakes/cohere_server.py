@@ -38,11 +38,11 @@ from starlette.responses import Response
 from . import _brain
 from ._cohere_wire import (
     CATALOGUE,
-    CohereSSE,
     Reply,
     answer_for,
     chat_body,
     chat_events,
+    cohere_sse,
     error_body,
     prompt_tokens,
     tool_plan_for,
@@ -249,7 +249,7 @@ class FakeCohere(FakeService):
             error = action.message or "internal server error, please try again later"
             end = {"type": "message-end", "delta": {"error": error, "finish_reason": "ERROR"}}
             events = [*events[: action.after_events], end]
-        return CohereSSE(events, drop_after=cut, headers={"x-debug-trace-id": self._trace_id()})
+        return cohere_sse(events, drop_after=cut, headers={"x-debug-trace-id": self._trace_id()})
 
     # ---- embed
     async def _embed(self, request: Request) -> Any:

@@ -44,11 +44,11 @@ from ._gemini_checks import (
 from ._gemini_responses import generate_chunks, generate_response
 from ._gemini_wire import (
     MODELS,
-    GeminiSSE,
     HeadersMiddleware,
     brain_body,
     embed_values,
     error_body,
+    gemini_sse,
     json_response,
     media_tokens,
     model_record,
@@ -310,7 +310,7 @@ class FakeGemini(FakeService):
         if request.query_params.get("alt") != "sse":  # without alt=sse: one JSON array
             return json_response(chunks)
         cut = action.after_events if isinstance(action, Disconnect) else None
-        return GeminiSSE(chunks, drop_after=cut)
+        return gemini_sse(chunks, drop_after=cut)
 
     async def _embed(
         self, request: Request, body: Any, model: str, method: str, version: str

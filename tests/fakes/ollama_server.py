@@ -29,7 +29,6 @@ deterministic brain in ``_brain`` answers. ``fake.requests`` records every reque
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from starlette.requests import Request
@@ -55,11 +54,11 @@ from ._ollama_wire import (
 )
 from ._openai_wire import embed_text
 from ._openapi import first_error, format_error
-from ._server import drop_connection
 from ._service import (
     Disconnect,
     Fail,
     FakeService,
+    FrameStream,
     Handler,
     Malformed,
     RecordedRequest,
@@ -108,43 +107,19 @@ def _lenient(body: dict[str, Any]) -> dict[str, Any]:
     return {**body, "messages": fixed}
 
 
-class NDJSONResponse:
-    """ASGI response writing one JSON object per line (``application/x-ndjson``).
-
-    ``drop_after=N`` cuts the connection after N lines (a server dying mid-answer);
-    ``error_after=(N, text)`` writes N lines, then ``{"error": text}``, and ends normally.
-    """
-
-    def __init__(
-        self,
-        lines: list[Any],
-        *,
-        drop_after: int | None = None,
-        error_after: tuple[int, str] | None = None,
-    ) -> None:
-        self.lines, self.drop_after, self.error_after = lines, drop_after, error_after
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-type", b"application/x-ndjson")],
-            }
-        )
-        lines = list(self.lines)
-        if self.error_after is not None:
-            count, text = self.error_after
-            lines = [*lines[:count], {"error": text}]
-        for index, line in enumerate(lines):
-            if self.drop_after is not None and index >= self.drop_after:
-                await drop_connection(scope)
-                return
-            data = line if isinstance(line, str) else go_json(line)
-            body = (data + "\n").encode()
-            await send({"type": "http.response.body", "body": body, "more_body": True})
-            await asyncio.sleep(0)
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+def ndjson_response(
+    lines: list[Any],
+    *,
+    drop_after: int | None = None,
+    error_after: tuple[int, str] | None = None,
+) -> FrameStream:
+    """One JSON object per line (``application/x-ndjson``); ``error_after=(N, text)`` writes N
+    lines, then ``{"error": text}``, and ends normally; ``drop_after``: see ``FrameStream``."""
+    if error_after is not None:
+        count, text = error_after
+        lines = [*lines[:count], {"error": text}]
+    frames = [(line if isinstance(line, str) else go_json(line)) + "\n" for line in lines]
+    return FrameStream(frames, media_type="application/x-ndjson", drop_after=drop_after)
 
 
 class FakeOllama(FakeService):
@@ -301,7 +276,7 @@ class FakeOllama(FakeService):
         objects = chat_objects(body["model"], turn, stream=stream)  # echoed as given
         if not stream:
             return _json(objects[0])
-        return NDJSONResponse(
+        return ndjson_response(
             objects,
             drop_after=action.after_events if isinstance(action, Disconnect) else None,
             error_after=(action.after_events, action.message or _STREAM_ERROR)
@@ -317,7 +292,7 @@ class FakeOllama(FakeService):
             "done_reason": "load",
             "done": True,
         }
-        return NDJSONResponse([answer]) if stream else _json(answer)
+        return ndjson_response([answer]) if stream else _json(answer)
 
     async def _embed(self, request: Request) -> Any:
         body, early = self._parse(request, "EmbedRequest")

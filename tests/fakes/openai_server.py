@@ -63,7 +63,7 @@ from ._service import (
     Stall,
     StreamError,
 )
-from ._sse import SSEResponse, chat_chunks
+from ._sse import chat_chunks, sse_response
 
 __all__ = [
     "DEFAULT_MODELS",
@@ -374,7 +374,7 @@ class FakeOpenAI(FakeService):
                 azure=azure,
             )
             cut = action.after_events if isinstance(action, Disconnect) else None
-            return SSEResponse(chunks, drop_after=cut)
+            return sse_response(chunks, drop_after=cut)
         return json_response(completion_body(completion, answer, usage, n, azure))
 
     async def _embeddings(self, request: Request) -> Any:

@@ -44,11 +44,11 @@ from ._replicate_wire import (
     CREATE_SCHEMA,
     MODELS,
     Malformed,
-    ReplicateSSE,
     Reply,
     embed_input_texts,
     prediction_id,
     problem,
+    replicate_sse,
     tokens_of,
 )
 from ._service import (
@@ -370,7 +370,7 @@ class FakeReplicate(FakeService):
                        ("done", json.dumps({"reason": "error"}))]  # fmt: skip
         delay = p.seconds / max(len(events), 1)
         created = int(p.created)
-        return ReplicateSSE(events, created=created, delay=delay, drop_after=p.pending.get("cut"))
+        return replicate_sse(events, created=created, delay=delay, drop_after=p.pending.get("cut"))
 
     async def _version(self, request: Request) -> Response:
         params = request.path_params
