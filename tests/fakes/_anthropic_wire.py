@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from starlette.datastructures import MutableHeaders
 from starlette.responses import Response
 
 from . import _brain
@@ -28,12 +27,12 @@ __all__ = [
     "MODELS",
     "STATUS_DEFAULTS",
     "AnswerBlocks",
-    "HeadersMiddleware",
     "ModelCard",
     "PromptCache",
     "answer_blocks",
     "brain_body",
     "decode_base64",
+    "default_headers",
     "error_body",
     "event_stream",
     "json_response",
@@ -128,41 +127,24 @@ def _reset(seconds: int) -> str:
     return (datetime.now(UTC) + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class HeadersMiddleware:
-    """Adds the live service's headers: ``request-id`` (the one in error bodies),
+def default_headers(method: str, state: dict[str, Any], organization: str) -> dict[str, str]:
+    """The live service's headers: ``request-id`` (the one in error bodies),
     ``anthropic-organization-id`` and, on POSTs, the ``anthropic-ratelimit-*`` family."""
-
-    def __init__(self, app: Any, fake: Any) -> None:
-        self.app, self.fake = app, fake
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        state = scope.setdefault("state", {})
-        state.setdefault("request_id", new_request_id(self.fake._next_id()))
-
-        async def send_with_headers(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                headers.setdefault("request-id", state["request_id"])
-                headers.setdefault("anthropic-organization-id", self.fake.organization_id)
-                if scope["method"] == "POST":
-                    tokens = state.get("fake_tokens", 0)
-                    for kind, limit in (
-                        ("requests", 4000),
-                        ("input-tokens", 2_000_000),
-                        ("output-tokens", 400_000),
-                        ("tokens", 2_400_000),
-                    ):
-                        used = 1 if kind == "requests" else tokens
-                        prefix = f"anthropic-ratelimit-{kind}"
-                        headers.setdefault(f"{prefix}-limit", str(limit))
-                        headers.setdefault(f"{prefix}-remaining", str(max(limit - used, 0)))
-                        headers.setdefault(f"{prefix}-reset", _reset(1))  # fmt: skip
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+    headers = {"request-id": state["request_id"], "anthropic-organization-id": organization}
+    if method == "POST":
+        tokens = state.get("fake_tokens", 0)
+        for kind, limit in (
+            ("requests", 4000),
+            ("input-tokens", 2_000_000),
+            ("output-tokens", 400_000),
+            ("tokens", 2_400_000),
+        ):
+            used = 1 if kind == "requests" else tokens
+            prefix = f"anthropic-ratelimit-{kind}"
+            headers[f"{prefix}-limit"] = str(limit)
+            headers[f"{prefix}-remaining"] = str(max(limit - used, 0))
+            headers[f"{prefix}-reset"] = _reset(1)
+    return headers
 
 
 # --------------------------------------------------------------------------- requests

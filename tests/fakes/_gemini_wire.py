@@ -17,10 +17,8 @@ import hashlib
 import json
 import math
 import re
-import time
 from typing import Any
 
-from starlette.datastructures import MutableHeaders
 from starlette.responses import Response
 
 from ._service import FrameStream
@@ -28,8 +26,8 @@ from ._service import FrameStream
 __all__ = [
     "MODELS",
     "STATUS_WORDS",
-    "HeadersMiddleware",
     "brain_body",
+    "default_headers",
     "embed_values",
     "error_body",
     "gemini_sse",
@@ -261,31 +259,16 @@ def gemini_sse(events: list[Any], *, drop_after: int | None = None) -> FrameStre
     return FrameStream(frames, headers={"content-disposition": "attachment"}, drop_after=drop_after)
 
 
-class HeadersMiddleware:
+def default_headers(elapsed_ms: int) -> dict[str, str]:
     """The live service's response headers (Google front end, server timing)."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-
-        async def send_with_headers(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                headers.setdefault("vary", "Origin, X-Origin, Referer")
-                headers.setdefault("server", "scaffolding on HTTPServer2")
-                headers.setdefault("x-xss-protection", "0")
-                headers.setdefault("x-frame-options", "SAMEORIGIN")
-                headers.setdefault("x-content-type-options", "nosniff")
-                elapsed = int((time.perf_counter() - started) * 1000)
-                headers.setdefault("server-timing", f"gfet4t7; dur={elapsed}")
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+    return {
+        "vary": "Origin, X-Origin, Referer",
+        "server": "scaffolding on HTTPServer2",
+        "x-xss-protection": "0",
+        "x-frame-options": "SAMEORIGIN",
+        "x-content-type-options": "nosniff",
+        "server-timing": f"gfet4t7; dur={elapsed_ms}",
+    }
 
 
 # --------------------------------------------------------------------------- embeddings

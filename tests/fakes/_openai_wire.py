@@ -11,10 +11,8 @@ import functools
 import hashlib
 import json
 import math
-import time
 from typing import Any
 
-from starlette.datastructures import MutableHeaders
 from starlette.responses import Response
 
 from . import _brain
@@ -196,36 +194,24 @@ def completion_body(
     return body
 
 
-class HeadersMiddleware:
-    """Adds the live service's response headers (request id, timing, rate limits)."""
-
-    def __init__(self, app: Any, fake: Any) -> None:
-        self.app, self.fake = app, fake
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        request_id = "req_" + hashlib.sha256(f"req{self.fake._next_id()}".encode()).hexdigest()[:32]
-
-        async def send_with_headers(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                headers.setdefault("x-request-id", request_id)
-                headers.setdefault("openai-version", "2020-10-01")
-                elapsed = int((time.perf_counter() - started) * 1000)
-                headers.setdefault("openai-processing-ms", str(elapsed))
-                if scope["path"].startswith("/openai/"):
-                    headers.setdefault("apim-request-id", request_id[4:])
-                if scope["method"] == "POST":
-                    tokens = scope.get("state", {}).get("fake_tokens", 0)
-                    headers.setdefault("x-ratelimit-limit-requests", "10000")
-                    headers.setdefault("x-ratelimit-remaining-requests", "9999")
-                    headers.setdefault("x-ratelimit-reset-requests", "6ms")
-                    headers.setdefault("x-ratelimit-limit-tokens", "30000000")
-                    headers.setdefault("x-ratelimit-remaining-tokens", str(30000000 - tokens))
-                    headers.setdefault("x-ratelimit-reset-tokens", "0s")
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+def default_headers(scope: dict[str, Any], request_id: str, elapsed_ms: int) -> dict[str, str]:
+    """The live service's response headers: request id, version, timing, and on POSTs the
+    ``x-ratelimit-*`` family (``fake.rate_limits`` replaces these)."""
+    headers = {
+        "x-request-id": request_id,
+        "openai-version": "2020-10-01",
+        "openai-processing-ms": str(elapsed_ms),
+    }
+    if scope["path"].startswith("/openai/"):
+        headers["apim-request-id"] = request_id[4:]
+    if scope["method"] == "POST":
+        tokens = scope.get("state", {}).get("fake_tokens", 0)
+        headers |= {
+            "x-ratelimit-limit-requests": "10000",
+            "x-ratelimit-remaining-requests": "9999",
+            "x-ratelimit-reset-requests": "6ms",
+            "x-ratelimit-limit-tokens": "30000000",
+            "x-ratelimit-remaining-tokens": str(30000000 - tokens),
+            "x-ratelimit-reset-tokens": "0s",
+        }
+    return headers

@@ -23,10 +23,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
-from starlette.datastructures import MutableHeaders
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-__all__ = ["ABORT_EXTENSION", "RateLimitMiddleware", "drop_connection", "serve"]
+__all__ = ["ABORT_EXTENSION", "drop_connection", "serve"]
 
 #: Key in ``scope["extensions"]`` of the callable that cuts the client connection.
 ABORT_EXTENSION = "fakes.abort"
@@ -128,28 +127,3 @@ def serve(
             server.force_exit = True
             thread.join(timeout=5)
         sock.close()
-
-
-class RateLimitMiddleware:
-    """Adds ``fake.rate_limits.headers()`` (when ``fake.rate_limits`` is set) to every
-    response, keeping any header the response already has. Installed inside a fake's
-    ``HeadersMiddleware``, so these values win over its defaults."""
-
-    def __init__(self, app: Any, fake: Any) -> None:
-        self.app, self.fake = app, fake
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        limits = self.fake.rate_limits
-        if scope["type"] != "http" or limits is None:
-            await self.app(scope, receive, send)
-            return
-        extra = limits.headers()
-
-        async def send_with_limits(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in extra.items():
-                    headers.setdefault(name, value)
-            await send(message)
-
-        await self.app(scope, receive, send_with_limits)

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
 from starlette.applications import Starlette
+from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -127,6 +128,35 @@ class RecordedRequest:
     raw: bytes = b""
 
 
+class _ResponseHeaders:
+    """Adds a fake's ``_default_headers`` and, when set, its ``rate_limits.headers()`` to every
+    response, keeping any header the response sets itself (a 429's, ``Fail.headers``); the
+    rate-limit values win over the defaults."""
+
+    def __init__(self, app: Any, fake: FakeService) -> None:
+        self.app, self.fake = app, fake
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        self.fake._begin(scope.setdefault("state", {}))
+
+        async def send_with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                limits = getattr(self.fake, "rate_limits", None)
+                extra = limits.headers() if limits is not None else {}
+                elapsed_ms = int((time.perf_counter() - started) * 1000)
+                defaults = self.fake._default_headers(scope, elapsed_ms)
+                headers = MutableHeaders(scope=message)
+                for name, value in {**defaults, **extra}.items():
+                    headers.setdefault(name, value)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 class Dropped:
     """An ASGI 'response' that cuts the connection before sending anything."""
 
@@ -219,6 +249,7 @@ class FakeService:
             ],
             exception_handlers={404: self._not_found, 405: self._not_found},
         )
+        self.app.add_middleware(_ResponseHeaders, fake=self)  # type: ignore[arg-type]
 
     # ---- the hooks of a wire
 
@@ -231,6 +262,14 @@ class FakeService:
     def _error_response(self, request: Request, status: int) -> Response:
         """The wire's answer to a crash of the fake (500) or an unknown route (404/405)."""
         return Response(json.dumps({"error": "error"}), status, media_type=self.json_media_type)
+
+    def _begin(self, state: dict[str, Any]) -> None:
+        """Run as a request comes in, before routing (e.g. to put a request id in ``state``,
+        which handlers see as ``request.state``)."""
+
+    def _default_headers(self, scope: dict[str, Any], elapsed_ms: int) -> dict[str, str]:
+        """Headers the live service sends on every response (the response's own win)."""
+        return {}
 
     async def _admit(self, request: Request) -> Response | None:
         """Run for every routed request after recording it; an answer here ends it."""

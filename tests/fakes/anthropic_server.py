@@ -38,21 +38,21 @@ from ._anthropic_checks import check_message_request
 from ._anthropic_wire import (
     CONTEXT_WINDOW,
     MODELS,
-    HeadersMiddleware,
     ModelCard,
     PromptCache,
     answer_blocks,
     brain_body,
+    default_headers,
     error_body,
     event_stream,
     json_response,
     message_body,
     model_card,
+    new_request_id,
     stream_events,
     usage_body,
 )
 from ._openapi import error_path, first_error
-from ._server import RateLimitMiddleware
 from ._service import (
     Disconnect,
     Fail,
@@ -155,9 +155,6 @@ class FakeAnthropic(FakeService):
         self._defaults = {"api_key": api_key, "context_window": context_window}
         self.organization_id = "3f1c2a9e-0000-4000-8000-00000000a11c"
         super().__init__()
-        # Added first, so it runs inside HeadersMiddleware and its headers win.
-        self.app.add_middleware(RateLimitMiddleware, fake=self)  # type: ignore[arg-type]
-        self.app.add_middleware(HeadersMiddleware, fake=self)  # type: ignore[arg-type]
 
     def _routes(self) -> list[tuple[str, Handler, list[str] | None]]:
         return [
@@ -177,6 +174,12 @@ class FakeAnthropic(FakeService):
         self.rate_limits: RateLimits | None = None
 
     # ---- plumbing
+
+    def _begin(self, state: dict[str, Any]) -> None:
+        state["request_id"] = new_request_id(self._next_id())
+
+    def _default_headers(self, scope: dict[str, Any], elapsed_ms: int) -> dict[str, str]:
+        return default_headers(scope["method"], scope["state"], self.organization_id)
 
     def _error_response(self, request: Request, status: int) -> Response:
         if status == 500:

@@ -44,8 +44,8 @@ from ._gemini_checks import (
 from ._gemini_responses import generate_chunks, generate_response
 from ._gemini_wire import (
     MODELS,
-    HeadersMiddleware,
     brain_body,
+    default_headers,
     embed_values,
     error_body,
     gemini_sse,
@@ -145,7 +145,6 @@ class FakeGemini(FakeService):
     def __init__(self, *, models: tuple[str, ...] = DEFAULT_MODELS, api_key: str | None = None):
         self._defaults: dict[str, Any] = {"models": list(models), "api_key": api_key}
         super().__init__()
-        self.app.add_middleware(HeadersMiddleware)  # type: ignore[arg-type]
 
     def _routes(self) -> list[tuple[str, Handler, list[str] | None]]:
         return [
@@ -162,6 +161,9 @@ class FakeGemini(FakeService):
         self.input_token_limit: int | None = None
 
     # ---- plumbing
+
+    def _default_headers(self, scope: dict[str, Any], elapsed_ms: int) -> dict[str, str]:
+        return default_headers(elapsed_ms)
 
     def _error_response(self, request: Request, status: int) -> Response:
         if status == 500:

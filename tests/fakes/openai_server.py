@@ -42,9 +42,9 @@ from ._openai_wire import (
     MODEL_CREATED,
     NO_KEY_MESSAGE,
     STATUS_DEFAULTS,
-    HeadersMiddleware,
     answer_from_reply,
     completion_body,
+    default_headers,
     embed_text,
     error_body,
     json_response,
@@ -52,7 +52,6 @@ from ._openai_wire import (
     usage_for,
 )
 from ._openapi import component_properties, error_path, first_error, format_error
-from ._server import RateLimitMiddleware
 from ._service import (
     Disconnect,
     Fail,
@@ -166,9 +165,6 @@ class FakeOpenAI(FakeService):
             "reject_unknown_params": reject_unknown_params,
         }
         super().__init__()
-        # Added first, so it runs inside HeadersMiddleware and its headers win.
-        self.app.add_middleware(RateLimitMiddleware, fake=self)  # type: ignore[arg-type]
-        self.app.add_middleware(HeadersMiddleware, fake=self)  # type: ignore[arg-type]
 
     def _routes(self) -> list[tuple[str, Handler, list[str] | None]]:
         azure = "/openai/deployments/{deployment}"
@@ -193,6 +189,12 @@ class FakeOpenAI(FakeService):
         self.rate_limits: RateLimits | None = None
 
     # ---- plumbing
+
+    def _begin(self, state: dict[str, Any]) -> None:
+        state["request_id"] = "req_" + hashlib.sha256(f"req{self._next_id()}".encode()).hexdigest()[:32]
+
+    def _default_headers(self, scope: dict[str, Any], elapsed_ms: int) -> dict[str, str]:
+        return default_headers(scope, scope["state"]["request_id"], elapsed_ms)
 
     def _error_response(self, request: Request, status: int) -> Response:
         if status == 500:
