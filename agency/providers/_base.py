@@ -20,6 +20,7 @@ from agency.errors import CapabilityError
 from agency.providers._profile import Connection
 
 __all__ = [
+    "ALL_CAPABILITIES",
     "FINISH_REASONS",
     "Adapter",
     "Capabilities",
@@ -115,6 +116,21 @@ class Capabilities:
     """Cached prompt tokens reported in usage."""
 
 
+ALL_CAPABILITIES = Capabilities(
+    tools=True,
+    tool_choice=True,
+    parallel_tool_calls=True,
+    json_mode=True,
+    json_schema=True,
+    image_inputs=True,
+    embeddings=True,
+    list_models=True,
+    cached_tokens=True,
+)
+"""Every capability: what the OpenAI, Gemini and Cohere APIs each offer; other wires declare
+theirs as this with the parts they lack switched off (`dataclasses.replace`)."""
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """One model a provider offers."""
@@ -198,13 +214,9 @@ class Adapter:
         raise CapabilityError(self.chat_hint or f"{self.provider} does not offer chat")
 
     def embed(
-        self,
-        texts: Sequence[str],
-        *,
-        model: str,
-        dimensions: int | None = None,
+        self, texts: Sequence[str], *, model: str, dimensions: int | None = None,
         input_type: InputType | None = None,
-    ) -> list[list[float]]:
+    ) -> list[list[float]]:  # fmt: skip
         """One vector per text, in order, retried as a whole. ``input_type`` says whether the
         texts are search ``"query"``s or ``"document"``s, for providers that embed them
         differently."""
@@ -214,13 +226,9 @@ class Adapter:
         )
 
     async def aembed(
-        self,
-        texts: Sequence[str],
-        *,
-        model: str,
-        dimensions: int | None = None,
+        self, texts: Sequence[str], *, model: str, dimensions: int | None = None,
         input_type: InputType | None = None,
-    ) -> list[list[float]]:
+    ) -> list[list[float]]:  # fmt: skip
         """Async twin of `embed`."""
         return await call_with_retry_async(
             lambda: self._aembed(texts, model=model, dimensions=dimensions, input_type=input_type),
@@ -237,23 +245,15 @@ class Adapter:
 
     # -- to implement where offered ---------------------------------------------------
     def _embed(
-        self,
-        texts: Sequence[str],
-        *,
-        model: str,
-        dimensions: int | None,
+        self, texts: Sequence[str], *, model: str, dimensions: int | None,
         input_type: InputType | None = None,
-    ) -> list[list[float]]:
+    ) -> list[list[float]]:  # fmt: skip
         raise CapabilityError(self.embeddings_hint or f"{self.provider} does not offer embeddings")
 
     async def _aembed(
-        self,
-        texts: Sequence[str],
-        *,
-        model: str,
-        dimensions: int | None,
+        self, texts: Sequence[str], *, model: str, dimensions: int | None,
         input_type: InputType | None = None,
-    ) -> list[list[float]]:
+    ) -> list[list[float]]:  # fmt: skip
         return self._embed(texts, model=model, dimensions=dimensions, input_type=input_type)
 
     def _list_models(self) -> list[ModelInfo]:

@@ -3,8 +3,8 @@
 URLs, auth headers, the pooled clients, JSON calls, SSE and NDJSON streams, and the mapping
 of failures into `agency.errors` (through `agency._http`, the one place that classifies them).
 A wire adapter subclasses it and writes only its protocol: request bodies and response parsing.
-A chat provider's adapter is also a `ChatAdapter` (``class X(HTTPAdapter, ChatAdapter)``); an
-embeddings-only one (Voyage) is an `HTTPAdapter` alone.
+A chat provider's adapter is an `HTTPChatAdapter` (a `ChatAdapter` too), which streams with a
+wire's `StreamReader`; an embeddings-only one (Voyage) is an `HTTPAdapter` alone.
 
 Embeddings are a template here: `_embed` cuts the texts into batches of `embed_batch_size`,
 sends each (`_embed_body` builds the body, `_embed_send` sends it) and parses the answer
@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from abc import abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 import httpx
+from langchain_core.outputs import ChatGenerationChunk
 
 from agency._http import (
     ErrorInfo,
-    SSEEvent,
     aiter_ndjson,
     aiter_sse,
     async_client,
@@ -34,10 +35,10 @@ from agency._http import (
     sync_client,
 )
 from agency.errors import CapabilityError, ConfigError, ProviderError
-from agency.providers._base import Adapter, InputType
+from agency.providers._base import Adapter, ChatAdapter, ChatRequest, InputType
 from agency.providers._wire import malformed, openai_embeddings
 
-__all__ = ["EmbedCall", "HTTPAdapter"]
+__all__ = ["EmbedCall", "HTTPAdapter", "HTTPChatAdapter", "StreamReader"]
 
 
 class EmbedCall(NamedTuple):
@@ -237,22 +238,6 @@ class HTTPAdapter(Adapter):
         except httpx.TransportError as exc:
             raise self._transport_error(exc, model) from exc
 
-    def _sse(self, path: str, body: Any, model: str | None, **kw: Any) -> Iterator[SSEEvent]:
-        """Server-sent events of a streamed POST."""
-        return self._stream_lines(path, body, model, sse=True, **kw)
-
-    def _asse(self, path: str, body: Any, model: str | None, **kw: Any) -> AsyncIterator[SSEEvent]:
-        """Async twin of `_sse`."""
-        return self._astream_lines(path, body, model, sse=True, **kw)
-
-    def _ndjson(self, path: str, body: Any, model: str | None, **kw: Any) -> Iterator[str]:
-        """Lines of a newline-delimited JSON stream."""
-        return self._stream_lines(path, body, model, sse=False, **kw)
-
-    def _andjson(self, path: str, body: Any, model: str | None, **kw: Any) -> AsyncIterator[str]:
-        """Async twin of `_ndjson`."""
-        return self._astream_lines(path, body, model, sse=False, **kw)
-
     # -- embeddings: the template -------------------------------------------------------
     def _embed_calls(
         self, texts: Sequence[str], model: str, dimensions: int | None, input_type: InputType | None
@@ -288,13 +273,9 @@ class HTTPAdapter(Adapter):
             raise CapabilityError(hint)
 
     def _embed(
-        self,
-        texts: Sequence[str],
-        *,
-        model: str,
-        dimensions: int | None,
+        self, texts: Sequence[str], *, model: str, dimensions: int | None,
         input_type: InputType | None = None,
-    ) -> list[list[float]]:
+    ) -> list[list[float]]:  # fmt: skip
         self._check_embeddings()
         vectors: list[list[float]] = []
         for call in self._embed_calls(texts, model, dimensions, input_type):
@@ -302,16 +283,65 @@ class HTTPAdapter(Adapter):
         return vectors
 
     async def _aembed(
-        self,
-        texts: Sequence[str],
-        *,
-        model: str,
-        dimensions: int | None,
+        self, texts: Sequence[str], *, model: str, dimensions: int | None,
         input_type: InputType | None = None,
-    ) -> list[list[float]]:
+    ) -> list[list[float]]:  # fmt: skip
         self._check_embeddings()
         vectors: list[list[float]] = []
         for call in self._embed_calls(texts, model, dimensions, input_type):
             data = await self._aembed_send(call, model)
             vectors += self._embed_vectors(data, call.size, model)
         return vectors
+
+
+class StreamReader(Protocol):
+    """Reads one streamed answer, item by item (`SSEEvent`s, or NDJSON lines)."""
+
+    @property
+    def done(self) -> bool:
+        """The wire said the answer is complete: nothing more is read."""
+
+    def feed(self, item: Any) -> ChatGenerationChunk | None:
+        """The chunk one item carries, if any (the wire's errors raised)."""
+
+    def end(self) -> ChatGenerationChunk | None:
+        """After the last item: a closing chunk, if the wire has one; `ConnectionFailed`
+        when the stream stopped before the answer was complete."""
+
+
+class HTTPChatAdapter(HTTPAdapter, ChatAdapter):
+    """A chat wire over HTTP: `_stream` and `_astream` send `_stream_request` and read the
+    answer with the wire's `_reader`; a wire writes those two and `_complete`."""
+
+    sse: ClassVar[bool] = True
+    """Streams are server-sent events (else NDJSON lines)."""
+
+    @abstractmethod
+    def _stream_request(self, request: ChatRequest) -> tuple[str, Any]:
+        """Path and JSON body of the streamed call."""
+
+    @abstractmethod
+    def _reader(self, request: ChatRequest) -> StreamReader:
+        """A new reader for one streamed answer."""
+
+    def _stream(self, request: ChatRequest) -> Iterator[ChatGenerationChunk]:
+        path, body = self._stream_request(request)
+        reader = self._reader(request)
+        for item in self._stream_lines(path, body, request.model, sse=self.sse):
+            if (chunk := reader.feed(item)) is not None:
+                yield chunk
+            if reader.done:
+                break
+        if (last := reader.end()) is not None:
+            yield last
+
+    async def _astream(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:
+        path, body = self._stream_request(request)
+        reader = self._reader(request)
+        async for item in self._astream_lines(path, body, request.model, sse=self.sse):
+            if (chunk := reader.feed(item)) is not None:
+                yield chunk
+            if reader.done:
+                break
+        if (last := reader.end()) is not None:
+            yield last

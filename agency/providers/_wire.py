@@ -3,7 +3,7 @@
 Whatever a provider sends, what leaves an adapter is a LangChain chunk or an `agency.errors`
 exception: a body of the wrong shape is `MalformedResponse`, never a ``KeyError``, a
 ``TypeError`` or pydantic's ``ValidationError`` from LangChain's message classes. Each wire
-parses its answers inside `wire_errors` (one place per wire), and builds tool-call pieces,
+parses its answers inside `parsing` (one place per wire), and builds tool-call pieces,
 counts and vectors with the checked constructors here.
 """
 
@@ -29,13 +29,14 @@ __all__ = [
     "malformed",
     "number_vectors",
     "openai_embeddings",
+    "openai_tool_calls",
+    "parsing",
     "text_or_none",
     "tool_piece",
-    "wire_errors",
 ]
 
 # What parsing a body of the wrong shape raises when a check was missed: mapped by
-# `wire_errors`, never passed on. (ValueError covers json, binascii and pydantic errors.)
+# `parsing`, never passed on. (ValueError covers json, binascii and pydantic errors.)
 _SHAPE_ERRORS = (ValidationError, KeyError, TypeError, IndexError, AttributeError, ValueError,
                  struct.error, binascii.Error)  # fmt: skip
 
@@ -59,7 +60,7 @@ def malformed(
 
 
 @contextmanager
-def wire_errors(provider: str | None, model: str | None) -> Iterator[None]:
+def parsing(provider: str | None, model: str | None) -> Iterator[None]:
     """Run a wire's parsing: a shape error a check missed becomes `MalformedResponse` (raised
     ``from`` it, so the cause stays visible); our own errors (`AgencyError`) pass through."""
     try:
@@ -123,6 +124,30 @@ def tool_piece(
     if index is not None and not integer(index):
         raise malformed("tool-call index is not an integer", provider=provider, model=model)
     return tool_call_chunk(name=name, args=args, id=id, index=index)
+
+
+def openai_tool_calls(
+    raw: Any, provider: str | None, model: str | None, *, streamed: bool = False
+) -> list[ToolCallChunk]:
+    """Chat-completions ``tool_calls`` (``[{"id", "function": {"name", "arguments"}}]``, also
+    Cohere's) as tool-call pieces. A whole answer's calls are indexed by position; a streamed
+    delta's carry their own ``index``."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise malformed("tool_calls is not a list", provider=provider, model=model)
+    pieces = []
+    for pos, call in enumerate(raw):
+        if not isinstance(call, Mapping):
+            raise malformed("a tool call is not an object", provider=provider, model=model)
+        fn = call.get("function") or {}
+        if not isinstance(fn, Mapping):
+            raise malformed("tool_call.function is not an object", provider=provider, model=model)
+        # Some compatible servers send the arguments as an object: tool_piece takes both.
+        index = call.get("index", pos) if streamed else pos
+        pieces.append(tool_piece(name=fn.get("name"), args=fn.get("arguments"), id=call.get("id"),
+                                 index=index, provider=provider, model=model))  # fmt: skip
+    return pieces
 
 
 def _numbers(vector: Any) -> list[float] | None:

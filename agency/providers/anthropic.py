@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote
 
@@ -40,28 +40,14 @@ from langchain_core.outputs import ChatGenerationChunk
 
 from agency._http import ErrorInfo, SSEEvent, default_error_info, error_from_response
 from agency.errors import ConnectionFailed, MalformedResponse, ProviderError
+from agency.providers import _wire
 from agency.providers._anthropic_messages import (
     DEFAULT_MAX_TOKENS,
     build_messages_body,
     wire_messages,
 )
-from agency.providers._base import (
-    Capabilities,
-    ChatAdapter,
-    ChatRequest,
-    ModelInfo,
-    normalize_finish_reason,
-)
-from agency.providers._http_adapter import HTTPAdapter
-from agency.providers._wire import (
-    count,
-    integer,
-    json_payload,
-    malformed,
-    text_or_none,
-    tool_piece,
-    wire_errors,
-)
+from agency.providers._base import ALL_CAPABILITIES, ChatRequest, ModelInfo, normalize_finish_reason
+from agency.providers._http_adapter import HTTPChatAdapter, StreamReader
 
 __all__ = [
     "DEFAULT_MAX_TOKENS", "NO_EMBEDDINGS_MESSAGE", "AnthropicAdapter", "StreamState",
@@ -85,11 +71,11 @@ _ERROR_STATUS = {
 
 
 # --------------------------------------------------------------------------- responses
-_int = count
+_int = _wire.count
 
 
 def _malformed(provider: str, model: str | None, what: str) -> MalformedResponse:
-    return malformed(what, provider=provider, model=model)
+    return _wire.malformed(what, provider=provider, model=model)
 
 
 def usage_from_anthropic(usage: Any) -> UsageMetadata | None:
@@ -201,7 +187,7 @@ def _block_parts(parts: _Parts, block: Any, provider: str, model: str | None) ->
         args = json.dumps(raw) if raw or not streamed else ""
         name, call_id = (_str_field(block, k, provider, model) for k in ("name", "id"))
         index = parts.index if streamed else len(parts.tools)
-        piece = tool_piece(name=name, args=args, id=call_id, index=index,
+        piece = _wire.tool_piece(name=name, args=args, id=call_id, index=index,
                            provider=provider, model=model)  # fmt: skip
         parts.tools.append(piece)
         parts.put({"type": "tool_use", "id": call_id, "name": name, "input": dict(raw)})
@@ -219,7 +205,7 @@ def chunk_from_message(
 ) -> ChatGenerationChunk:
     """The whole answer of a non-streamed ``message`` as one chunk (``blocks``: see
     `_block_mode`)."""
-    with wire_errors(provider, model):
+    with _wire.parsing(provider, model):
         if not isinstance(data, Mapping) or not isinstance(data.get("content"), list):
             raise _malformed(provider, model, "no content[] in message")
         parts = _Parts(blocks)
@@ -271,7 +257,7 @@ def _delta_parts(
     data: Mapping[str, Any], state: StreamState, provider: str, model: str | None
 ) -> _Parts:
     index, delta = data.get("index"), data.get("delta")
-    if not integer(index) or not isinstance(delta, Mapping):
+    if not _wire.integer(index) or not isinstance(delta, Mapping):
         raise _malformed(provider, model, "content_block_delta without index/delta")
     parts = _Parts(state.blocks_mode, index)
     kind = delta.get("type")
@@ -279,7 +265,7 @@ def _delta_parts(
         parts.put({"type": "text", "text": _str_field(delta, "text", provider, model)})
     elif kind == "input_json_delta" and state.blocks.get(index) == "tool_use":
         piece = _str_field(delta, "partial_json", provider, model)
-        parts.tools.append(tool_piece(args=piece, index=index, provider=provider, model=model))
+        parts.tools.append(_wire.tool_piece(args=piece, index=index, provider=provider, model=model))
         parts.put({"type": "input_json_delta", "partial_json": piece})
     elif kind == "thinking_delta":
         parts.put({"type": "thinking", "thinking": _str_field(delta, "thinking", provider, model)})
@@ -300,8 +286,8 @@ def chunk_from_stream_event(
 ) -> ChatGenerationChunk | None:
     """One server-sent event as a LangChain chunk (``None`` when it carries nothing); updates
     ``state``. Raises the mapped error for an ``error`` event."""
-    with wire_errors(provider, model):
-        data = json_payload(event.data, provider, model, "stream event") if event.data else {}
+    with _wire.parsing(provider, model):
+        data = _wire.json_payload(event.data, provider, model, "stream event") if event.data else {}
         if not isinstance(data, Mapping):
             raise _malformed(provider, model, "stream event is not a JSON object")
         kind = data.get("type") or event.event
@@ -313,13 +299,13 @@ def chunk_from_stream_event(
             start = data.get("message")
             if not isinstance(start, Mapping):
                 raise _malformed(provider, model, "message_start without a message")
-            state.message_id = text_or_none(start.get("id"), "message.id", provider, model)
-            state.model = text_or_none(start.get("model"), "message.model", provider, model)
+            state.message_id = _wire.text_or_none(start.get("id"), "message.id", provider, model)
+            state.model = _wire.text_or_none(start.get("model"), "message.model", provider, model)
             usage = start.get("usage")
             state.usage = dict(usage) if isinstance(usage, Mapping) else {}
         elif kind == "content_block_start":
             index, block = data.get("index"), data.get("content_block")
-            if not integer(index) or not isinstance(block, Mapping):
+            if not _wire.integer(index) or not isinstance(block, Mapping):
                 raise _malformed(provider, model, "content_block_start without index/content_block")
             state.blocks[index] = str(block.get("type"))
             parts = _Parts(state.blocks_mode, index)
@@ -372,17 +358,43 @@ def anthropic_error_info(body: Any, text: str) -> ErrorInfo:
 
 
 # --------------------------------------------------------------------------- adapter
-class AnthropicAdapter(HTTPAdapter, ChatAdapter):
+@dataclass
+class _Reader:
+    """Reads a Messages event stream up to ``message_stop``."""
+
+    state: StreamState
+    provider: str
+    model: str
+    secret: str | None
+
+    @property
+    def done(self) -> bool:
+        return self.state.stopped
+
+    def feed(self, event: SSEEvent) -> ChatGenerationChunk | None:
+        return chunk_from_stream_event(
+            event, self.state, self.provider, self.model, secret=self.secret
+        )
+
+    def end(self) -> None:
+        # message_stop may be lost once message_delta said why the answer ended; a stream
+        # that ends before that was cut off.
+        if not (self.state.stopped or self.state.finished):
+            raise ConnectionFailed(
+                "stream ended before the answer finished (no message_delta, no message_stop)",
+                provider=self.provider,
+                model=self.model,
+            )
+
+
+class AnthropicAdapter(HTTPChatAdapter):
     """Anthropic's Messages API. Structured output uses a forced tool (``json_schema`` and
     ``json_mode`` are off, so `AgencyChatModel.with_structured_output` picks
     ``function_calling``)."""
 
     embeddings_hint = NO_EMBEDDINGS_MESSAGE
 
-    capabilities = Capabilities(
-        tools=True, tool_choice=True, parallel_tool_calls=True, json_mode=False, json_schema=False,
-        image_inputs=True, embeddings=False, list_models=True, cached_tokens=True,
-    )  # fmt: skip
+    capabilities = replace(ALL_CAPABILITIES, json_mode=False, json_schema=False, embeddings=False)
 
     def _error_info(self, body: Any, text: str) -> ErrorInfo:
         return anthropic_error_info(body, text)
@@ -398,44 +410,12 @@ class AnthropicAdapter(HTTPAdapter, ChatAdapter):
         data = await self._asend("POST", "/v1/messages", request.model, body)
         yield chunk_from_message(data, self.provider, request.model, blocks=_block_mode(request))
 
-    def _stream(self, request: ChatRequest) -> Iterator[ChatGenerationChunk]:
+    def _stream_request(self, request: ChatRequest) -> tuple[str, Any]:
+        return "/v1/messages", build_messages_body(request, stream=True)
+
+    def _reader(self, request: ChatRequest) -> StreamReader:
         state = StreamState(blocks_mode=_block_mode(request))
-        body = build_messages_body(request, stream=True)
-        for event in self._sse("/v1/messages", body, request.model):
-            chunk = self._on_event(event, state, request.model)
-            if chunk is not None:
-                yield chunk
-            if state.stopped:
-                return
-        self._check_end(state, request.model)
-
-    async def _astream(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:
-        state = StreamState(blocks_mode=_block_mode(request))
-        body = build_messages_body(request, stream=True)
-        async for event in self._asse("/v1/messages", body, request.model):
-            chunk = self._on_event(event, state, request.model)
-            if chunk is not None:
-                yield chunk
-            if state.stopped:
-                return
-        self._check_end(state, request.model)
-
-    def _on_event(
-        self, event: SSEEvent, state: StreamState, model: str
-    ) -> ChatGenerationChunk | None:
-        return chunk_from_stream_event(
-            event, state, self.provider, model, secret=self.connection.secret()
-        )
-
-    def _check_end(self, state: StreamState, model: str) -> None:
-        # message_stop may be lost once message_delta said why the answer ended; a stream
-        # that ends before that was cut off.
-        if not state.finished:
-            raise ConnectionFailed(
-                "stream ended before the answer finished (no message_delta, no message_stop)",
-                provider=self.provider,
-                model=model,
-            )
+        return _Reader(state, self.provider, request.model, self.connection.secret())
 
     # -- models -----------------------------------------------------------------------
     def _models_page(self, data: Any) -> tuple[list[ModelInfo], str | None]:

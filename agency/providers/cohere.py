@@ -27,25 +27,11 @@ from langchain_core.messages.ai import InputTokenDetails, UsageMetadata
 from langchain_core.outputs import ChatGenerationChunk
 
 import agency.errors as errors
-from agency._http import ErrorInfo
+from agency._http import ErrorInfo, SSEEvent
 from agency.errors import CapabilityError, ConnectionFailed, MalformedResponse, ProviderError
-from agency.providers._base import (
-    Capabilities,
-    ChatAdapter,
-    ChatRequest,
-    InputType,
-    ModelInfo,
-    normalize_finish_reason,
-)
-from agency.providers._http_adapter import HTTPAdapter
-from agency.providers._wire import (
-    integer,
-    json_payload,
-    malformed,
-    number_vectors,
-    tool_piece,
-    wire_errors,
-)
+from agency.providers import _wire
+from agency.providers._base import ALL_CAPABILITIES, ChatRequest, ModelInfo, normalize_finish_reason
+from agency.providers._http_adapter import HTTPAdapter, HTTPChatAdapter, StreamReader
 from agency.providers.openai import wire_messages
 
 __all__ = [
@@ -73,7 +59,7 @@ _LOCAL_FINISH = {"TIMEOUT": "length"}
 
 
 def _malformed(provider: str, model: str | None, what: str) -> MalformedResponse:
-    return malformed(what, provider=provider, model=model)
+    return _wire.malformed(what, provider=provider, model=model)
 
 
 def _finish(reason: Any) -> str | None:
@@ -297,31 +283,9 @@ def _metadata(
     return meta
 
 
-def _tool_call_chunks(raw: Any, provider: str, model: str | None) -> list[Any]:
-    if raw is None:
-        return []
-    if not isinstance(raw, list):
-        raise _malformed(provider, model, "message.tool_calls is not a list")
-    chunks = []
-    for index, call in enumerate(raw):
-        fn = call.get("function") if isinstance(call, dict) else None
-        if not isinstance(fn, dict):
-            raise _malformed(provider, model, "a tool call has no function object")
-        piece = tool_piece(
-            name=fn.get("name"),
-            args=fn.get("arguments"),
-            id=call.get("id"),
-            index=index,
-            provider=provider,
-            model=model,
-        )
-        chunks.append(piece)
-    return chunks
-
-
 def chunk_from_chat_response(data: Any, provider: str, model: str | None) -> ChatGenerationChunk:
     """The whole answer of a non-streamed ``/v2/chat`` call as one chunk."""
-    with wire_errors(provider, model):
+    with _wire.parsing(provider, model):
         if not isinstance(data, dict) or not isinstance(data.get("message"), dict):
             raise _malformed(provider, model, "no message object in the chat response")
         message = data["message"]
@@ -347,7 +311,7 @@ def chunk_from_chat_response(data: Any, provider: str, model: str | None) -> Cha
             meta["citations"] = message["citations"]
         chunk = AIMessageChunk(
             content="".join(texts),
-            tool_call_chunks=_tool_call_chunks(message.get("tool_calls"), provider, model),
+            tool_call_chunks=_wire.openai_tool_calls(message.get("tool_calls"), provider, model),
             additional_kwargs=extra,
             usage_metadata=usage_from_cohere(data.get("usage")),
             response_metadata=meta,
@@ -365,7 +329,7 @@ def chunk_from_stream_event(
 
     A ``message-end`` with an ``error`` raises `ProviderUnavailable`.
     """
-    with wire_errors(provider, model):
+    with _wire.parsing(provider, model):
         if not isinstance(event, dict) or not isinstance(event.get("type"), str):
             raise _malformed(provider, model, "stream event without a type")
         kind = event["type"]
@@ -396,10 +360,10 @@ def chunk_from_stream_event(
             call = message.get("tool_calls")
             fn = call.get("function") if isinstance(call, dict) else None
             index = event.get("index")
-            if not isinstance(call, dict) or not isinstance(fn, dict) or not integer(index):
+            if not isinstance(call, dict) or not isinstance(fn, dict) or not _wire.integer(index):
                 raise _malformed(provider, model, f"{kind} without tool_calls.function and index")
             start = kind == "tool-call-start"
-            piece = tool_piece(
+            piece = _wire.tool_piece(
                 name=fn.get("name") if start else None,
                 args=fn.get("arguments"),
                 id=call.get("id") if start else None,
@@ -427,20 +391,10 @@ def chunk_from_stream_event(
 
 
 # --------------------------------------------------------------------------- adapter
-class CohereAdapter(HTTPAdapter, ChatAdapter):
+class CohereAdapter(HTTPChatAdapter):
     """Cohere's v2 API over the shared HTTP plumbing."""
 
-    capabilities = Capabilities(
-        tools=True,
-        tool_choice=True,
-        parallel_tool_calls=True,
-        json_mode=True,
-        json_schema=True,
-        image_inputs=True,
-        embeddings=True,
-        list_models=True,
-        cached_tokens=True,
-    )
+    capabilities = ALL_CAPABILITIES
     request_id_headers = ("x-debug-trace-id", *HTTPAdapter.request_id_headers)
 
     def _error_info(self, body: Any, text: str) -> ErrorInfo:
@@ -473,33 +427,18 @@ class CohereAdapter(HTTPAdapter, ChatAdapter):
         data = await self._asend("POST", "/v2/chat", request.model, body)
         yield chunk_from_chat_response(data, self.provider, request.model)
 
-    def _stream(self, request: ChatRequest) -> Iterator[ChatGenerationChunk]:
-        state = _StreamState(self.provider, request.model)
-        for event in self._sse("/v2/chat", build_chat_body(request, stream=True), request.model):
-            chunk = state.on(event.data)
-            if chunk is not None:
-                yield chunk
-            if state.done:
-                break
-        state.check_end()
+    def _stream_request(self, request: ChatRequest) -> tuple[str, Any]:
+        return "/v2/chat", build_chat_body(request, stream=True)
 
-    async def _astream(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:
-        state = _StreamState(self.provider, request.model)
-        body = build_chat_body(request, stream=True)
-        async for event in self._asse("/v2/chat", body, request.model):
-            chunk = state.on(event.data)
-            if chunk is not None:
-                yield chunk
-            if state.done:
-                break
-        state.check_end()
+    def _reader(self, request: ChatRequest) -> StreamReader:
+        return _Reader(self.provider, request.model)
 
     # -- embeddings: the hooks of HTTPAdapter's template --------------------------------
     embed_batch_size = EMBEDDING_BATCH_SIZE
     embed_path = "/v2/embed"
 
     def _embed_body(
-        self, batch: Sequence[str], model: str, dimensions: int | None, input_type: InputType | None
+        self, batch: Sequence[str], model: str, dimensions: int | None, input_type: str | None
     ) -> dict[str, Any]:
         """``input_type`` ``"query"`` or ``"document"`` (the default), or Cohere's own word."""
         return build_embed_body(batch, model, dimensions, input_type)
@@ -507,7 +446,7 @@ class CohereAdapter(HTTPAdapter, ChatAdapter):
     def _embed_vectors(self, data: Any, count: int, model: str) -> list[list[float]]:
         embeddings = data.get("embeddings") if isinstance(data, dict) else None
         vectors = embeddings.get("float") if isinstance(embeddings, dict) else None
-        return number_vectors(vectors, count, self.provider, model, "embeddings.float")
+        return _wire.number_vectors(vectors, count, self.provider, model, "embeddings.float")
 
     # -- models -----------------------------------------------------------------------
     def _parse_models(self, data: Any) -> tuple[list[ModelInfo], str | None]:
@@ -553,7 +492,7 @@ def _models_path(token: str | None) -> str:
     return f"/v1/models?{urlencode(params)}"
 
 
-class _StreamState:
+class _Reader:
     """Reads one ``/v2/chat`` event stream: the message id, and whether it finished."""
 
     def __init__(self, provider: str, model: str) -> None:
@@ -563,11 +502,12 @@ class _StreamState:
         self.finished = False
         self.done = False
 
-    def on(self, data: str) -> ChatGenerationChunk | None:
+    def feed(self, item: SSEEvent) -> ChatGenerationChunk | None:
+        data = item.data
         if data.strip() == "[DONE]":
             self.done = True
             return None
-        event = json_payload(data, self.provider, self.model, "stream event")
+        event = _wire.json_payload(data, self.provider, self.model, "stream event")
         if isinstance(event, dict) and event.get("type") == "message-start":
             self.message_id = event.get("id") if isinstance(event.get("id"), str) else None
         chunk = chunk_from_stream_event(event, self.provider, self.model, self.message_id)
@@ -575,7 +515,7 @@ class _StreamState:
             self.finished = self.done = True
         return chunk
 
-    def check_end(self) -> None:
+    def end(self) -> None:
         # message-end carries the finish reason; a stream that stops before it was cut off.
         if not self.finished:
             raise ConnectionFailed(

@@ -36,26 +36,12 @@ from langchain_core.messages.ai import InputTokenDetails, OutputTokenDetails, Us
 from langchain_core.outputs import ChatGenerationChunk
 
 import agency.errors as errors
-from agency._http import ErrorInfo, default_error_info, error_from_response
+from agency._http import ErrorInfo, SSEEvent, default_error_info, error_from_response
 from agency.errors import CapabilityError, ConnectionFailed, MalformedResponse, ProviderError
-from agency.providers._base import (
-    Capabilities,
-    ChatAdapter,
-    ChatRequest,
-    InputType,
-    ModelInfo,
-    normalize_finish_reason,
-)
+from agency.providers import _wire
+from agency.providers._base import ALL_CAPABILITIES, ChatRequest, ModelInfo, normalize_finish_reason
 from agency.providers._gemini_schema import gemini_declaration, gemini_schema
-from agency.providers._http_adapter import EmbedCall, HTTPAdapter
-from agency.providers._wire import (
-    count,
-    json_payload,
-    malformed,
-    number_vectors,
-    tool_piece,
-    wire_errors,
-)
+from agency.providers._http_adapter import EmbedCall, HTTPAdapter, HTTPChatAdapter, StreamReader
 
 __all__ = [
     "DEFAULT_API_VERSION",
@@ -262,7 +248,7 @@ def build_generate_body(request: ChatRequest) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- responses
-_int = count
+_int = _wire.count
 
 
 def usage_from_gemini(meta: Any) -> UsageMetadata | None:
@@ -301,13 +287,27 @@ class _Turn:
     usage: Any = None
     model_version: str | None = None
     response_id: str | None = None
+    done: bool = False  # a stream has no end marker: it ends with the connection
+
+    def feed(self, event: SSEEvent) -> ChatGenerationChunk | None:
+        """One streamed ``GenerateContentResponse``'s new content, as a chunk."""
+        chunk = self.read(_wire.json_payload(event.data, self.provider, self.model, "stream event"))
+        return None if chunk is None else ChatGenerationChunk(message=chunk)
+
+    def end(self) -> ChatGenerationChunk:
+        """The closing chunk of a stream. A whole answer's last response has a finishReason:
+        a stream without one was cut off."""
+        if self.finish is None:
+            raise ConnectionFailed("stream ended before the answer finished (no finishReason)",
+                                   provider=self.provider, model=self.model)  # fmt: skip
+        return self.last()
 
     def bad(self, what: str) -> MalformedResponse:
-        return malformed(what, provider=self.provider, model=self.model)
+        return _wire.malformed(what, provider=self.provider, model=self.model)
 
     def read(self, data: Any) -> AIMessageChunk | None:
         """The new content of one ``GenerateContentResponse`` (metadata is kept for `last`)."""
-        with wire_errors(self.provider, self.model):
+        with _wire.parsing(self.provider, self.model):
             if not isinstance(data, dict):
                 raise self.bad("response is not a JSON object")
             if isinstance(data.get("error"), dict):  # an error reported inside a stream
@@ -349,7 +349,7 @@ class _Turn:
                     call_id = call.get("id") or f"{_GENERATED_ID}{uuid.uuid4().hex[:24]}"
                     if isinstance(part.get("thoughtSignature"), str):
                         signatures[call_id] = part["thoughtSignature"]
-                    tools.append(tool_piece(name=call["name"], args=args, id=call_id, index=self.calls,
+                    tools.append(_wire.tool_piece(name=call["name"], args=args, id=call_id, index=self.calls,
                                             provider=self.provider, model=self.model))  # fmt: skip
                     self.calls += 1
                 elif "text" in part:
@@ -366,7 +366,7 @@ class _Turn:
 
     def last(self, content: AIMessageChunk | None = None) -> ChatGenerationChunk:
         """The closing chunk: ``content`` (if any) with usage, finish reason and metadata."""
-        with wire_errors(self.provider, self.model):
+        with _wire.parsing(self.provider, self.model):
             raw = self.finish
             finish = normalize_finish_reason(raw)
             if finish == "stop" and self.calls:
@@ -438,13 +438,10 @@ def map_error(
 
 
 # --------------------------------------------------------------------------- adapter
-class GeminiAdapter(HTTPAdapter, ChatAdapter):
+class GeminiAdapter(HTTPChatAdapter):
     """The Gemini API (Google AI Studio keys) over pooled httpx clients."""
 
-    capabilities = Capabilities(
-        tools=True, tool_choice=True, parallel_tool_calls=True, json_mode=True, json_schema=True,
-        image_inputs=True, embeddings=True, list_models=True, cached_tokens=True
-    )  # fmt: skip
+    capabilities = ALL_CAPABILITIES
     max_pages = 100  # of GET /models followed at most: a guard against a looping page token
 
     def _url(self, path: str, model: str | None = None) -> str:
@@ -481,38 +478,18 @@ class GeminiAdapter(HTTPAdapter, ChatAdapter):
             raise turn.bad("no candidates and no promptFeedback.blockReason")
         return turn.last(content)
 
-    def _stream(self, request: ChatRequest) -> Iterator[ChatGenerationChunk]:
-        turn = _Turn(self.provider, request.model)
+    def _stream_request(self, request: ChatRequest) -> tuple[str, Any]:
         path = f"{self._model_path(request.model)}:streamGenerateContent?alt=sse"
-        for event in self._sse(path, build_generate_body(request), request.model):
-            if (chunk := turn.read(self._event(event.data, turn))) is not None:
-                yield ChatGenerationChunk(message=chunk)
-        yield self._end(turn)
+        return path, build_generate_body(request)
 
-    async def _astream(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:
-        turn = _Turn(self.provider, request.model)
-        path = f"{self._model_path(request.model)}:streamGenerateContent?alt=sse"
-        async for event in self._asse(path, build_generate_body(request), request.model):
-            if (chunk := turn.read(self._event(event.data, turn))) is not None:
-                yield ChatGenerationChunk(message=chunk)
-        yield self._end(turn)
-
-    @staticmethod
-    def _event(data: str, turn: _Turn) -> Any:
-        return json_payload(data, turn.provider, turn.model, "stream event")
-
-    def _end(self, turn: _Turn) -> ChatGenerationChunk:
-        # A whole answer's last response has a finishReason: without one it was cut off.
-        if turn.finish is None:
-            raise ConnectionFailed("stream ended before the answer finished (no finishReason)",
-                                   provider=self.provider, model=turn.model)  # fmt: skip
-        return turn.last()
+    def _reader(self, request: ChatRequest) -> StreamReader:
+        return _Turn(self.provider, request.model)
 
     # -- embeddings: the hooks of HTTPAdapter's template --------------------------------
     embed_batch_size = EMBEDDING_BATCH_SIZE
 
     def _embed_calls(
-        self, texts: Sequence[str], model: str, dimensions: int | None, input_type: InputType | None
+        self, texts: Sequence[str], model: str, dimensions: int | None, input_type: str | None
     ) -> Iterator[EmbedCall]:
         """One text uses ``:embedContent``, more use ``:batchEmbedContents`` in batches of
         `embed_batch_size`. ``input_type`` ``"query"``/``"document"`` sets ``taskType``
@@ -540,9 +517,9 @@ class GeminiAdapter(HTTPAdapter, ChatAdapter):
         data = data if isinstance(data, dict) else {}
         items = [data["embedding"]] if "embedding" in data else data.get("embeddings")
         if not isinstance(items, list):
-            raise malformed(f"expected {count} embeddings", provider=self.provider, model=model)
+            raise _wire.malformed(f"expected {count} embeddings", provider=self.provider, model=model)
         values = [item.get("values") if isinstance(item, dict) else None for item in items]
-        return number_vectors(values, count, self.provider, model, "embeddings[].values")
+        return _wire.number_vectors(values, count, self.provider, model, "embeddings[].values")
 
     # -- models -----------------------------------------------------------------------
     def _page(self, data: Any, out: list[ModelInfo]) -> str | None:

@@ -534,25 +534,19 @@ class LocalAdapter(ChatAdapter):
 
     # -- embeddings -------------------------------------------------------------------
     def embed(
-        self,
-        texts: Sequence[str],
-        *,
-        model: str,
-        dimensions: int | None = None,
-        input_type: InputType | None = None,  # wordllama embeds queries and documents alike
-    ) -> list[list[float]]:
+        self, texts: Sequence[str], *, model: str, dimensions: int | None = None,
+        input_type: InputType | None = None,
+    ) -> list[list[float]]:  # fmt: skip
+        # wordllama embeds queries and documents alike
         """One vector per text; in process, so there is nothing to retry (`aembed` still goes
         through `_aembed`, which moves slow batches off the event loop)."""
         return _embed_sync(texts, model, dimensions, self.provider)
 
     async def _aembed(
-        self,
-        texts: Sequence[str],
-        *,
-        model: str,
-        dimensions: int | None,
-        input_type: str | None = None,  # wordllama embeds queries and documents alike
-    ) -> list[list[float]]:
+        self, texts: Sequence[str], *, model: str, dimensions: int | None,
+        input_type: str | None = None,
+    ) -> list[list[float]]:  # fmt: skip
+        # wordllama embeds queries and documents alike
         if len(texts) <= _INLINE_EMBED_TEXTS and model != _minilm.MODEL_NAME:
             # Cheaper inline than the thread hop (see _INLINE_EMBED_TEXTS); a MiniLM text
             # takes milliseconds, too long to block the event loop.

@@ -38,7 +38,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -56,23 +56,9 @@ from agency.errors import (
     ModelNotFound,
     ProviderError,
 )
-from agency.providers._base import (
-    Capabilities,
-    ChatAdapter,
-    ChatRequest,
-    InputType,
-    ModelInfo,
-    normalize_finish_reason,
-)
-from agency.providers._http_adapter import HTTPAdapter
-from agency.providers._wire import (
-    count,
-    json_payload,
-    malformed,
-    number_vectors,
-    tool_piece,
-    wire_errors,
-)
+from agency.providers import _wire
+from agency.providers._base import ALL_CAPABILITIES, ChatRequest, ModelInfo, normalize_finish_reason
+from agency.providers._http_adapter import HTTPChatAdapter, StreamReader
 from agency.providers.openai import wire_messages
 
 __all__ = [
@@ -103,7 +89,7 @@ _DURATIONS = ("total_duration", "load_duration", "prompt_eval_duration", "eval_d
 
 # --------------------------------------------------------------------------- requests
 def _malformed(provider: str, model: str | None, what: str) -> MalformedResponse:
-    return malformed(what, provider=provider, model=model)
+    return _wire.malformed(what, provider=provider, model=model)
 
 
 def _image_from_url(url: str) -> str:
@@ -289,7 +275,7 @@ class StreamState:
     """Whether the ``done: true`` line has arrived."""
 
 
-_int = count
+_int = _wire.count
 
 
 def usage_from_ollama(data: Mapping[str, Any]) -> UsageMetadata | None:
@@ -343,7 +329,7 @@ def _tool_chunks(
         given = call.get("id")  # recent Ollama versions send one
         if not isinstance(given, str) or not given:
             given = _call_id(data.get("created_at"), index, fn["name"], args)
-        chunks.append(tool_piece(name=fn["name"], args=text, id=given, index=index,
+        chunks.append(_wire.tool_piece(name=fn["name"], args=text, id=given, index=index,
                                  provider=where[0], model=where[1]))  # fmt: skip
     return chunks
 
@@ -373,7 +359,7 @@ def chunk_from_response(
     """One ``/api/chat`` answer object (a stream line, or the whole non-streamed answer) as a
     LangChain chunk; ``None`` when a line carries nothing. The ``done`` object's chunk holds
     usage, metadata and ``chunk_position="last"``. An ``error`` object raises it, mapped."""
-    with wire_errors(provider, model):
+    with _wire.parsing(provider, model):
         where = (provider, model)
         if not isinstance(data, dict):
             raise _malformed(provider, model, "answer is not a JSON object")
@@ -425,21 +411,34 @@ def context_window_from_show(data: Any) -> int | None:
     return value
 
 
+class _Reader:
+    """Reads an ``/api/chat`` NDJSON stream up to its ``done: true`` line."""
+
+    def __init__(self, provider: str, model: str) -> None:
+        self.provider, self.model, self.state = provider, model, StreamState()
+
+    @property
+    def done(self) -> bool:
+        return self.state.done
+
+    def feed(self, line: str) -> ChatGenerationChunk | None:
+        data = _wire.json_payload(line, self.provider, self.model, "stream line")
+        return chunk_from_response(data, self.provider, self.model, self.state)
+
+    def end(self) -> None:
+        if not self.state.done:
+            raise ConnectionFailed(
+                "stream ended before the answer finished (no line with done: true)",
+                provider=self.provider,
+                model=self.model,
+            )
+
+
 # --------------------------------------------------------------------------- adapter
-class OllamaAdapter(HTTPAdapter, ChatAdapter):
+class OllamaAdapter(HTTPChatAdapter):
     """Ollama's native API over pooled httpx clients (local server or ollama.com)."""
 
-    capabilities = Capabilities(
-        tools=True,
-        tool_choice=False,
-        parallel_tool_calls=True,
-        json_mode=True,
-        json_schema=True,
-        image_inputs=True,
-        embeddings=True,
-        list_models=True,
-        cached_tokens=False,
-    )
+    capabilities = replace(ALL_CAPABILITIES, tool_choice=False, cached_tokens=False)
 
     # -- errors -------------------------------------------------------------------------
     def _error(self, response: httpx.Response, model: str | None) -> ProviderError:
@@ -497,50 +496,22 @@ class OllamaAdapter(HTTPAdapter, ChatAdapter):
             raise _malformed(self.provider, model, "a chat answer without message and done: true")
         return chunk
 
-    def _stream(self, request: ChatRequest) -> Iterator[ChatGenerationChunk]:
-        state = StreamState()
-        body = build_chat_body(request, stream=True)
-        for line in self._ndjson("/api/chat", body, request.model):
-            chunk = self._on_line(line, request.model, state)
-            if chunk is not None:
-                yield chunk
-            if state.done:
-                return
-        self._cut_off(request.model)
+    sse = False  # NDJSON lines
 
-    async def _astream(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:
-        state = StreamState()
-        body = build_chat_body(request, stream=True)
-        async for line in self._andjson("/api/chat", body, request.model):
-            chunk = self._on_line(line, request.model, state)
-            if chunk is not None:
-                yield chunk
-            if state.done:
-                return
-        self._cut_off(request.model)
+    def _stream_request(self, request: ChatRequest) -> tuple[str, Any]:
+        return "/api/chat", build_chat_body(request, stream=True)
 
-    def _on_line(self, line: str, model: str, state: StreamState) -> ChatGenerationChunk | None:
-        data = json_payload(line, self.provider, model, "stream line")
-        return chunk_from_response(data, self.provider, model, state)
-
-    def _cut_off(self, model: str) -> None:
-        raise ConnectionFailed(
-            "stream ended before the answer finished (no line with done: true)",
-            provider=self.provider,
-            model=model,
-        )
+    def _reader(self, request: ChatRequest) -> StreamReader:
+        return _Reader(self.provider, request.model)
 
     # -- embeddings: the hooks of HTTPAdapter's template --------------------------------
     embed_batch_size = EMBEDDING_BATCH_SIZE
     embed_path = "/api/embed"
 
     def _embed_body(
-        self,
-        batch: Sequence[str],
-        model: str,
-        dimensions: int | None,
-        input_type: InputType | None,  # this API embeds queries and documents alike
+        self, batch: Sequence[str], model: str, dimensions: int | None, input_type: str | None
     ) -> dict[str, Any]:
+        # input_type is not sent: this API embeds queries and documents alike
         body: dict[str, Any] = {"model": model, "input": list(batch)}
         if dimensions is not None:
             body["dimensions"] = dimensions
@@ -548,7 +519,7 @@ class OllamaAdapter(HTTPAdapter, ChatAdapter):
 
     def _embed_vectors(self, data: Any, count: int, model: str) -> list[list[float]]:
         vectors = data.get("embeddings") if isinstance(data, dict) else None
-        return number_vectors(vectors, count, self.provider, model, "embeddings[]")
+        return _wire.number_vectors(vectors, count, self.provider, model, "embeddings[]")
 
     # -- models -----------------------------------------------------------------------
     def _model(self, name: str, record: dict[str, Any], context: int | None = None) -> ModelInfo:

@@ -26,25 +26,17 @@ from langchain_core.messages import (
 from langchain_core.messages.ai import InputTokenDetails, OutputTokenDetails, UsageMetadata
 from langchain_core.outputs import ChatGenerationChunk
 
-from agency._http import error_from_response
+from agency._http import SSEEvent, error_from_response
 from agency.errors import ConnectionFailed, MalformedResponse, ProviderError
+from agency.providers import _wire
 from agency.providers._base import (
+    ALL_CAPABILITIES,
     Capabilities,
-    ChatAdapter,
     ChatRequest,
-    InputType,
     ModelInfo,
     normalize_finish_reason,
 )
-from agency.providers._http_adapter import HTTPAdapter
-from agency.providers._wire import (
-    count,
-    json_payload,
-    malformed,
-    text_or_none,
-    tool_piece,
-    wire_errors,
-)
+from agency.providers._http_adapter import HTTPChatAdapter, StreamReader
 
 __all__ = [
     "EMBEDDING_BATCH_SIZE",
@@ -119,7 +111,7 @@ def build_chat_body(
 
 
 # --------------------------------------------------------------------------- responses
-_int = count
+_int = _wire.count
 
 
 def usage_from_openai(usage: Any) -> UsageMetadata | None:
@@ -154,7 +146,7 @@ def usage_from_openai(usage: Any) -> UsageMetadata | None:
 
 
 def _malformed(provider: str, model: str | None, what: str) -> MalformedResponse:
-    return malformed(what, provider=provider, model=model)
+    return _wire.malformed(what, provider=provider, model=model)
 
 
 _META_FIELDS = {"model": "model_name", "id": "id", "system_fingerprint": "system_fingerprint",
@@ -167,41 +159,13 @@ def _metadata(
     meta: dict[str, Any] = {"provider": provider, "model_provider": "openai"}
     for wire, key in _META_FIELDS.items():
         # Strings only: LangChain merges a stream's metadata and fails on mixed types.
-        if value := text_or_none(data.get(wire), wire, provider, model):
+        if value := _wire.text_or_none(data.get(wire), wire, provider, model):
             meta[key] = value
     if finish is not None:
         meta["finish_reason"] = normalize_finish_reason(finish)
         if meta["finish_reason"] != finish:
             meta["raw_finish_reason"] = finish
     return meta
-
-
-def _tool_chunks(
-    raw_calls: Any, provider: str, model: str | None, *, positional: bool
-) -> list[Any]:
-    if raw_calls is None:
-        return []
-    if not isinstance(raw_calls, list):
-        raise _malformed(provider, model, "tool_calls is not a list")
-    chunks = []
-    for pos, call in enumerate(raw_calls):
-        if not isinstance(call, dict):
-            raise _malformed(provider, model, "a tool call is not an object")
-        fn = call.get("function") or {}
-        if not isinstance(fn, dict):
-            raise _malformed(provider, model, "tool_call.function is not an object")
-        # Some compatible servers send the arguments as an object: tool_piece takes both.
-        index = pos if positional else call.get("index", pos)
-        piece = tool_piece(
-            name=fn.get("name"),
-            args=fn.get("arguments"),
-            id=call.get("id"),
-            index=index,
-            provider=provider,
-            model=model,
-        )
-        chunks.append(piece)
-    return chunks
 
 
 def _extra_kwargs(message: Mapping[str, Any]) -> dict[str, Any]:
@@ -214,7 +178,7 @@ def _extra_kwargs(message: Mapping[str, Any]) -> dict[str, Any]:
 
 def chunk_from_completion(data: Any, provider: str, model: str | None) -> ChatGenerationChunk:
     """The whole answer of a non-streamed ``chat.completion`` as one chunk."""
-    with wire_errors(provider, model):
+    with _wire.parsing(provider, model):
         if not isinstance(data, dict):
             raise _malformed(provider, model, "body is not a JSON object")
         choices = data.get("choices")
@@ -230,9 +194,7 @@ def chunk_from_completion(data: Any, provider: str, model: str | None) -> ChatGe
         finish = choice.get("finish_reason")
         chunk = AIMessageChunk(
             content=content or "",
-            tool_call_chunks=_tool_chunks(
-                message.get("tool_calls"), provider, model, positional=True
-            ),
+            tool_call_chunks=_wire.openai_tool_calls(message.get("tool_calls"), provider, model),
             additional_kwargs=_extra_kwargs(message),
             usage_metadata=usage_from_openai(data.get("usage")),
             response_metadata=_metadata(data, provider, model, finish),
@@ -248,7 +210,7 @@ def chunk_from_stream_event(
     data: Any, provider: str, model: str | None
 ) -> ChatGenerationChunk | None:
     """One ``chat.completion.chunk`` as a LangChain chunk; ``None`` when it carries nothing."""
-    with wire_errors(provider, model):
+    with _wire.parsing(provider, model):
         if not isinstance(data, dict):
             raise _malformed(provider, model, "stream event is not a JSON object")
         if "error" in data and isinstance(data["error"], dict):
@@ -274,7 +236,7 @@ def chunk_from_stream_event(
         content = delta.get("content")
         if content is not None and not isinstance(content, str):
             raise _malformed(provider, model, "delta.content is not a string")
-        tools = _tool_chunks(delta.get("tool_calls"), provider, model, positional=False)
+        tools = _wire.openai_tool_calls(delta.get("tool_calls"), provider, model, streamed=True)
         extra = _extra_kwargs(delta)
         if (
             not content
@@ -309,20 +271,38 @@ def _stream_error(err: Mapping[str, Any], provider: str, model: str | None) -> P
 
 
 # --------------------------------------------------------------------------- adapter
-class OpenAIAdapter(HTTPAdapter, ChatAdapter):
+class _Reader:
+    """Reads a ``chat.completion.chunk`` event stream up to ``[DONE]``."""
+
+    def __init__(self, provider: str, model: str) -> None:
+        self.provider, self.model = provider, model
+        self.done = self.finished = False
+
+    def feed(self, event: SSEEvent) -> ChatGenerationChunk | None:
+        if event.data.strip() == "[DONE]":
+            self.done = True
+            return None
+        payload = _wire.json_payload(event.data, self.provider, self.model, "stream event")
+        chunk = chunk_from_stream_event(payload, self.provider, self.model)
+        if chunk is not None and (chunk.generation_info or {}).get("finish_reason"):
+            self.finished = True
+        return chunk
+
+    def end(self) -> None:
+        # A stream may omit [DONE] (some compatible servers) once it said why it finished;
+        # one that stops before any finish_reason was cut off.
+        if not (self.done or self.finished):
+            raise ConnectionFailed(
+                "stream ended before the answer finished (no finish_reason, no [DONE])",
+                provider=self.provider,
+                model=self.model,
+            )
+
+
+class OpenAIAdapter(HTTPChatAdapter):
     """OpenAI's chat-completions protocol over pooled httpx clients."""
 
-    capabilities = Capabilities(
-        tools=True,
-        tool_choice=True,
-        parallel_tool_calls=True,
-        json_mode=True,
-        json_schema=True,
-        image_inputs=True,
-        embeddings=True,
-        list_models=True,
-        cached_tokens=True,
-    )
+    capabilities = ALL_CAPABILITIES
 
     def effective_capabilities(self) -> Capabilities:
         q = self.connection.profile.quirk
@@ -380,60 +360,19 @@ class OpenAIAdapter(HTTPAdapter, ChatAdapter):
         data = await self._asend("POST", "/chat/completions", request.model, body)
         yield chunk_from_completion(data, self.provider, request.model)
 
-    def _stream(self, request: ChatRequest) -> Iterator[ChatGenerationChunk]:
-        finished = False
-        for event in self._sse(
-            "/chat/completions", self._body(request, stream=True), request.model
-        ):
-            chunk, done, finished = self._on_event(event.data, request.model, finished)
-            if chunk is not None:
-                yield chunk
-            if done:
-                return
-        self._check_end(finished, request.model)
+    def _stream_request(self, request: ChatRequest) -> tuple[str, Any]:
+        return "/chat/completions", self._body(request, stream=True)
 
-    async def _astream(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:
-        finished = False
-        body = self._body(request, stream=True)
-        async for event in self._asse("/chat/completions", body, request.model):
-            chunk, done, finished = self._on_event(event.data, request.model, finished)
-            if chunk is not None:
-                yield chunk
-            if done:
-                return
-        self._check_end(finished, request.model)
-
-    def _on_event(
-        self, data: str, model: str, finished: bool
-    ) -> tuple[ChatGenerationChunk | None, bool, bool]:
-        if data.strip() == "[DONE]":
-            return None, True, finished
-        payload = json_payload(data, self.provider, model, "stream event")
-        chunk = chunk_from_stream_event(payload, self.provider, model)
-        if chunk is not None and (chunk.generation_info or {}).get("finish_reason"):
-            finished = True
-        return chunk, False, finished
-
-    def _check_end(self, finished: bool, model: str) -> None:
-        # A stream may omit [DONE] (some compatible servers) once it said why it finished;
-        # one that stops before any finish_reason was cut off.
-        if not finished:
-            raise ConnectionFailed(
-                "stream ended before the answer finished (no finish_reason, no [DONE])",
-                provider=self.provider,
-                model=model,
-            )
+    def _reader(self, request: ChatRequest) -> StreamReader:
+        return _Reader(self.provider, request.model)
 
     # -- embeddings: the hooks of HTTPAdapter's template --------------------------------
     embed_batch_size = EMBEDDING_BATCH_SIZE
 
     def _embed_body(
-        self,
-        batch: Sequence[str],
-        model: str,
-        dimensions: int | None,
-        input_type: InputType | None,  # this API embeds queries and documents alike
+        self, batch: Sequence[str], model: str, dimensions: int | None, input_type: str | None
     ) -> dict[str, Any]:
+        # input_type is not sent: this API embeds queries and documents alike
         body: dict[str, Any] = {"model": model, "input": list(batch), "encoding_format": "float"}
         if dimensions is not None:
             body["dimensions"] = dimensions

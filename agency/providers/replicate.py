@@ -38,9 +38,9 @@ from langchain_core.outputs import ChatGenerationChunk
 import agency.errors as errors
 from agency._http import ErrorInfo, SSEEvent
 from agency.errors import CapabilityError, ConnectionFailed, MalformedResponse, ProviderError
-from agency.providers._base import Capabilities, ChatAdapter, ChatRequest, InputType
+from agency.providers import _wire
+from agency.providers._base import Capabilities, ChatAdapter, ChatRequest
 from agency.providers._http_adapter import EmbedCall, HTTPAdapter
-from agency.providers._wire import malformed, number_vectors, wire_errors
 from agency.providers.openai import wire_messages
 
 __all__ = [
@@ -73,7 +73,7 @@ _TOP_LEVEL = frozenset({"webhook", "webhook_completed", "webhook_events_filter"}
 
 
 def _malformed(provider: str, model: str | None, what: str) -> MalformedResponse:
-    return malformed(what, provider=provider, model=model)
+    return _wire.malformed(what, provider=provider, model=model)
 
 
 # --------------------------------------------------------------------------- requests
@@ -201,7 +201,7 @@ def _final_chunk(
     prediction: Mapping[str, Any], provider: str, model: str | None, max_tokens: int | None,
     content: str,
 ) -> ChatGenerationChunk:  # fmt: skip
-    with wire_errors(provider, model):
+    with _wire.parsing(provider, model):
         finish = _finish_reason(prediction, max_tokens)
         meta = {**_metadata(prediction, provider, model), "finish_reason": finish}
         chunk = AIMessageChunk(
@@ -243,7 +243,7 @@ def chunk_from_prediction(
 ) -> ChatGenerationChunk:
     """The answer of a finished language-model prediction as one chunk (errors for failed,
     aborted and cancelled predictions)."""
-    with wire_errors(provider, model):
+    with _wire.parsing(provider, model):
         prediction = _check_status(prediction, provider, model)
         text = _output_text(prediction.get("output"), provider, model)
         return _final_chunk(prediction, provider, model, max_tokens, text)
@@ -251,7 +251,7 @@ def chunk_from_prediction(
 
 def vectors_from_output(output: Any, count: int, provider: str, model: str) -> list[list[float]]:
     """An embedding model's output: exactly ``count`` lists of numbers."""
-    return number_vectors(output, count, provider, model, "the prediction output")
+    return _wire.number_vectors(output, count, provider, model, "the prediction output")
 
 
 def _event_detail(data: str) -> str:
@@ -403,7 +403,7 @@ class ReplicateAdapter(HTTPAdapter, ChatAdapter):
 
     def _on_event(self, event: SSEEvent, prediction: Mapping[str, Any], model: str) -> Any:
         """An ``output`` event's chunk, ``True`` once ``done``, else None (``logs``)."""
-        with wire_errors(self.provider, model):
+        with _wire.parsing(self.provider, model):
             if event.event == "output":
                 return ChatGenerationChunk(
                     message=AIMessageChunk(content=event.data, id=prediction.get("id"))
@@ -483,12 +483,9 @@ class ReplicateAdapter(HTTPAdapter, ChatAdapter):
     embed_batch_size = EMBEDDING_BATCH_SIZE
 
     def _embed_body(
-        self,
-        batch: Sequence[str],
-        model: str,
-        dimensions: int | None,
-        input_type: InputType | None,  # this API embeds queries and documents alike
+        self, batch: Sequence[str], model: str, dimensions: int | None, input_type: str | None
     ) -> dict[str, Any]:
+        # input_type is not sent: this API embeds queries and documents alike
         if dimensions is not None:
             raise CapabilityError(
                 "replicate embedding models have a fixed vector size (no dimensions)"

@@ -39,7 +39,7 @@ class VoyageAdapter(HTTPAdapter):
     embed_batch_size = EMBEDDING_BATCH_SIZE
 
     def _embed_body(
-        self, batch: Sequence[str], model: str, dimensions: int | None, input_type: InputType | None
+        self, batch: Sequence[str], model: str, dimensions: int | None, input_type: str | None
     ) -> dict[str, Any]:
         """``input_type`` ``"query"``/``"document"`` selects Voyage's retrieval prompt;
         ``None`` embeds the texts as they are."""
