@@ -150,9 +150,9 @@ class HTTPAdapter(Adapter):
             return response.json()
         except ValueError as exc:
             raise malformed(
+                self.provider,
+                model,
                 f"response is not JSON: {response.text[:200]!r}",
-                provider=self.provider,
-                model=model,
                 status_code=response.status_code,
                 request_id=self._request_id(response),
             ) from exc

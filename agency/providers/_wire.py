@@ -42,10 +42,10 @@ _SHAPE_ERRORS = (ValidationError, KeyError, TypeError, IndexError, AttributeErro
 
 
 def malformed(
-    what: str,
-    *,
     provider: str | None,
     model: str | None,
+    what: str,
+    *,
     request_id: str | None = None,
     status_code: int | None = None,
 ) -> MalformedResponse:
@@ -68,9 +68,7 @@ def parsing(provider: str | None, model: str | None) -> Iterator[None]:
     except AgencyError:
         raise
     except _SHAPE_ERRORS as exc:
-        raise malformed(
-            f"{type(exc).__name__}: {exc}"[:300], provider=provider, model=model
-        ) from exc
+        raise malformed(provider, model, f"{type(exc).__name__}: {exc}"[:300]) from exc
 
 
 def count(value: Any) -> int:
@@ -88,7 +86,7 @@ def text_or_none(value: Any, what: str, provider: str | None, model: str | None)
     ``what``. For ids and names that LangChain merges across chunks as strings."""
     if value is None or isinstance(value, str):
         return value
-    raise malformed(f"{what} is not a string", provider=provider, model=model)
+    raise malformed(provider, model, f"{what} is not a string")
 
 
 def json_payload(data: str, provider: str | None, model: str | None, what: str) -> Any:
@@ -96,9 +94,7 @@ def json_payload(data: str, provider: str | None, model: str | None, what: str) 
     try:
         return json.loads(data)
     except ValueError as exc:
-        raise malformed(
-            f"{what} is not JSON: {data[:200]!r}", provider=provider, model=model
-        ) from exc
+        raise malformed(provider, model, f"{what} is not JSON: {data[:200]!r}") from exc
 
 
 def tool_piece(
@@ -115,14 +111,13 @@ def tool_piece(
     or absent."""
     if args is not None and not isinstance(args, str):
         if not isinstance(args, Mapping):
-            raise malformed("tool-call arguments are neither text nor an object",
-                            provider=provider, model=model)  # fmt: skip
+            raise malformed(provider, model, "tool-call arguments are neither text nor an object")
         args = json.dumps(args)
     for field, value in (("name", name), ("id", id)):
         if value is not None and not isinstance(value, str):
-            raise malformed(f"tool-call {field} is not a string", provider=provider, model=model)
+            raise malformed(provider, model, f"tool-call {field} is not a string")
     if index is not None and not integer(index):
-        raise malformed("tool-call index is not an integer", provider=provider, model=model)
+        raise malformed(provider, model, "tool-call index is not an integer")
     return tool_call_chunk(name=name, args=args, id=id, index=index)
 
 
@@ -135,14 +130,14 @@ def openai_tool_calls(
     if raw is None:
         return []
     if not isinstance(raw, list):
-        raise malformed("tool_calls is not a list", provider=provider, model=model)
+        raise malformed(provider, model, "tool_calls is not a list")
     pieces = []
     for pos, call in enumerate(raw):
         if not isinstance(call, Mapping):
-            raise malformed("a tool call is not an object", provider=provider, model=model)
+            raise malformed(provider, model, "a tool call is not an object")
         fn = call.get("function") or {}
         if not isinstance(fn, Mapping):
-            raise malformed("tool_call.function is not an object", provider=provider, model=model)
+            raise malformed(provider, model, "tool_call.function is not an object")
         # Some compatible servers send the arguments as an object: tool_piece takes both.
         index = call.get("index", pos) if streamed else pos
         pieces.append(tool_piece(name=fn.get("name"), args=fn.get("arguments"), id=call.get("id"),
@@ -163,13 +158,12 @@ def number_vectors(
 ) -> list[list[float]]:
     """``expected`` lists of numbers (``where`` names them in the error)."""
     if not isinstance(vectors, list) or len(vectors) != expected:
-        raise malformed(f"expected {expected} vectors in {where}", provider=provider, model=model)
+        raise malformed(provider, model, f"expected {expected} vectors in {where}")
     out = []
     for vector in vectors:
         numbers = _numbers(vector)
         if numbers is None:
-            raise malformed(f"a vector in {where} is not a list of numbers",
-                            provider=provider, model=model)  # fmt: skip
+            raise malformed(provider, model, f"a vector in {where} is not a list of numbers")
         out.append(numbers)
     return out
 
@@ -181,12 +175,10 @@ def _vector(raw: Any, provider: str | None, model: str | None) -> list[float]:
             # struct.error when the byte length is not a whole number of float32s
             return list(struct.unpack(f"<{len(packed) // 4}f", packed))
         except (binascii.Error, struct.error) as exc:
-            raise malformed("base64 embedding is not a float32 array",
-                            provider=provider, model=model) from exc  # fmt: skip
+            raise malformed(provider, model, "base64 embedding is not a float32 array") from exc
     numbers = _numbers(raw)
     if numbers is None:
-        raise malformed("embedding is neither a number list nor base64",
-                        provider=provider, model=model)  # fmt: skip
+        raise malformed(provider, model, "embedding is neither a number list nor base64")
     return numbers
 
 
@@ -198,14 +190,13 @@ def openai_embeddings(
     they cover the ``expected`` inputs exactly once each."""
     items = data.get("data") if isinstance(data, Mapping) else None
     if not isinstance(items, list) or len(items) != expected:
-        raise malformed(f"expected {expected} embeddings in data[]", provider=provider, model=model)
+        raise malformed(provider, model, f"expected {expected} embeddings in data[]")
     out: list[list[float] | None] = [None] * expected
     for pos, item in enumerate(items):
         if not isinstance(item, Mapping):
-            raise malformed("an embedding item is not an object", provider=provider, model=model)
+            raise malformed(provider, model, "an embedding item is not an object")
         index = item.get("index", pos)
         if not integer(index) or not 0 <= index < expected or out[index] is not None:
-            raise malformed("embedding indexes do not cover the inputs",
-                            provider=provider, model=model)  # fmt: skip
+            raise malformed(provider, model, "embedding indexes do not cover the inputs")
         out[index] = _vector(item.get("embedding"), provider, model)
     return out  # type: ignore[return-value]  # every slot filled: len(items) == expected, no repeats

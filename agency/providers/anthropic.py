@@ -39,7 +39,7 @@ from langchain_core.messages.ai import InputTokenDetails, OutputTokenDetails, Us
 from langchain_core.outputs import ChatGenerationChunk
 
 from agency._http import ErrorInfo, SSEEvent, default_error_info, error_from_response
-from agency.errors import ConnectionFailed, MalformedResponse, ProviderError
+from agency.errors import ConnectionFailed, ProviderError
 from agency.providers import _wire
 from agency.providers._anthropic_messages import (
     DEFAULT_MAX_TOKENS,
@@ -72,10 +72,6 @@ _ERROR_STATUS = {
 
 # --------------------------------------------------------------------------- responses
 _int = _wire.count
-
-
-def _malformed(provider: str, model: str | None, what: str) -> MalformedResponse:
-    return _wire.malformed(what, provider=provider, model=model)
 
 
 def usage_from_anthropic(usage: Any) -> UsageMetadata | None:
@@ -115,7 +111,9 @@ def _metadata(
 def _str_field(block: Mapping[str, Any], key: str, provider: str, model: str | None) -> str:
     value = block.get(key)
     if not isinstance(value, str):
-        raise _malformed(provider, model, f"{block.get('type')} block without a string {key!r}")
+        raise _wire.malformed(
+            provider, model, f"{block.get('type')} block without a string {key!r}"
+        )
     return value
 
 
@@ -171,7 +169,7 @@ class _Parts:
 def _block_parts(parts: _Parts, block: Any, provider: str, model: str | None) -> None:
     """Add a whole content block (response) or a block's opening (``content_block_start``)."""
     if not isinstance(block, Mapping):
-        raise _malformed(provider, model, "a content block is not an object")
+        raise _wire.malformed(provider, model, "a content block is not an object")
     kind = block.get("type")
     streamed = parts.index is not None
     if kind == "text":
@@ -182,7 +180,7 @@ def _block_parts(parts: _Parts, block: Any, provider: str, model: str | None) ->
     elif kind == "tool_use":
         raw = block.get("input")
         if not isinstance(raw, Mapping):
-            raise _malformed(provider, model, "tool_use block without an input object")
+            raise _wire.malformed(provider, model, "tool_use block without an input object")
         # Streamed tool input arrives as input_json_delta pieces after an empty `input`.
         args = json.dumps(raw) if raw or not streamed else ""
         name, call_id = (_str_field(block, k, provider, model) for k in ("name", "id"))
@@ -207,12 +205,14 @@ def chunk_from_message(
     `_block_mode`)."""
     with _wire.parsing(provider, model):
         if not isinstance(data, Mapping) or not isinstance(data.get("content"), list):
-            raise _malformed(provider, model, "no content[] in message")
+            raise _wire.malformed(provider, model, "no content[] in message")
         parts = _Parts(blocks)
         for block in data["content"]:
             _block_parts(parts, block, provider, model)
         stop = data.get("stop_reason")
-        meta = _metadata(provider, data.get("id"), data.get("model"), stop, data.get("stop_sequence"))
+        meta = _metadata(
+            provider, data.get("id"), data.get("model"), stop, data.get("stop_sequence")
+        )
         chunk = parts.chunk(
             usage_metadata=usage_from_anthropic(data.get("usage")),
             response_metadata=meta,
@@ -258,14 +258,16 @@ def _delta_parts(
 ) -> _Parts:
     index, delta = data.get("index"), data.get("delta")
     if not _wire.integer(index) or not isinstance(delta, Mapping):
-        raise _malformed(provider, model, "content_block_delta without index/delta")
+        raise _wire.malformed(provider, model, "content_block_delta without index/delta")
     parts = _Parts(state.blocks_mode, index)
     kind = delta.get("type")
     if kind == "text_delta":
         parts.put({"type": "text", "text": _str_field(delta, "text", provider, model)})
     elif kind == "input_json_delta" and state.blocks.get(index) == "tool_use":
         piece = _str_field(delta, "partial_json", provider, model)
-        parts.tools.append(_wire.tool_piece(args=piece, index=index, provider=provider, model=model))
+        parts.tools.append(
+            _wire.tool_piece(args=piece, index=index, provider=provider, model=model)
+        )
         parts.put({"type": "input_json_delta", "partial_json": piece})
     elif kind == "thinking_delta":
         parts.put({"type": "thinking", "thinking": _str_field(delta, "thinking", provider, model)})
@@ -289,7 +291,7 @@ def chunk_from_stream_event(
     with _wire.parsing(provider, model):
         data = _wire.json_payload(event.data, provider, model, "stream event") if event.data else {}
         if not isinstance(data, Mapping):
-            raise _malformed(provider, model, "stream event is not a JSON object")
+            raise _wire.malformed(provider, model, "stream event is not a JSON object")
         kind = data.get("type") or event.event
         message: AIMessageChunk | None = None
         info: dict[str, Any] | None = None
@@ -298,7 +300,7 @@ def chunk_from_stream_event(
         if kind == "message_start":
             start = data.get("message")
             if not isinstance(start, Mapping):
-                raise _malformed(provider, model, "message_start without a message")
+                raise _wire.malformed(provider, model, "message_start without a message")
             state.message_id = _wire.text_or_none(start.get("id"), "message.id", provider, model)
             state.model = _wire.text_or_none(start.get("model"), "message.model", provider, model)
             usage = start.get("usage")
@@ -306,7 +308,9 @@ def chunk_from_stream_event(
         elif kind == "content_block_start":
             index, block = data.get("index"), data.get("content_block")
             if not _wire.integer(index) or not isinstance(block, Mapping):
-                raise _malformed(provider, model, "content_block_start without index/content_block")
+                raise _wire.malformed(
+                    provider, model, "content_block_start without index/content_block"
+                )
             state.blocks[index] = str(block.get("type"))
             parts = _Parts(state.blocks_mode, index)
             _block_parts(parts, block, provider, model)
@@ -316,12 +320,14 @@ def chunk_from_stream_event(
         elif kind == "message_delta":
             delta, usage = data.get("delta"), data.get("usage")
             if not isinstance(delta, Mapping):
-                raise _malformed(provider, model, "message_delta without a delta")
+                raise _wire.malformed(provider, model, "message_delta without a delta")
             if isinstance(usage, Mapping):  # cumulative counts: the later value wins
                 state.usage.update({k: v for k, v in usage.items() if v is not None})
             stop = delta.get("stop_reason")
             state.finished = True
-            meta = _metadata(provider, state.message_id, state.model, stop, delta.get("stop_sequence"))
+            meta = _metadata(
+                provider, state.message_id, state.model, stop, delta.get("stop_sequence")
+            )
             message = _Parts(state.blocks_mode).chunk(
                 usage_metadata=usage_from_anthropic(state.usage),
                 response_metadata=meta,
@@ -422,7 +428,7 @@ class AnthropicAdapter(HTTPChatAdapter):
         """The models of one page and the cursor of the next (None on the last page)."""
         items = data.get("data") if isinstance(data, Mapping) else None
         if not isinstance(items, list):
-            raise _malformed(self.provider, None, "models list has no data[]")
+            raise _wire.malformed(self.provider, None, "models list has no data[]")
         window = "max_input_tokens"
         models = [
             ModelInfo(item["id"], self.provider, "anthropic", _int(item.get(window)) or None, item)

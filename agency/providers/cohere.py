@@ -28,7 +28,7 @@ from langchain_core.outputs import ChatGenerationChunk
 
 import agency.errors as errors
 from agency._http import ErrorInfo, SSEEvent
-from agency.errors import CapabilityError, ConnectionFailed, MalformedResponse, ProviderError
+from agency.errors import CapabilityError, ConnectionFailed, ProviderError
 from agency.providers import _wire
 from agency.providers._base import ALL_CAPABILITIES, ChatRequest, ModelInfo, normalize_finish_reason
 from agency.providers._http_adapter import HTTPAdapter, HTTPChatAdapter, StreamReader
@@ -56,10 +56,6 @@ DEFAULT_TOOL_PLAN = "I will use the tools provided."
 _INPUT_TYPES = {None: "search_document", "document": "search_document", "query": "search_query"}
 # TIMEOUT: Cohere stopped the generation at its time limit; like MAX_TOKENS the answer is cut.
 _LOCAL_FINISH = {"TIMEOUT": "length"}
-
-
-def _malformed(provider: str, model: str | None, what: str) -> MalformedResponse:
-    return _wire.malformed(what, provider=provider, model=model)
 
 
 def _finish(reason: Any) -> str | None:
@@ -287,15 +283,15 @@ def chunk_from_chat_response(data: Any, provider: str, model: str | None) -> Cha
     """The whole answer of a non-streamed ``/v2/chat`` call as one chunk."""
     with _wire.parsing(provider, model):
         if not isinstance(data, dict) or not isinstance(data.get("message"), dict):
-            raise _malformed(provider, model, "no message object in the chat response")
+            raise _wire.malformed(provider, model, "no message object in the chat response")
         message = data["message"]
         content = message.get("content") or []
         if not isinstance(content, list):
-            raise _malformed(provider, model, "message.content is not a list")
+            raise _wire.malformed(provider, model, "message.content is not a list")
         texts, thoughts = [], []
         for item in content:
             if not isinstance(item, dict):
-                raise _malformed(provider, model, "a content item is not an object")
+                raise _wire.malformed(provider, model, "a content item is not an object")
             if item.get("type") == "text" and isinstance(item.get("text"), str):
                 texts.append(item["text"])
             elif item.get("type") == "thinking" and isinstance(item.get("thinking"), str):
@@ -318,7 +314,9 @@ def chunk_from_chat_response(data: Any, provider: str, model: str | None) -> Cha
             id=data.get("id"),
             chunk_position="last",
         )
-        return ChatGenerationChunk(message=chunk, generation_info={"finish_reason": _finish(finish)})
+        return ChatGenerationChunk(
+            message=chunk, generation_info={"finish_reason": _finish(finish)}
+        )
 
 
 def chunk_from_stream_event(
@@ -331,7 +329,7 @@ def chunk_from_stream_event(
     """
     with _wire.parsing(provider, model):
         if not isinstance(event, dict) or not isinstance(event.get("type"), str):
-            raise _malformed(provider, model, "stream event without a type")
+            raise _wire.malformed(provider, model, "stream event without a type")
         kind = event["type"]
         delta: dict[str, Any] = event["delta"] if isinstance(event.get("delta"), dict) else {}
         message: dict[str, Any] = delta["message"] if isinstance(delta.get("message"), dict) else {}
@@ -345,23 +343,29 @@ def chunk_from_stream_event(
         if kind == "content-delta":
             content = message.get("content")
             if not isinstance(content, dict):
-                raise _malformed(provider, model, "content-delta without delta.message.content")
+                raise _wire.malformed(
+                    provider, model, "content-delta without delta.message.content"
+                )
             text, thought = content.get("text"), content.get("thinking")
             if text is not None and not isinstance(text, str):
-                raise _malformed(provider, model, "content-delta text is not a string")
+                raise _wire.malformed(provider, model, "content-delta text is not a string")
             extra = {"reasoning_content": thought} if isinstance(thought, str) and thought else {}
             return chunk(content=text, additional_kwargs=extra) if text or extra else None
         if kind == "tool-plan-delta":
             plan = message.get("tool_plan")
             return (
-                chunk(additional_kwargs={"tool_plan": plan}) if isinstance(plan, str) and plan else None
+                chunk(additional_kwargs={"tool_plan": plan})
+                if isinstance(plan, str) and plan
+                else None
             )
         if kind in ("tool-call-start", "tool-call-delta"):
             call = message.get("tool_calls")
             fn = call.get("function") if isinstance(call, dict) else None
             index = event.get("index")
             if not isinstance(call, dict) or not isinstance(fn, dict) or not _wire.integer(index):
-                raise _malformed(provider, model, f"{kind} without tool_calls.function and index")
+                raise _wire.malformed(
+                    provider, model, f"{kind} without tool_calls.function and index"
+                )
             start = kind == "tool-call-start"
             piece = _wire.tool_piece(
                 name=fn.get("name") if start else None,
@@ -452,7 +456,7 @@ class CohereAdapter(HTTPChatAdapter):
     def _parse_models(self, data: Any) -> tuple[list[ModelInfo], str | None]:
         items = data.get("models") if isinstance(data, dict) else None
         if not isinstance(items, list):
-            raise _malformed(self.provider, None, "models list has no models[]")
+            raise _wire.malformed(self.provider, None, "models list has no models[]")
         models = [
             ModelInfo(
                 item["name"], self.provider, "cohere", _count(item.get("context_length")), item

@@ -303,7 +303,7 @@ class _Turn:
         return self.last()
 
     def bad(self, what: str) -> MalformedResponse:
-        return _wire.malformed(what, provider=self.provider, model=self.model)
+        return _wire.malformed(self.provider, self.model, what)
 
     def read(self, data: Any) -> AIMessageChunk | None:
         """The new content of one ``GenerateContentResponse`` (metadata is kept for `last`)."""
@@ -517,7 +517,7 @@ class GeminiAdapter(HTTPChatAdapter):
         data = data if isinstance(data, dict) else {}
         items = [data["embedding"]] if "embedding" in data else data.get("embeddings")
         if not isinstance(items, list):
-            raise _wire.malformed(f"expected {count} embeddings", provider=self.provider, model=model)
+            raise _wire.malformed(self.provider, model, f"expected {count} embeddings")
         values = [item.get("values") if isinstance(item, dict) else None for item in items]
         return _wire.number_vectors(values, count, self.provider, model, "embeddings[].values")
 

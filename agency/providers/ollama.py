@@ -52,7 +52,6 @@ from agency._http import error_from_response
 from agency.errors import (
     CapabilityError,
     ConnectionFailed,
-    MalformedResponse,
     ModelNotFound,
     ProviderError,
 )
@@ -88,8 +87,6 @@ _DURATIONS = ("total_duration", "load_duration", "prompt_eval_duration", "eval_d
 
 
 # --------------------------------------------------------------------------- requests
-def _malformed(provider: str, model: str | None, what: str) -> MalformedResponse:
-    return _wire.malformed(what, provider=provider, model=model)
 
 
 def _image_from_url(url: str) -> str:
@@ -316,12 +313,12 @@ def _tool_chunks(
     if raw is None:
         return []
     if not isinstance(raw, list):
-        raise _malformed(*where, "message.tool_calls is not a list")
+        raise _wire.malformed(*where, "message.tool_calls is not a list")
     chunks = []
     for call in raw:
         fn = call.get("function") if isinstance(call, dict) else None
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-            raise _malformed(*where, "a tool call has no function.name")
+            raise _wire.malformed(*where, "a tool call has no function.name")
         args = {} if fn.get("arguments") is None else fn["arguments"]
         text = args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)
         index = state.tool_calls
@@ -362,23 +359,31 @@ def chunk_from_response(
     with _wire.parsing(provider, model):
         where = (provider, model)
         if not isinstance(data, dict):
-            raise _malformed(provider, model, "answer is not a JSON object")
+            raise _wire.malformed(provider, model, "answer is not a JSON object")
         if "error" in data:
             raise stream_error(str(data["error"]), provider, model)
         message = {} if data.get("message") is None else data["message"]
         if not isinstance(message, dict):
-            raise _malformed(provider, model, "message is not an object")
+            raise _wire.malformed(provider, model, "message is not an object")
         content, thinking = message.get("content") or "", message.get("thinking") or ""
         done = data.get("done", False)
-        if not isinstance(content, str) or not isinstance(thinking, str) or not isinstance(done, bool):
-            raise _malformed(provider, model, "message.content/thinking or done of a wrong type")
+        if (
+            not isinstance(content, str)
+            or not isinstance(thinking, str)
+            or not isinstance(done, bool)
+        ):
+            raise _wire.malformed(
+                provider, model, "message.content/thinking or done of a wrong type"
+            )
         tools = _tool_chunks(message, data, state, where)
         if not (content or thinking or tools or done):
             return None
         extra = {"reasoning_content": thinking} if thinking else {}
         if not done:
             return ChatGenerationChunk(
-                message=AIMessageChunk(content=content, tool_call_chunks=tools, additional_kwargs=extra)
+                message=AIMessageChunk(
+                    content=content, tool_call_chunks=tools, additional_kwargs=extra
+                )
             )
         state.done = True
         meta = _metadata(data, provider, state)
@@ -493,7 +498,9 @@ class OllamaAdapter(HTTPChatAdapter):
         state = StreamState()
         chunk = chunk_from_response(data, self.provider, model, state)  # raises an "error"
         if chunk is None or not state.done or not isinstance(data.get("message"), dict):
-            raise _malformed(self.provider, model, "a chat answer without message and done: true")
+            raise _wire.malformed(
+                self.provider, model, "a chat answer without message and done: true"
+            )
         return chunk
 
     sse = False  # NDJSON lines
@@ -531,7 +538,7 @@ class OllamaAdapter(HTTPChatAdapter):
     def _parse_tags(self, data: Any) -> list[ModelInfo]:
         items = data.get("models") if isinstance(data, dict) else None
         if not isinstance(items, list):
-            raise _malformed(self.provider, None, "no models[] in /api/tags")
+            raise _wire.malformed(self.provider, None, "no models[] in /api/tags")
         # A context window costs one /api/show per model: left to `model_info`.
         names = [(i.get("name") or i.get("model"), i) for i in items if isinstance(i, dict)]
         return [self._model(name, item) for name, item in names if isinstance(name, str)]
@@ -544,7 +551,9 @@ class OllamaAdapter(HTTPChatAdapter):
 
     def _object(self, data: Any, path: str, model: str | None, key: str = "") -> dict[str, Any]:
         if not isinstance(data, dict) or (key and not isinstance(data.get(key), str)):
-            raise _malformed(self.provider, model, f"{path} answer is not the documented object")
+            raise _wire.malformed(
+                self.provider, model, f"{path} answer is not the documented object"
+            )
         return data
 
     def show(self, model: str) -> dict[str, Any]:

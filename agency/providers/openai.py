@@ -27,7 +27,7 @@ from langchain_core.messages.ai import InputTokenDetails, OutputTokenDetails, Us
 from langchain_core.outputs import ChatGenerationChunk
 
 from agency._http import SSEEvent, error_from_response
-from agency.errors import ConnectionFailed, MalformedResponse, ProviderError
+from agency.errors import ConnectionFailed, ProviderError
 from agency.providers import _wire
 from agency.providers._base import (
     ALL_CAPABILITIES,
@@ -145,10 +145,6 @@ def usage_from_openai(usage: Any) -> UsageMetadata | None:
     return result
 
 
-def _malformed(provider: str, model: str | None, what: str) -> MalformedResponse:
-    return _wire.malformed(what, provider=provider, model=model)
-
-
 _META_FIELDS = {"model": "model_name", "id": "id", "system_fingerprint": "system_fingerprint",
                 "service_tier": "service_tier"}  # fmt: skip
 
@@ -180,17 +176,17 @@ def chunk_from_completion(data: Any, provider: str, model: str | None) -> ChatGe
     """The whole answer of a non-streamed ``chat.completion`` as one chunk."""
     with _wire.parsing(provider, model):
         if not isinstance(data, dict):
-            raise _malformed(provider, model, "body is not a JSON object")
+            raise _wire.malformed(provider, model, "body is not a JSON object")
         choices = data.get("choices")
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-            raise _malformed(provider, model, "no choices[0] in chat.completion")
+            raise _wire.malformed(provider, model, "no choices[0] in chat.completion")
         choice = choices[0]
         message = choice.get("message")
         if not isinstance(message, dict):
-            raise _malformed(provider, model, "choices[0].message missing")
+            raise _wire.malformed(provider, model, "choices[0].message missing")
         content = message.get("content")
         if content is not None and not isinstance(content, str):
-            raise _malformed(provider, model, "message.content is not a string")
+            raise _wire.malformed(provider, model, "message.content is not a string")
         finish = choice.get("finish_reason")
         chunk = AIMessageChunk(
             content=content or "",
@@ -212,12 +208,12 @@ def chunk_from_stream_event(
     """One ``chat.completion.chunk`` as a LangChain chunk; ``None`` when it carries nothing."""
     with _wire.parsing(provider, model):
         if not isinstance(data, dict):
-            raise _malformed(provider, model, "stream event is not a JSON object")
+            raise _wire.malformed(provider, model, "stream event is not a JSON object")
         if "error" in data and isinstance(data["error"], dict):
             raise _stream_error(data["error"], provider, model)
         choices = data.get("choices") or []
         if not isinstance(choices, list):
-            raise _malformed(provider, model, "choices is not a list")
+            raise _wire.malformed(provider, model, "choices is not a list")
         usage = usage_from_openai(data.get("usage"))
         # Groq reports stream usage under x_groq.usage.
         if usage is None and isinstance(data.get("x_groq"), dict):
@@ -227,15 +223,15 @@ def chunk_from_stream_event(
         if choices:
             choice = choices[0]
             if not isinstance(choice, dict):
-                raise _malformed(provider, model, "choices[0] is not an object")
+                raise _wire.malformed(provider, model, "choices[0] is not an object")
             raw_delta = choice.get("delta")
             delta = {} if raw_delta is None else raw_delta
             if not isinstance(delta, dict):
-                raise _malformed(provider, model, "choices[0].delta is not an object")
+                raise _wire.malformed(provider, model, "choices[0].delta is not an object")
             finish = choice.get("finish_reason")
         content = delta.get("content")
         if content is not None and not isinstance(content, str):
-            raise _malformed(provider, model, "delta.content is not a string")
+            raise _wire.malformed(provider, model, "delta.content is not a string")
         tools = _wire.openai_tool_calls(delta.get("tool_calls"), provider, model, streamed=True)
         extra = _extra_kwargs(delta)
         if (
@@ -382,7 +378,7 @@ class OpenAIAdapter(HTTPChatAdapter):
     def _parse_models(self, data: Any) -> list[ModelInfo]:
         items = data.get("data") if isinstance(data, dict) else data
         if not isinstance(items, list):
-            raise _malformed(self.provider, None, "models list has no data[]")
+            raise _wire.malformed(self.provider, None, "models list has no data[]")
         models = []
         for item in items:
             if isinstance(item, dict) and isinstance(item.get("id"), str):

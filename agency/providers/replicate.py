@@ -37,7 +37,7 @@ from langchain_core.outputs import ChatGenerationChunk
 
 import agency.errors as errors
 from agency._http import ErrorInfo, SSEEvent
-from agency.errors import CapabilityError, ConnectionFailed, MalformedResponse, ProviderError
+from agency.errors import CapabilityError, ConnectionFailed, ProviderError
 from agency.providers import _wire
 from agency.providers._base import Capabilities, ChatAdapter, ChatRequest
 from agency.providers._http_adapter import EmbedCall, HTTPAdapter
@@ -70,10 +70,6 @@ _TERMINAL = frozenset({"succeeded", "failed", "canceled", "aborted"})
 _VERSION_ID = re.compile(r"[0-9a-f]{64}")
 _REPLICATE_DOMAINS = (".replicate.com", ".replicate.net", ".replicate.delivery")
 _TOP_LEVEL = frozenset({"webhook", "webhook_completed", "webhook_events_filter"})
-
-
-def _malformed(provider: str, model: str | None, what: str) -> MalformedResponse:
-    return _wire.malformed(what, provider=provider, model=model)
 
 
 # --------------------------------------------------------------------------- requests
@@ -175,7 +171,7 @@ def _output_text(output: Any, provider: str, model: str | None) -> str:
         return output
     if isinstance(output, list) and all(isinstance(t, str) for t in output):
         return "".join(output)
-    raise _malformed(provider, model, "prediction output is not text or a list of text tokens")
+    raise _wire.malformed(provider, model, "prediction output is not text or a list of text tokens")
 
 
 def _metadata(prediction: Mapping[str, Any], provider: str, model: str | None) -> dict[str, Any]:
@@ -221,7 +217,7 @@ def _shaped(prediction: Any, provider: str, model: str | None) -> dict[str, Any]
         or not isinstance(prediction.get("status"), str)
         or not isinstance(prediction.get("id"), str)
     ):
-        raise _malformed(provider, model, "a prediction without an id and a status")
+        raise _wire.malformed(provider, model, "a prediction without an id and a status")
     return prediction
 
 
@@ -417,7 +413,9 @@ class ReplicateAdapter(HTTPAdapter, ChatAdapter):
                 try:
                     reason = json.loads(event.data or "{}").get("reason")
                 except (ValueError, AttributeError) as exc:
-                    raise _malformed(self.provider, model, "done event data is not an object") from exc
+                    raise _wire.malformed(
+                        self.provider, model, "done event data is not an object"
+                    ) from exc
                 if reason:
                     _check_status({**prediction, "status": _DONE_STATUS.get(reason, "failed"),
                                    "error": reason}, self.provider, model)  # fmt: skip
@@ -503,4 +501,3 @@ class ReplicateAdapter(HTTPAdapter, ChatAdapter):
 
 
 _DONE_STATUS = {"canceled": "canceled", "error": "failed", "aborted": "aborted"}
-
