@@ -30,12 +30,8 @@ def openai_fake(openai_fake_server: FakeOpenAI) -> Iterator[FakeOpenAI]:
     ``.base_url`` ends in ``/v1`` (for ``openai.OpenAI(base_url=...)``), ``.root_url`` has no
     path (Azure ``azure_endpoint``); ``.script(...)``, ``.requests``, ``.spec_violations``.
     """
-    openai_fake_server.reset()
-    yield openai_fake_server
-    internal = list(openai_fake_server.internal_errors)
-    openai_fake_server.reset()
-    if internal:
-        pytest.fail(f"the fake OpenAI server itself failed: {internal}")
+    with openai_fake_server.checked(violations=False) as fake:
+        yield fake
 
 
 @pytest.fixture

@@ -309,6 +309,18 @@ class FakeService:
         suffix = self.chat_path if path is None else path
         return [r.body for r in self.requests if r.path.endswith(suffix)]
 
+    @contextlib.contextmanager
+    def checked(self, *, violations: bool = True) -> Iterator[Self]:
+        """For one test: reset, yield the fake, then reset again and fail on a bug of the fake
+        (``internal_errors``) and, with ``violations``, on a ``spec_violations`` entry."""
+        self.reset()
+        yield self
+        problems = {"internal_errors": list(self.internal_errors)}
+        if violations:
+            problems["spec_violations"] = list(self.spec_violations)
+        self.reset()
+        assert not any(problems.values()), f"{type(self).__name__}: {problems}"
+
     # ---- serving
 
     def _bind(self, root: str | None) -> None:

@@ -43,10 +43,8 @@ def server() -> Iterator[FakeAnthropic]:
 
 @pytest.fixture
 def fake(server: FakeAnthropic) -> Iterator[FakeAnthropic]:
-    server.reset()
-    yield server
-    assert server.spec_violations == [], server.spec_violations
-    assert server.internal_errors == [], server.internal_errors
+    with server.checked() as fake:
+        yield fake
 
 
 def _client(fake: FakeAnthropic, **kw: Any) -> anthropic.Anthropic:

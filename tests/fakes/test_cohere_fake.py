@@ -39,9 +39,8 @@ def server() -> Iterator[FakeCohere]:
 
 @pytest.fixture
 def fake(server: FakeCohere) -> Iterator[FakeCohere]:
-    server.reset()
-    yield server
-    assert server.internal_errors == []
+    with server.checked(violations=False) as fake:
+        yield fake
 
 
 @pytest.fixture

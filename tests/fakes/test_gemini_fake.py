@@ -30,11 +30,8 @@ def gemini_server() -> Iterator[FakeGemini]:
 
 @pytest.fixture
 def fake(gemini_server: FakeGemini) -> Iterator[FakeGemini]:
-    gemini_server.reset()
-    yield gemini_server
-    internal = list(gemini_server.internal_errors)
-    gemini_server.reset()
-    assert not internal, f"the fake Gemini server itself failed: {internal}"
+    with gemini_server.checked(violations=False) as fake:
+        yield fake
 
 
 def _client(fake: FakeGemini, **options: Any) -> genai.Client:

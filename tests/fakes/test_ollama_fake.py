@@ -31,11 +31,8 @@ def _server() -> Iterator[FakeOllama]:
 
 @pytest.fixture
 def fake(_server: FakeOllama) -> Iterator[FakeOllama]:
-    _server.reset()
-    yield _server
-    problems = list(_server.spec_violations), list(_server.internal_errors)
-    _server.reset()
-    assert problems == ([], []), problems
+    with _server.checked() as fake:
+        yield fake
 
 
 @pytest.fixture

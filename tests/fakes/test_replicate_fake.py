@@ -31,9 +31,8 @@ def server() -> Iterator[FakeReplicate]:
 
 @pytest.fixture
 def fake(server: FakeReplicate) -> Iterator[FakeReplicate]:
-    server.reset()
-    yield server
-    assert server.internal_errors == []
+    with server.checked(violations=False) as fake:
+        yield fake
 
 
 @pytest.fixture

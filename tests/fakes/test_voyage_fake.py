@@ -25,10 +25,8 @@ def server() -> Iterator[FakeVoyage]:
 
 @pytest.fixture
 def fake(server: FakeVoyage) -> Iterator[FakeVoyage]:
-    server.reset()
-    yield server
-    assert server.spec_violations == [], server.spec_violations
-    assert server.internal_errors == [], server.internal_errors
+    with server.checked() as fake:
+        yield fake
 
 
 @pytest.fixture
