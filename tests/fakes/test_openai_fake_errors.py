@@ -5,39 +5,16 @@ violations must answer 400 and be recorded in ``spec_violations``."""
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import httpx
 import openai
 import pytest
-from openai.types.chat import ChatCompletionMessageParam
 
-from ._openapi import request_validator
-from .openai_server import Disconnect, Fail, FakeOpenAI, Malformed, Reply, Stall
+from .openai_server import Disconnect, Fail, Malformed, Reply, Stall
+from .test_openai_fake import HELLO, MODEL, _client, _schema_errors
+from .test_openai_fake import client as oracle_client
 
-SPEC = "openai-openapi.yaml"
-MODEL = "gpt-4o-mini"
-HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello there"}]
-
-
-def _client(fake: FakeOpenAI, **kwargs: Any) -> openai.OpenAI:
-    return openai.OpenAI(
-        base_url=fake.base_url,
-        api_key=kwargs.pop("api_key", "sk-test"),
-        max_retries=kwargs.pop("max_retries", 0),
-        _strict_response_validation=True,
-        http_client=openai.DefaultHttpxClient(trust_env=False),
-    )
-
-
-def _schema_errors(schema_name: str, instance: Any) -> list[str]:
-    return [e.message for e in request_validator(SPEC, schema_name).iter_errors(instance)]
-
-
-@pytest.fixture
-def client(openai_fake: FakeOpenAI) -> openai.OpenAI:
-    return _client(openai_fake)
-
+client = oracle_client  # the same SDK-client fixture
 
 # --------------------------------------------------------------------------- errors
 
