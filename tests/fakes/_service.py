@@ -1,14 +1,19 @@
 """What every fake service shares: the script actions, recording, reset and serving.
 
 ``FakeService`` owns the harness; a server subclass keeps only its wire format (routes, request
-parsing, response bodies, error shapes) and fills in three hooks:
+parsing, response bodies, error shapes) and fills in the hooks:
 
 * ``_routes()``: ``(path, handler, methods)`` triples (every handler runs under ``_guard``,
   which records the request, calls ``_admit`` and turns a crash of the fake into a 500 of the
   wire plus a note in ``internal_errors``);
 * ``_fail(request, fail)``: the wire's error answer for a scripted ``Fail``;
 * ``_error_response(request, status)``: the wire's answer to a crash (500) or an unknown
-  route (404/405).
+  route (404/405);
+* optionally ``_admit`` (e.g. authenticate every request), ``_begin`` and
+  ``_default_headers`` (the live service's headers on every response, under ``rate_limits``).
+
+Streams go out through ``FrameStream`` (the wire frames its events); ``checked()`` is the
+per-test reset-and-check of the fixtures.
 
 Tests script what the next requests get with ``fake.script(*actions)`` (chat) and
 ``fake.script_embeddings(*actions)``; the shared actions are ``Fail``, ``Stall``,

@@ -17,8 +17,8 @@ tool use). A violation answers 400
 ``{"id", "message": "invalid request: ..."}`` and is appended to ``fake.spec_violations``.
 
 ``fake.script(*actions)`` queues what the next chat requests get (``Reply``, ``Fail``, ``Stall``,
-``Disconnect``, ``Malformed``, ``StreamError``); ``script_embeddings`` does the same for embed. With
-the queue empty the deterministic brain (``_brain``) answers.
+``Disconnect``, ``Malformed``, ``StreamError``); ``script_embeddings`` does the same for
+embed. With the queue empty the deterministic brain (``_brain``) answers.
 
     with FakeCohere().running() as fake:
         client = cohere.ClientV2(api_key="test", base_url=fake.base_url)
