@@ -397,6 +397,12 @@ class FakeService:
         await self._record(request)
         return self._error_response(request, getattr(exc, "status_code", 404))
 
+    @staticmethod
+    def _bearer(request: Request) -> str:
+        """The token of an ``Authorization: Bearer <token>`` header ("" without one)."""
+        header = request.headers.get("authorization", "")
+        return header[7:].strip() if header.lower().startswith("bearer ") else ""
+
     def _violation(self, request: Request, text: str) -> None:
         self.spec_violations.append(f"{request.method} {request.url.path}: {text}")
 

@@ -210,8 +210,7 @@ class FakeAnthropic(FakeService):
 
     def _authorise(self, request: Request) -> Response | None:
         key = request.headers.get("x-api-key")
-        bearer = request.headers.get("authorization", "")
-        key = key or (bearer[7:].strip() if bearer.lower().startswith("bearer ") else None)
+        key = key or self._bearer(request)
         if not key:
             return self._error(request, 401, "x-api-key header is required")
         if self.api_key is not None and key != self.api_key:

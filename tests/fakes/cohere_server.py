@@ -134,8 +134,7 @@ class FakeCohere(FakeService):
         return self._error(404, f"{request.method} {request.url.path} not found")
 
     def _authorise(self, request: Request) -> Response | None:
-        header = request.headers.get("authorization", "")
-        token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+        token = self._bearer(request)
         if not token:
             return self._error(401, "no api key supplied")
         if self.api_key is not None and token != self.api_key:

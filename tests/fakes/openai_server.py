@@ -238,8 +238,7 @@ class FakeOpenAI(FakeService):
         )  # fmt: skip
 
     def _authorise(self, request: Request, azure: bool) -> Response | None:
-        bearer = request.headers.get("authorization", "")
-        token = bearer[7:].strip() if bearer.lower().startswith("bearer ") else ""
+        token = self._bearer(request)
         if azure:
             given = request.headers.get("api-key") or token
             if not given or (self.azure_api_key and given != self.azure_api_key):

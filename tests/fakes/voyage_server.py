@@ -151,8 +151,7 @@ class FakeVoyage(FakeService):
 
     async def _embeddings(self, request: Request) -> Any:
         body = request.state.recorded.body
-        auth = request.headers.get("authorization", "")
-        key = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+        key = self._bearer(request)
         if not key or (self.api_key is not None and key != self.api_key):
             return self._detail(401, "Provided API key is invalid.")
         if body is None:
