@@ -17,6 +17,8 @@ import asyncio
 import weakref
 from abc import abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from functools import partial
 from typing import Any, ClassVar, NamedTuple, Protocol
 
 import httpx
@@ -34,7 +36,7 @@ from agency._http import (
     iter_sse,
     sync_client,
 )
-from agency.errors import CapabilityError, ConfigError, ProviderError
+from agency.errors import CapabilityError, ConfigError, MalformedResponse, ProviderError
 from agency.providers._base import Adapter, ChatAdapter, ChatRequest, InputType
 from agency.providers._wire import malformed, openai_embeddings
 
@@ -174,31 +176,59 @@ class HTTPAdapter(Adapter):
             **kw,
         }
 
-    def _answer(self, response: httpx.Response, model: str | None) -> Any:
-        """The parsed body of a 2xx answer, else the mapped error."""
+    @contextmanager
+    def _answering(self, response: httpx.Response) -> Iterator[None]:
+        """Parse ``response`` inside: a `MalformedResponse` gets its request id."""
+        try:
+            yield
+        except MalformedResponse as exc:
+            request_id = self._request_id(response)
+            if exc.request_id is not None or request_id is None:
+                raise
+            raise MalformedResponse(
+                exc.message,
+                provider=exc.provider,
+                model=exc.model,
+                status_code=exc.status_code,
+                request_id=request_id,
+            ) from exc.__cause__
+
+    def _answer(
+        self, response: httpx.Response, model: str | None, parse: Callable[[Any], Any] | None
+    ) -> Any:
+        """A 2xx answer's body, through ``parse`` when given; else the mapped error."""
         if self.on_response_headers is not None:
             self.on_response_headers(response.headers)
         self._raise_for(response, model)
-        return self._json(response, model)
+        data = self._json(response, model)
+        if parse is None:
+            return data
+        with self._answering(response):
+            return parse(data)
 
-    def _send(self, method: str, path: str, model: str | None, body: Any = None, **kw: Any) -> Any:
-        """One JSON request; the parsed body of a 2xx answer, else the mapped error."""
+    def _send(
+        self, method: str, path: str, model: str | None, body: Any = None,
+        parse: Callable[[Any], Any] | None = None, **kw: Any,
+    ) -> Any:  # fmt: skip
+        """One JSON request: the body of a 2xx answer (``parse``d, so a malformed one is
+        reported with its request id), else the mapped error."""
         try:
             response = self._client().request(**self._request_args(method, path, model, body, kw))
         except httpx.TransportError as exc:
             raise self._transport_error(exc, model) from exc
-        return self._answer(response, model)
+        return self._answer(response, model, parse)
 
     async def _asend(
-        self, method: str, path: str, model: str | None, body: Any = None, **kw: Any
-    ) -> Any:
+        self, method: str, path: str, model: str | None, body: Any = None,
+        parse: Callable[[Any], Any] | None = None, **kw: Any,
+    ) -> Any:  # fmt: skip
         """Async twin of `_send`."""
         try:
             args = self._request_args(method, path, model, body, kw)
             response = await self._aclient().request(**args)
         except httpx.TransportError as exc:
             raise self._transport_error(exc, model) from exc
-        return self._answer(response, model)
+        return self._answer(response, model, parse)
 
     def _opened(self, response: httpx.Response) -> bool:
         """Report a stream's headers; whether it is an error (to be read, then raised)."""
@@ -208,22 +238,26 @@ class HTTPAdapter(Adapter):
 
     def _stream_lines(
         self, path: str, body: Any, model: str | None, *, sse: bool, method: str = "POST",
-        **kw: Any,
+        parse: Callable[[Any], Any] | None = None, **kw: Any,
     ) -> Iterator[Any]:  # fmt: skip
-        """SSE events (``sse=True``) or NDJSON lines of a streamed request, errors mapped."""
+        """SSE events (``sse=True``) or NDJSON lines of a streamed request, each through
+        ``parse`` when given (so a malformed one is reported with the request id); errors
+        mapped."""
         try:
             args = self._request_args(method, path, model, body, kw)
             with self._client().stream(**args) as response:
                 if self._opened(response):
                     response.read()
                     raise self._error(response, model)
-                yield from (iter_sse(response) if sse else iter_ndjson(response))
+                with self._answering(response):
+                    for item in iter_sse(response) if sse else iter_ndjson(response):
+                        yield item if parse is None else parse(item)
         except httpx.TransportError as exc:
             raise self._transport_error(exc, model) from exc
 
     async def _astream_lines(
         self, path: str, body: Any, model: str | None, *, sse: bool, method: str = "POST",
-        **kw: Any,
+        parse: Callable[[Any], Any] | None = None, **kw: Any,
     ) -> AsyncIterator[Any]:  # fmt: skip
         """Async twin of `_stream_lines`."""
         try:
@@ -233,8 +267,9 @@ class HTTPAdapter(Adapter):
                     await response.aread()
                     raise self._error(response, model)
                 lines = aiter_sse(response) if sse else aiter_ndjson(response)
-                async for item in lines:
-                    yield item
+                with self._answering(response):
+                    async for item in lines:
+                        yield item if parse is None else parse(item)
         except httpx.TransportError as exc:
             raise self._transport_error(exc, model) from exc
 
@@ -255,13 +290,15 @@ class HTTPAdapter(Adapter):
         """The request body embedding one batch (a wire with embeddings writes it)."""
         raise CapabilityError(self.embeddings_hint or f"{self.provider} does not offer embeddings")
 
-    def _embed_send(self, call: EmbedCall, model: str) -> Any:
-        """The answer to one embeddings request."""
-        return self._send("POST", call.path, model, call.body)
+    def _embed_send(self, call: EmbedCall, model: str) -> list[list[float]]:
+        """The vectors answering one embeddings request."""
+        parse = partial(self._embed_vectors, count=call.size, model=model)
+        return self._send("POST", call.path, model, call.body, parse=parse)
 
-    async def _aembed_send(self, call: EmbedCall, model: str) -> Any:
+    async def _aembed_send(self, call: EmbedCall, model: str) -> list[list[float]]:
         """Async twin of `_embed_send`."""
-        return await self._asend("POST", call.path, model, call.body)
+        parse = partial(self._embed_vectors, count=call.size, model=model)
+        return await self._asend("POST", call.path, model, call.body, parse=parse)
 
     def _embed_vectors(self, data: Any, count: int, model: str) -> list[list[float]]:
         """The ``count`` vectors of one answer (default: OpenAI's ``data[].embedding``)."""
@@ -279,7 +316,7 @@ class HTTPAdapter(Adapter):
         self._check_embeddings()
         vectors: list[list[float]] = []
         for call in self._embed_calls(texts, model, dimensions, input_type):
-            vectors += self._embed_vectors(self._embed_send(call, model), call.size, model)
+            vectors += self._embed_send(call, model)
         return vectors
 
     async def _aembed(
@@ -289,8 +326,7 @@ class HTTPAdapter(Adapter):
         self._check_embeddings()
         vectors: list[list[float]] = []
         for call in self._embed_calls(texts, model, dimensions, input_type):
-            data = await self._aembed_send(call, model)
-            vectors += self._embed_vectors(data, call.size, model)
+            vectors += await self._aembed_send(call, model)
         return vectors
 
 
@@ -310,25 +346,41 @@ class StreamReader(Protocol):
 
 
 class HTTPChatAdapter(HTTPAdapter, ChatAdapter):
-    """A chat wire over HTTP: `_stream` and `_astream` send `_stream_request` and read the
-    answer with the wire's `_reader`; a wire writes those two and `_complete`."""
+    """A chat wire over HTTP. `_complete` sends `_chat_request` and parses the answer with
+    `_whole`; `_stream` sends the streamed `_chat_request` and reads it with `_reader`: a
+    wire writes those three hooks."""
 
     sse: ClassVar[bool] = True
     """Streams are server-sent events (else NDJSON lines)."""
 
     @abstractmethod
-    def _stream_request(self, request: ChatRequest) -> tuple[str, Any]:
-        """Path and JSON body of the streamed call."""
+    def _chat_request(self, request: ChatRequest, *, stream: bool) -> tuple[str, Any]:
+        """Path and JSON body of the call (streamed or not)."""
+
+    @abstractmethod
+    def _whole(self, data: Any, request: ChatRequest) -> ChatGenerationChunk:
+        """The chunk of a non-streamed answer's JSON body."""
 
     @abstractmethod
     def _reader(self, request: ChatRequest) -> StreamReader:
         """A new reader for one streamed answer."""
 
+    def _complete(self, request: ChatRequest) -> Iterator[ChatGenerationChunk]:
+        path, body = self._chat_request(request, stream=False)
+        parse = partial(self._whole, request=request)
+        yield self._send("POST", path, request.model, body, parse=parse)
+
+    async def _acomplete(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:
+        path, body = self._chat_request(request, stream=False)
+        parse = partial(self._whole, request=request)
+        yield await self._asend("POST", path, request.model, body, parse=parse)
+
     def _stream(self, request: ChatRequest) -> Iterator[ChatGenerationChunk]:
-        path, body = self._stream_request(request)
+        path, body = self._chat_request(request, stream=True)
         reader = self._reader(request)
-        for item in self._stream_lines(path, body, request.model, sse=self.sse):
-            if (chunk := reader.feed(item)) is not None:
+        chunks = self._stream_lines(path, body, request.model, sse=self.sse, parse=reader.feed)
+        for chunk in chunks:
+            if chunk is not None:
                 yield chunk
             if reader.done:
                 break
@@ -336,10 +388,11 @@ class HTTPChatAdapter(HTTPAdapter, ChatAdapter):
             yield last
 
     async def _astream(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:
-        path, body = self._stream_request(request)
+        path, body = self._chat_request(request, stream=True)
         reader = self._reader(request)
-        async for item in self._astream_lines(path, body, request.model, sse=self.sse):
-            if (chunk := reader.feed(item)) is not None:
+        chunks = self._astream_lines(path, body, request.model, sse=self.sse, parse=reader.feed)
+        async for chunk in chunks:
+            if chunk is not None:
                 yield chunk
             if reader.done:
                 break

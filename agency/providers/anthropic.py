@@ -26,7 +26,7 @@ Anthropic has no embeddings API: `AnthropicAdapter._embed` points at ``voyage``.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote
@@ -406,18 +406,11 @@ class AnthropicAdapter(HTTPChatAdapter):
         return anthropic_error_info(body, text)
 
     # -- chat -------------------------------------------------------------------------
-    def _complete(self, request: ChatRequest) -> Iterator[ChatGenerationChunk]:
-        body = build_messages_body(request, stream=False)
-        data = self._send("POST", "/v1/messages", request.model, body)
-        yield chunk_from_message(data, self.provider, request.model, blocks=_block_mode(request))
+    def _chat_request(self, request: ChatRequest, *, stream: bool) -> tuple[str, Any]:
+        return "/v1/messages", build_messages_body(request, stream=stream)
 
-    async def _acomplete(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:
-        body = build_messages_body(request, stream=False)
-        data = await self._asend("POST", "/v1/messages", request.model, body)
-        yield chunk_from_message(data, self.provider, request.model, blocks=_block_mode(request))
-
-    def _stream_request(self, request: ChatRequest) -> tuple[str, Any]:
-        return "/v1/messages", build_messages_body(request, stream=True)
+    def _whole(self, data: Any, request: ChatRequest) -> ChatGenerationChunk:
+        return chunk_from_message(data, self.provider, request.model, blocks=_block_mode(request))
 
     def _reader(self, request: ChatRequest) -> StreamReader:
         state = StreamState(blocks_mode=_block_mode(request))

@@ -17,7 +17,7 @@ reference) is `ContentFiltered`; 499 (request cancelled upstream) is `ProviderUn
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlencode
 
@@ -422,17 +422,11 @@ class CohereAdapter(HTTPChatAdapter):
         return err
 
     # -- chat -------------------------------------------------------------------------
-    def _complete(self, request: ChatRequest) -> Iterator[ChatGenerationChunk]:
-        data = self._send("POST", "/v2/chat", request.model, build_chat_body(request, stream=False))
-        yield chunk_from_chat_response(data, self.provider, request.model)
+    def _chat_request(self, request: ChatRequest, *, stream: bool) -> tuple[str, Any]:
+        return "/v2/chat", build_chat_body(request, stream=stream)
 
-    async def _acomplete(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:
-        body = build_chat_body(request, stream=False)
-        data = await self._asend("POST", "/v2/chat", request.model, body)
-        yield chunk_from_chat_response(data, self.provider, request.model)
-
-    def _stream_request(self, request: ChatRequest) -> tuple[str, Any]:
-        return "/v2/chat", build_chat_body(request, stream=True)
+    def _whole(self, data: Any, request: ChatRequest) -> ChatGenerationChunk:
+        return chunk_from_chat_response(data, self.provider, request.model)
 
     def _reader(self, request: ChatRequest) -> StreamReader:
         return _Reader(self.provider, request.model)

@@ -17,7 +17,7 @@ import json
 import mimetypes
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -461,26 +461,16 @@ class GeminiAdapter(HTTPChatAdapter):
         return map_error(response, self.provider, model, self.connection.secret())
 
     # -- chat -------------------------------------------------------------------------
-    def _complete(self, request: ChatRequest) -> Iterator[ChatGenerationChunk]:
-        path = f"{self._model_path(request.model)}:generateContent"
-        data = self._send("POST", path, request.model, build_generate_body(request))
-        yield self._whole(data, request.model)
+    def _chat_request(self, request: ChatRequest, *, stream: bool) -> tuple[str, Any]:
+        verb = "streamGenerateContent?alt=sse" if stream else "generateContent"
+        return f"{self._model_path(request.model)}:{verb}", build_generate_body(request)
 
-    async def _acomplete(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:
-        path = f"{self._model_path(request.model)}:generateContent"
-        data = await self._asend("POST", path, request.model, build_generate_body(request))
-        yield self._whole(data, request.model)
-
-    def _whole(self, data: Any, model: str) -> ChatGenerationChunk:
-        turn = _Turn(self.provider, model)
+    def _whole(self, data: Any, request: ChatRequest) -> ChatGenerationChunk:
+        turn = _Turn(self.provider, request.model)
         content = turn.read(data)
         if not data.get("candidates"):
             raise turn.bad("no candidates and no promptFeedback.blockReason")
         return turn.last(content)
-
-    def _stream_request(self, request: ChatRequest) -> tuple[str, Any]:
-        path = f"{self._model_path(request.model)}:streamGenerateContent?alt=sse"
-        return path, build_generate_body(request)
 
     def _reader(self, request: ChatRequest) -> StreamReader:
         return _Turn(self.provider, request.model)

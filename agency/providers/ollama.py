@@ -37,7 +37,7 @@ import base64
 import hashlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -483,30 +483,19 @@ class OllamaAdapter(HTTPChatAdapter):
         return err
 
     # -- chat -------------------------------------------------------------------------
-    def _complete(self, request: ChatRequest) -> Iterator[ChatGenerationChunk]:
-        data = self._send(
-            "POST", "/api/chat", request.model, build_chat_body(request, stream=False)
-        )
-        yield self._whole(data, request.model)
+    sse = False  # streams are NDJSON lines
 
-    async def _acomplete(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:
-        body = build_chat_body(request, stream=False)
-        data = await self._asend("POST", "/api/chat", request.model, body)
-        yield self._whole(data, request.model)
+    def _chat_request(self, request: ChatRequest, *, stream: bool) -> tuple[str, Any]:
+        return "/api/chat", build_chat_body(request, stream=stream)
 
-    def _whole(self, data: Any, model: str) -> ChatGenerationChunk:
-        state = StreamState()
+    def _whole(self, data: Any, request: ChatRequest) -> ChatGenerationChunk:
+        model, state = request.model, StreamState()
         chunk = chunk_from_response(data, self.provider, model, state)  # raises an "error"
         if chunk is None or not state.done or not isinstance(data.get("message"), dict):
             raise _wire.malformed(
                 self.provider, model, "a chat answer without message and done: true"
             )
         return chunk
-
-    sse = False  # NDJSON lines
-
-    def _stream_request(self, request: ChatRequest) -> tuple[str, Any]:
-        return "/api/chat", build_chat_body(request, stream=True)
 
     def _reader(self, request: ChatRequest) -> StreamReader:
         return _Reader(self.provider, request.model)

@@ -13,7 +13,7 @@ the same shapes.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -345,19 +345,11 @@ class OpenAIAdapter(HTTPChatAdapter):
         return build_chat_body(request, self.connection.profile.quirks, stream=stream)
 
     # -- chat -------------------------------------------------------------------------
-    def _complete(self, request: ChatRequest) -> Iterator[ChatGenerationChunk]:
-        data = self._send(
-            "POST", "/chat/completions", request.model, self._body(request, stream=False)
-        )
-        yield chunk_from_completion(data, self.provider, request.model)
+    def _chat_request(self, request: ChatRequest, *, stream: bool) -> tuple[str, Any]:
+        return "/chat/completions", self._body(request, stream=stream)
 
-    async def _acomplete(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:
-        body = self._body(request, stream=False)
-        data = await self._asend("POST", "/chat/completions", request.model, body)
-        yield chunk_from_completion(data, self.provider, request.model)
-
-    def _stream_request(self, request: ChatRequest) -> tuple[str, Any]:
-        return "/chat/completions", self._body(request, stream=True)
+    def _whole(self, data: Any, request: ChatRequest) -> ChatGenerationChunk:
+        return chunk_from_completion(data, self.provider, request.model)
 
     def _reader(self, request: ChatRequest) -> StreamReader:
         return _Reader(self.provider, request.model)

@@ -490,14 +490,13 @@ class ReplicateAdapter(HTTPAdapter, ChatAdapter):
             )
         return {"texts": json.dumps(list(batch))}
 
-    def _embed_send(self, call: EmbedCall, model: str) -> Any:
-        return self._run(model, call.body, {})
+    def _embed_send(self, call: EmbedCall, model: str) -> list[list[float]]:
+        prediction = self._run(model, call.body, {})
+        return vectors_from_output(prediction.get("output"), call.size, self.provider, model)
 
-    async def _aembed_send(self, call: EmbedCall, model: str) -> Any:
-        return await self._arun(model, call.body, {})
-
-    def _embed_vectors(self, data: Any, count: int, model: str) -> list[list[float]]:
-        return vectors_from_output(data.get("output"), count, self.provider, model)
+    async def _aembed_send(self, call: EmbedCall, model: str) -> list[list[float]]:
+        prediction = await self._arun(model, call.body, {})
+        return vectors_from_output(prediction.get("output"), call.size, self.provider, model)
 
 
 _DONE_STATUS = {"canceled": "canceled", "error": "failed", "aborted": "aborted"}

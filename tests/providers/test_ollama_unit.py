@@ -396,10 +396,11 @@ def test_transport_hints() -> None:
 def test_whole_answer_requires_message_and_done() -> None:
     adapter = _adapter()
     ok = {"model": "m", "message": {"role": "assistant", "content": "x"}, "done": True}
-    assert adapter._whole(ok, "m").message.content == "x"
+    request = ChatRequest(messages=[], model="m")
+    assert adapter._whole(ok, request).message.content == "x"
     for bad in ({**ok, "done": False}, {"model": "m", "done": True}):
         with pytest.raises(errors.MalformedResponse):
-            adapter._whole(bad, "m")
+            adapter._whole(bad, request)
     with pytest.raises(errors.MalformedResponse):
         adapter._embed_vectors({"embeddings": [[1.0], "x"]}, 2, "m")
     with pytest.raises(errors.MalformedResponse):

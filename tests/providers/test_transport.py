@@ -13,7 +13,7 @@ from langchain_core.load import dumpd, dumps
 
 import agency
 from agency._http import _sync_clients
-from agency.errors import ConfigError
+from agency.errors import ConfigError, MalformedResponse
 
 _CHAT = {
     "id": "chatcmpl-1",
@@ -130,3 +130,39 @@ def test_a_sync_only_transport_refuses_async_calls_with_a_config_error() -> None
     assert llm.invoke("x").content == "hi from the mock"
     with pytest.raises(ConfigError, match="sync-only"):
         asyncio.run(llm.ainvoke("x"))
+
+
+# -- malformed answers carry the request id ------------------------------------------------
+def _malformed_with_id(body: str, content_type: str = "application/json") -> httpx.MockTransport:
+    headers = {"content-type": content_type, "x-request-id": "req-42"}
+    return httpx.MockTransport(lambda request: httpx.Response(200, text=body, headers=headers))
+
+
+def test_a_malformed_json_answer_names_its_request_id() -> None:
+    bad = json.dumps({**_CHAT, "choices": [{"index": 0, "message": 5}]})
+    llm = agency.chat_model("openai:gpt-4o-mini", api_key="k", transport=_malformed_with_id(bad))
+    with pytest.raises(MalformedResponse) as info:
+        llm.invoke("hi")
+    assert info.value.request_id == "req-42" and "request id req-42" in str(info.value)
+
+
+def test_a_malformed_stream_event_names_its_request_id() -> None:
+    stream = "data: {not json\n\n"
+    transport = _malformed_with_id(stream, "text/event-stream")
+    llm = agency.chat_model("openai:gpt-4o-mini", api_key="k", transport=transport)
+    with pytest.raises(MalformedResponse, match="not JSON") as info:
+        list(llm.stream("hi"))
+    assert info.value.request_id == "req-42"
+
+
+async def test_malformed_embeddings_name_their_request_id_sync_and_async() -> None:
+    bad = json.dumps({"data": [{"index": 0, "embedding": "%%%"}]})
+    emb = agency.embeddings(
+        "voyage:voyage-3.5", api_key="k", transport=_malformed_with_id(bad), max_retries=0
+    )
+    with pytest.raises(MalformedResponse, match="base64") as info:
+        emb.embed_query("x")
+    assert info.value.request_id == "req-42" and info.value.__cause__ is not None
+    with pytest.raises(MalformedResponse) as ainfo:
+        await emb.aembed_query("x")
+    assert ainfo.value.request_id == "req-42"
