@@ -226,10 +226,7 @@ class AgencyChatModel(QuietInvokeMixin, StructuredOutputMixin, BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         request = self._request(messages, stop, kwargs)
-        for chunk in self._with_cost(self._adapter.chat(request, stream=True)):
-            if run_manager:
-                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-            yield chunk
+        yield from relay(self._with_cost(self._adapter.chat(request, stream=True)), run_manager)
 
     async def _astream(
         self,
@@ -239,25 +236,9 @@ class AgencyChatModel(QuietInvokeMixin, StructuredOutputMixin, BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         request = self._request(messages, stop, kwargs)
-        chunks = self._adapter.achat(request, stream=True)
-        held: ChatGenerationChunk | None = None
-        usage: Any = None
-        async for chunk in chunks:
-            if held is not None:
-                if run_manager:
-                    await run_manager.on_llm_new_token(held.text, chunk=held)
-                yield held
-                held = None
-            if _has_usage(chunk):
-                usage, held = add_chunk_usage(usage, chunk), chunk
-                continue
-            if run_manager:
-                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+        chunks = self._awith_cost(self._adapter.achat(request, stream=True))
+        async for chunk in arelay(chunks, run_manager):
             yield chunk
-        last = self._priced_last(held, usage)
-        if run_manager:
-            await run_manager.on_llm_new_token(last.text, chunk=last)
-        yield last
 
     def _generate(
         self,
@@ -325,6 +306,22 @@ class AgencyChatModel(QuietInvokeMixin, StructuredOutputMixin, BaseChatModel):
             yield chunk
         yield self._priced_last(held, usage)
 
+    async def _awith_cost(
+        self, chunks: AsyncIterator[ChatGenerationChunk]
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        """The async twin of `_with_cost`."""
+        held: ChatGenerationChunk | None = None
+        usage: Any = None
+        async for chunk in chunks:
+            if held is not None:
+                yield held
+                held = None
+            if _has_usage(chunk):
+                usage, held = add_chunk_usage(usage, chunk), chunk
+                continue
+            yield chunk
+        yield self._priced_last(held, usage)
+
     def _priced_last(self, held: ChatGenerationChunk | None, usage: Any) -> ChatGenerationChunk:
         cost = self._cost(usage)
         if held is None:
@@ -348,6 +345,27 @@ _UNPRICED = object()
 
 def _has_usage(chunk: ChatGenerationChunk) -> bool:
     return getattr(chunk.message, "usage_metadata", None) is not None
+
+
+def relay(
+    chunks: Iterator[ChatGenerationChunk], run_manager: CallbackManagerForLLMRun | None
+) -> Iterator[ChatGenerationChunk]:
+    """``chunks``, each reported to ``run_manager`` as a new token before it is yielded: what
+    LangChain's streaming callbacks (``on_llm_new_token``) expect of a `_stream`."""
+    for chunk in chunks:
+        if run_manager:
+            run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+        yield chunk
+
+
+async def arelay(
+    chunks: AsyncIterator[ChatGenerationChunk], run_manager: AsyncCallbackManagerForLLMRun | None
+) -> AsyncIterator[ChatGenerationChunk]:
+    """The async twin of `relay`."""
+    async for chunk in chunks:
+        if run_manager:
+            await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+        yield chunk
 
 
 def add_chunk_usage(total: Any, chunk: ChatGenerationChunk) -> Any:

@@ -27,6 +27,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from pydantic import ConfigDict
 
 from agency._structured import StructuredOutputMixin
+from agency.chat_models import arelay, relay
 from agency.providers._base import Capabilities
 
 __all__ = ["RoutedChatModel"]
@@ -149,11 +150,8 @@ class RoutedChatModel(StructuredOutputMixin, BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         decision = self.router.route(_last_human_text(messages))
         model = self._model(decision.role)
-        for chunk in model.stream(self._prepare(messages, decision), stop=stop, **kwargs):
-            out = ChatGenerationChunk(message=chunk)
-            if run_manager:
-                run_manager.on_llm_new_token(out.text, chunk=out)
-            yield out
+        chunks = model.stream(self._prepare(messages, decision), stop=stop, **kwargs)
+        yield from relay((ChatGenerationChunk(message=c) for c in chunks), run_manager)
         yield self._route_chunk(decision)
 
     async def _astream(
@@ -166,10 +164,9 @@ class RoutedChatModel(StructuredOutputMixin, BaseChatModel):
         decision = await self.router.aroute(_last_human_text(messages))
         model = self._model(decision.role)
         prepared = self._prepare(messages, decision)
-        async for chunk in model.astream(prepared, stop=stop, **kwargs):
-            out = ChatGenerationChunk(message=chunk)
-            if run_manager:
-                await run_manager.on_llm_new_token(out.text, chunk=out)
+        stream = model.astream(prepared, stop=stop, **kwargs)
+        chunks = (ChatGenerationChunk(message=c) async for c in stream)
+        async for out in arelay(chunks, run_manager):
             yield out
         yield self._route_chunk(decision)
 

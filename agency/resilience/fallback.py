@@ -33,7 +33,7 @@ from pydantic import ConfigDict, Field
 
 from agency._fastpath import QuietInvokeMixin
 from agency._structured import StructuredOutputMixin
-from agency.chat_models import add_chunk_usage
+from agency.chat_models import add_chunk_usage, arelay, relay
 from agency.errors import (
     AllProvidersFailed,
     BudgetExceeded,
@@ -548,10 +548,7 @@ class FallbackChatModel(QuietInvokeMixin, StructuredOutputMixin, BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        for chunk in self._run(messages, self._kwargs(stop, kwargs), stream=True):
-            if run_manager:
-                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-            yield chunk
+        yield from relay(self._run(messages, self._kwargs(stop, kwargs), stream=True), run_manager)
 
     async def _astream(
         self,
@@ -560,9 +557,8 @@ class FallbackChatModel(QuietInvokeMixin, StructuredOutputMixin, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        async for chunk in self._arun(messages, self._kwargs(stop, kwargs), stream=True):
-            if run_manager:
-                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+        chunks = self._arun(messages, self._kwargs(stop, kwargs), stream=True)
+        async for chunk in arelay(chunks, run_manager):
             yield chunk
 
     def _generate(
