@@ -234,6 +234,15 @@ def _check_status(prediction: Any, provider: str, model: str | None) -> dict[str
     return prediction
 
 
+def _stream_url(prediction: Any, provider: str, model: str | None) -> str | None:
+    """The prediction's ``urls.stream``; None for a model that does not stream."""
+    urls = _shaped(prediction, provider, model).get("urls")
+    url = urls.get("stream") if isinstance(urls, dict) else None
+    if url is not None and not isinstance(url, str):
+        raise _wire.malformed(provider, model, "urls.stream is not a string")
+    return url or None
+
+
 def chunk_from_prediction(
     prediction: Any, provider: str, model: str | None, max_tokens: int | None = None
 ) -> ChatGenerationChunk:
@@ -425,8 +434,7 @@ class ReplicateAdapter(HTTPAdapter, ChatAdapter):
     def _stream(self, request: ChatRequest) -> Iterator[ChatGenerationChunk]:
         path, route = prediction_route(request.model)
         prediction = self._send("POST", path, request.model, _body(request, route, stream=True))
-        urls = _shaped(prediction, self.provider, request.model).get("urls")
-        stream_url = urls.get("stream") if isinstance(urls, dict) else None
+        stream_url = _stream_url(prediction, self.provider, request.model)
         if not stream_url:  # a model without streaming: wait for the whole answer
             prediction = self._poll(prediction, request.model)
             yield chunk_from_prediction(
@@ -452,8 +460,7 @@ class ReplicateAdapter(HTTPAdapter, ChatAdapter):
         path, route = prediction_route(request.model)
         body = _body(request, route, stream=True)
         prediction = await self._asend("POST", path, request.model, body)
-        urls = _shaped(prediction, self.provider, request.model).get("urls")
-        stream_url = urls.get("stream") if isinstance(urls, dict) else None
+        stream_url = _stream_url(prediction, self.provider, request.model)
         if not stream_url:
             prediction = await self._apoll(prediction, request.model)
             yield chunk_from_prediction(

@@ -13,7 +13,6 @@ before its end; the provider's error for an in-stream error event): never ``KeyE
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,6 +25,30 @@ import pytest
 import agency
 from agency.errors import AgencyError, MalformedResponse
 
+from ._wire_cases import (
+    ANTHROPIC_JSON,
+    ANTHROPIC_STREAM,
+    COHERE_JSON,
+    COHERE_STREAM,
+    EMBEDDINGS,
+    GEMINI_JSON,
+    GEMINI_STREAM,
+    OLLAMA_JSON,
+    OLLAMA_STREAM,
+    OPENAI_JSON,
+    OPENAI_STREAM,
+    REPLICATE_EVENT_VARIANTS,
+    REPLICATE_EVENTS,
+    REPLICATE_JSON,
+    REPLICATE_STREAMED,
+    b64,
+    json_bodies,
+    ndjson,
+    replace_at,
+    sse,
+    stream_variants,
+)
+
 _TOOLS = [
     {
         "type": "function",
@@ -36,330 +59,6 @@ _TOOLS = [
         },
     }
 ]
-_ARGS = '{"city": "Paris"}'
-
-# --------------------------------------------------------------------------- canonical answers
-OPENAI_JSON = {
-    "id": "chatcmpl-1",
-    "object": "chat.completion",
-    "created": 1,
-    "model": "gpt-4o-mini",
-    "system_fingerprint": "fp_1",
-    "choices": [
-        {
-            "index": 0,
-            "message": {
-                "role": "assistant",
-                "content": "hi",
-                "tool_calls": [
-                    {
-                        "id": "call_1",
-                        "type": "function",
-                        "function": {"name": "get_weather", "arguments": _ARGS},
-                    }
-                ],
-            },
-            "finish_reason": "tool_calls",
-        }
-    ],
-    "usage": {
-        "prompt_tokens": 3,
-        "completion_tokens": 4,
-        "total_tokens": 7,
-        "prompt_tokens_details": {"cached_tokens": 1},
-        "completion_tokens_details": {"reasoning_tokens": 2},
-    },
-}
-
-
-def _oa_chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> dict[str, Any]:
-    choice = {"index": 0, "delta": delta, "finish_reason": finish}
-    head = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m"}
-    return {**head, "choices": [choice], **extra}
-
-
-OPENAI_STREAM = [
-    _oa_chunk({"role": "assistant", "content": "hi"}),
-    _oa_chunk(
-        {
-            "tool_calls": [
-                {
-                    "index": 0,
-                    "id": "call_1",
-                    "type": "function",
-                    "function": {"name": "get_weather", "arguments": ""},
-                }
-            ]
-        }
-    ),
-    _oa_chunk({"tool_calls": [{"index": 0, "function": {"arguments": _ARGS}}]}),
-    _oa_chunk({}, "tool_calls"),
-    {
-        "id": "c1",
-        "object": "chat.completion.chunk",
-        "created": 1,
-        "model": "m",
-        "choices": [],
-        "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
-    },
-]
-
-ANTHROPIC_JSON = {
-    "id": "msg_1",
-    "type": "message",
-    "role": "assistant",
-    "model": "claude-x",
-    "content": [
-        {"type": "text", "text": "hi"},
-        {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}},
-    ],
-    "stop_reason": "tool_use",
-    "stop_sequence": None,
-    "usage": {
-        "input_tokens": 3,
-        "output_tokens": 4,
-        "cache_read_input_tokens": 1,
-        "cache_creation_input_tokens": 0,
-    },
-}
-ANTHROPIC_STREAM = [
-    {
-        "type": "message_start",
-        "message": {
-            "id": "msg_1",
-            "type": "message",
-            "role": "assistant",
-            "model": "claude-x",
-            "content": [],
-            "stop_reason": None,
-            "usage": {"input_tokens": 3, "output_tokens": 1},
-        },
-    },
-    {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-    {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hi"}},
-    {"type": "content_block_stop", "index": 0},
-    {
-        "type": "content_block_start",
-        "index": 1,
-        "content_block": {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}},
-    },
-    {
-        "type": "content_block_delta",
-        "index": 1,
-        "delta": {"type": "input_json_delta", "partial_json": _ARGS},
-    },
-    {"type": "content_block_stop", "index": 1},
-    {
-        "type": "message_delta",
-        "delta": {"stop_reason": "tool_use", "stop_sequence": None},
-        "usage": {"output_tokens": 4},
-    },
-    {"type": "message_stop"},
-]
-
-_GEMINI_USAGE = {
-    "promptTokenCount": 3,
-    "candidatesTokenCount": 4,
-    "totalTokenCount": 7,
-    "cachedContentTokenCount": 1,
-}
-_GEMINI_CALL = {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}}
-GEMINI_JSON = {
-    "candidates": [
-        {
-            "content": {"role": "model", "parts": [{"text": "hi"}, _GEMINI_CALL]},
-            "finishReason": "STOP",
-            "index": 0,
-        }
-    ],
-    "usageMetadata": _GEMINI_USAGE,
-    "modelVersion": "gemini-x",
-    "responseId": "r1",
-}
-GEMINI_STREAM = [
-    {
-        "candidates": [{"content": {"role": "model", "parts": [{"text": "hi"}]}, "index": 0}],
-        "modelVersion": "gemini-x",
-        "responseId": "r1",
-    },
-    {
-        "candidates": [
-            {"content": {"role": "model", "parts": [_GEMINI_CALL]}, "finishReason": "STOP"}
-        ],
-        "usageMetadata": _GEMINI_USAGE,
-        "modelVersion": "gemini-x",
-        "responseId": "r1",
-    },
-]
-
-_OLLAMA_HEAD = {"model": "llama3.2", "created_at": "2025-01-01T00:00:00Z"}
-_OLLAMA_CALL = {"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
-OLLAMA_JSON = {
-    **_OLLAMA_HEAD,
-    "message": {"role": "assistant", "content": "hi", "tool_calls": [_OLLAMA_CALL]},
-    "done": True,
-    "done_reason": "stop",
-    "total_duration": 10,
-    "prompt_eval_count": 3,
-    "eval_count": 4,
-}
-OLLAMA_STREAM = [
-    {**_OLLAMA_HEAD, "message": {"role": "assistant", "content": "hi"}, "done": False},
-    {
-        **_OLLAMA_HEAD,
-        "message": {"role": "assistant", "content": "", "tool_calls": [_OLLAMA_CALL]},
-        "done": False,
-    },
-    {
-        **_OLLAMA_HEAD,
-        "message": {"role": "assistant", "content": ""},
-        "done": True,
-        "done_reason": "stop",
-        "prompt_eval_count": 3,
-        "eval_count": 4,
-    },
-]
-
-_COHERE_USAGE = {
-    "billed_units": {"input_tokens": 3, "output_tokens": 4},
-    "tokens": {"input_tokens": 3, "output_tokens": 4},
-}
-COHERE_JSON = {
-    "id": "c1",
-    "finish_reason": "TOOL_CALL",
-    "message": {
-        "role": "assistant",
-        "content": [{"type": "text", "text": "hi"}],
-        "tool_plan": "I will look it up",
-        "tool_calls": [
-            {
-                "id": "tc1",
-                "type": "function",
-                "function": {"name": "get_weather", "arguments": _ARGS},
-            }
-        ],
-    },
-    "usage": _COHERE_USAGE,
-}
-COHERE_STREAM = [
-    {"type": "message-start", "id": "c1", "delta": {"message": {"role": "assistant"}}},
-    {"type": "content-delta", "index": 0, "delta": {"message": {"content": {"text": "hi"}}}},
-    {"type": "tool-plan-delta", "delta": {"message": {"tool_plan": "I will"}}},
-    {
-        "type": "tool-call-start",
-        "index": 0,
-        "delta": {
-            "message": {
-                "tool_calls": {
-                    "id": "tc1",
-                    "type": "function",
-                    "function": {"name": "get_weather", "arguments": ""},
-                }
-            }
-        },
-    },
-    {
-        "type": "tool-call-delta",
-        "index": 0,
-        "delta": {"message": {"tool_calls": {"function": {"arguments": _ARGS}}}},
-    },
-    {"type": "tool-call-end", "index": 0},
-    {"type": "message-end", "delta": {"finish_reason": "TOOL_CALL", "usage": _COHERE_USAGE}},
-]
-
-REPLICATE_JSON = {
-    "id": "p1",
-    "model": "meta/llama",
-    "version": "v1",
-    "status": "succeeded",
-    "output": ["hi", " there"],
-    "error": None,
-    "metrics": {"input_token_count": 3, "output_token_count": 4, "predict_time": 0.1},
-    "urls": {
-        "get": "https://mock.invalid/v1/predictions/p1",
-        "cancel": "https://mock.invalid/v1/predictions/p1/cancel",
-    },
-}
-
-
-# --------------------------------------------------------------------------- mutations
-CUT = object()
-"""Last item of a stream that is cut off: the connection closes with no end marker."""
-_WRONG: tuple[Any, ...] = (None, 7, "x", True, [], {})
-
-
-def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
-    yield prefix
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield from _paths(value, (*prefix, key))
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            yield from _paths(value, (*prefix, i))
-
-
-def _replace(doc: Any, path: tuple[Any, ...], value: Any, *, delete: bool = False) -> Any:
-    doc = copy.deepcopy(doc)
-    if not path:
-        return value
-    parent = reduce(lambda node, key: node[key], path[:-1], doc)
-    if delete:
-        del parent[path[-1]]
-    else:
-        parent[path[-1]] = value
-    return doc
-
-
-def mutations(doc: Any) -> Iterator[tuple[str, Any]]:
-    """``(what, mutated document)``: at every path a value of each wrong type, the value
-    wrapped in a list (wrong nesting), and the key deleted."""
-    for path in _paths(doc):
-        original = reduce(lambda node, key: node[key], path, doc)
-        for wrong in _WRONG:
-            if type(wrong) is not type(original):
-                yield f"{list(path)} = {wrong!r}", _replace(doc, path, wrong)
-        yield f"{list(path)} wrapped in a list", _replace(doc, path, [original])
-        if path and isinstance(reduce(lambda node, key: node[key], path[:-1], doc), dict):
-            yield f"{list(path)} deleted", _replace(doc, path, None, delete=True)
-
-
-def json_bodies(doc: Any) -> Iterator[tuple[str, str]]:
-    """Raw bodies: every mutation of ``doc``, then truncated and non-JSON ones."""
-    for what, mutated in mutations(doc):
-        yield what, json.dumps(mutated)
-    text = json.dumps(doc)
-    yield "truncated JSON", text[: len(text) // 2]
-    yield "empty body", ""
-    yield "not JSON", "<html>502 Bad Gateway</html>"
-
-
-def stream_variants(events: list[Any]) -> Iterator[tuple[str, list[Any]]]:
-    """Event lists (a str item is sent as raw data): one event mutated at a time, a non-JSON
-    event, and the stream cut off halfway."""
-    for i, event in enumerate(events):
-        for what, mutated in mutations(event):
-            yield f"event {i}: {what}", [*events[:i], mutated, *events[i + 1 :]]
-        yield f"event {i} not JSON", [*events[:i], "{not json", *events[i + 1 :]]
-        yield f"event {i} truncated", [*events[:i], json.dumps(event)[:9], *events[i + 1 :]]
-    yield "cut off halfway", [*events[: len(events) // 2], CUT]
-
-
-def _sse(events: list[Any], *, named: bool = False, done: bool = False) -> str:
-    out = []
-    if events and events[-1] is CUT:
-        events, done = events[:-1], False
-    for event in events:
-        data = event if isinstance(event, str) else json.dumps(event)
-        name = event.get("type") if named and isinstance(event, dict) else None
-        out.append((f"event: {name}\n" if isinstance(name, str) else "") + f"data: {data}\n\n")
-    if done:
-        out.append("data: [DONE]\n\n")
-    return "".join(out)
-
-
-def _ndjson(events: list[Any]) -> str:
-    lines = [e if isinstance(e, str) else json.dumps(e) for e in events if e is not CUT]
-    return "".join(line + "\n" for line in lines)
 
 
 # --------------------------------------------------------------------------- wires
@@ -379,25 +78,25 @@ WIRES = {
         "https://mock.invalid/v1",
         OPENAI_JSON,
         OPENAI_STREAM,
-        lambda events: _sse(events, done=True),
+        lambda events: sse(events, done=True),
     ),
     "anthropic": Wire(
         "anthropic:claude-x",
         "https://mock.invalid",
         ANTHROPIC_JSON,
         ANTHROPIC_STREAM,
-        lambda events: _sse(events, named=True),
+        lambda events: sse(events, named=True),
     ),
-    "gemini": Wire("gemini:gemini-x", "https://mock.invalid", GEMINI_JSON, GEMINI_STREAM, _sse),
+    "gemini": Wire("gemini:gemini-x", "https://mock.invalid", GEMINI_JSON, GEMINI_STREAM, sse),
     "ollama": Wire(
         "ollama:llama3.2",
         "http://mock.invalid:11434",
         OLLAMA_JSON,
         OLLAMA_STREAM,
-        _ndjson,
+        ndjson,
         "application/x-ndjson",
     ),
-    "cohere": Wire("cohere:command-a", "https://mock.invalid", COHERE_JSON, COHERE_STREAM, _sse),
+    "cohere": Wire("cohere:command-a", "https://mock.invalid", COHERE_JSON, COHERE_STREAM, sse),
 }
 
 
@@ -525,35 +224,44 @@ def test_replicate_malformed_predictions_raise_only_agency_errors() -> None:
     assert len(outcomes) >= 30 and "MalformedResponse" in outcomes
 
 
-# --------------------------------------------------------------------------- embeddings
-def _b64(*values: float) -> str:
-    import base64
-    import struct
+def test_replicate_malformed_streamed_predictions_raise_only_agency_errors() -> None:
+    prediction: dict[str, Any] = {"body": json.dumps(REPLICATE_STREAMED)}
+    events: dict[str, Any] = {"list": REPLICATE_EVENTS}
 
-    return base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode()
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path.startswith("/v1/stream/"):
+            text = "".join(f"event: {name}\ndata: {data}\n\n" for name, data in events["list"])
+            return httpx.Response(200, text=text, headers={"content-type": "text/event-stream"})
+        return httpx.Response(200, text=prediction["body"])
 
+    llm = agency.chat_model(
+        "replicate:meta/llama",
+        api_key="k",
+        base_url="https://mock.invalid",
+        max_retries=0,
+        transport=httpx.MockTransport(handle),
+    )
+    assert "".join(str(c.content) for c in llm.stream("hi")) == "hi there"
 
-EMBEDDINGS = {
-    "openai:text-embedding-3-small": {
-        "object": "list",
-        "data": [
-            {"object": "embedding", "index": 0, "embedding": [0.5, 1.0]},
-            {"object": "embedding", "index": 1, "embedding": [1.5, 2.0]},
-        ],
-        "model": "m",
-    },
-    "voyage:voyage-3.5": {
-        "object": "list",
-        "data": [
-            {"object": "embedding", "index": 0, "embedding": _b64(0.5, 1.0)},
-            {"object": "embedding", "index": 1, "embedding": _b64(1.5, 2.0)},
-        ],
-        "model": "voyage-3.5",
-    },
-    "cohere:embed-v4.0": {"id": "e1", "embeddings": {"float": [[0.5, 1.0], [1.5, 2.0]]}},
-    "ollama:nomic-embed-text": {"model": "m", "embeddings": [[0.5, 1.0], [1.5, 2.0]]},
-    "gemini:gemini-embedding-001": {"embeddings": [{"values": [0.5, 1.0]}, {"values": [1.5, 2.0]}]},
-}
+    def serve_prediction(body: str) -> None:
+        prediction["body"] = body
+
+    outcomes = _run(json_bodies(REPLICATE_STREAMED), serve_prediction, lambda: _stream_all(llm))
+    assert len(outcomes) >= 30 and "MalformedResponse" in outcomes
+    serve_prediction(json.dumps(REPLICATE_STREAMED))
+
+    def serve_events(variant: list[tuple[str, str]]) -> None:
+        events["list"] = variant
+
+    variants = iter(REPLICATE_EVENT_VARIANTS.items())
+    outcomes = _run(variants, serve_events, lambda: _stream_all(llm))
+    assert outcomes == [
+        "MalformedResponse",
+        "MalformedResponse",
+        "ProviderUnavailable",
+        "ProviderUnavailable",
+        "ConnectionFailed",
+    ]
 
 
 @pytest.mark.parametrize("spec", sorted(EMBEDDINGS))
@@ -583,7 +291,7 @@ def test_malformed_embeddings_raise_only_agency_errors(spec: str) -> None:
     ("spec", "embedding", "why"),
     [
         ("openai:text-embedding-3-small", "AAA", "bad padding"),
-        ("openai:text-embedding-3-small", _b64(1.0)[:-4] + "AAA=", "not whole float32s"),
+        ("openai:text-embedding-3-small", b64(1.0)[:-4] + "AAA=", "not whole float32s"),
         ("voyage:voyage-3.5", "AAA", "bad padding"),
         ("voyage:voyage-3.5", "AACAPwA=", "5 bytes: not whole float32s"),
     ],
@@ -609,7 +317,9 @@ def test_malformed_base64_embeddings_are_malformed_response_from_the_cause(
 def test_a_tool_call_name_that_is_not_a_string_is_malformed_response() -> None:
     served = Served()
     llm = _model(WIRES["openai"], served)
-    bad = _replace(OPENAI_JSON, ("choices", 0, "message", "tool_calls", 0, "function", "name"), 42)
+    bad = replace_at(
+        OPENAI_JSON, ("choices", 0, "message", "tool_calls", 0, "function", "name"), 42
+    )
     served.body = json.dumps(bad)
     with pytest.raises(MalformedResponse, match="name"):
         llm.invoke("weather in Paris?")
@@ -619,7 +329,7 @@ def test_a_streamed_tool_call_index_that_is_not_an_integer_is_malformed_response
     served = Served()
     llm = _model(WIRES["openai"], served)
     path = ("choices", 0, "delta", "tool_calls", 0, "index")
-    events = [OPENAI_STREAM[0], _replace(OPENAI_STREAM[1], path, "0"), *OPENAI_STREAM[2:]]
-    served.body, served.content_type = _sse(events, done=True), "text/event-stream"
+    events = [OPENAI_STREAM[0], replace_at(OPENAI_STREAM[1], path, "0"), *OPENAI_STREAM[2:]]
+    served.body, served.content_type = sse(events, done=True), "text/event-stream"
     with pytest.raises(MalformedResponse, match="index"):
         list(llm.stream("weather in Paris?"))
