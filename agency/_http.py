@@ -31,7 +31,7 @@ from tenacity import (
     stop_after_attempt,
 )
 
-from agency import errors
+import agency.errors as errors
 from agency.errors import ProviderError, redact
 
 __all__ = [

@@ -47,7 +47,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
-from agency import errors
+import agency.errors as errors
 
 if TYPE_CHECKING:
     import pandas
