@@ -9,7 +9,7 @@ adapter, before the first chunk only.
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -288,42 +288,50 @@ class AgencyChatModel(QuietInvokeMixin, StructuredOutputMixin, BaseChatModel):
         return result
 
     def _with_cost(self, chunks: Iterator[ChatGenerationChunk]) -> Iterator[ChatGenerationChunk]:
-        """The chunks, the last one carrying ``response_metadata["cost"]``.
-
-        A chunk with usage is held back until the next one arrives (text chunks never are), so
-        the cost lands on the final usage chunk: LangChain's chunk merge cannot add a float
-        found in two chunks, and callers expect usage on the last chunk.
-        """
-        held: ChatGenerationChunk | None = None
-        usage: Any = None
+        """The chunks, the last one carrying ``response_metadata["cost"]`` (see `_CostOnLast`)."""
+        last = _CostOnLast(self._cost)
         for chunk in chunks:
-            if held is not None:
-                yield held
-                held = None
-            if _has_usage(chunk):
-                usage, held = add_chunk_usage(usage, chunk), chunk
-                continue
-            yield chunk
-        yield self._priced_last(held, usage)
+            yield from last.feed(chunk)
+        yield last.close()
 
     async def _awith_cost(
         self, chunks: AsyncIterator[ChatGenerationChunk]
     ) -> AsyncIterator[ChatGenerationChunk]:
         """The async twin of `_with_cost`."""
-        held: ChatGenerationChunk | None = None
-        usage: Any = None
+        last = _CostOnLast(self._cost)
         async for chunk in chunks:
-            if held is not None:
-                yield held
-                held = None
-            if _has_usage(chunk):
-                usage, held = add_chunk_usage(usage, chunk), chunk
-                continue
-            yield chunk
-        yield self._priced_last(held, usage)
+            for out in last.feed(chunk):
+                yield out
+        yield last.close()
 
-    def _priced_last(self, held: ChatGenerationChunk | None, usage: Any) -> ChatGenerationChunk:
-        cost = self._cost(usage)
+
+class _CostOnLast:
+    """Puts a stream's cost on its last chunk.
+
+    A chunk with usage is held back until the next one arrives (text chunks never are), so
+    the cost lands on the final usage chunk: LangChain's chunk merge cannot add a float found
+    in two chunks, and callers expect usage on the last chunk.
+    """
+
+    def __init__(self, cost: Callable[[Any], float | None]) -> None:
+        self._cost = cost
+        self._held: ChatGenerationChunk | None = None
+        self._usage: Any = None
+
+    def feed(self, chunk: ChatGenerationChunk) -> list[ChatGenerationChunk]:
+        """What may be yielded now that ``chunk`` has arrived."""
+        out = [self._held] if self._held is not None else []
+        self._held = None
+        if _has_usage(chunk):
+            self._usage, self._held = add_chunk_usage(self._usage, chunk), chunk
+        else:
+            out.append(chunk)
+        return out
+
+    def close(self) -> ChatGenerationChunk:
+        """The last chunk, with ``response_metadata["cost"]``."""
+        cost = self._cost(self._usage)
+        held = self._held
         if held is None:
             return ChatGenerationChunk(
                 message=AIMessageChunk(
