@@ -212,17 +212,49 @@ class Agency:
             )
         return names if llm.fallback.enabled else names[:1]
 
-    def chat_model(self, role: str | None = None, **params: Any) -> FallbackChatModel:
-        """One LangChain chat model over ``role``'s chain (see `chain`).
+    def chat_model(
+        self, role: str | None = None, *, models: Sequence[str] | None = None, **params: Any
+    ) -> FallbackChatModel:
+        """One LangChain chat model over ``role``'s chain (see `chain`), or over ``models``
+        (entry names or ``"provider:model"`` specs), which always falls back along its order.
 
         ``params``: ``max_tokens``, ``max_cost`` (worst case per call, for the ``cost``
-        strategy), ``preferred_models``, ``streaming``.
+        strategy), ``preferred_models``, ``streaming``, ``max_attempts``, ``cache``.
         """
         from agency.resilience.fallback import FallbackChatModel
 
         if "cache" not in params and self.config.section("llm.cache").enabled:
             params["cache"] = self.cache()
-        return FallbackChatModel.over(self._pool, self.chain(role), role=role, **params)
+        if models is not None:
+            chain = [self._entry_name(ref) for ref in models]
+            params.setdefault("fallback", True)
+        else:
+            chain = self.chain(role)
+        return FallbackChatModel.over(self._pool, chain, role=role, **params)
+
+    def _entry_name(self, ref: str) -> str:
+        # An entry's name or its provider's name resolves to the entry; specs stay specs.
+        entry = self.config.llm.find(ref)
+        return entry.name if entry is not None and entry.name in self._pool.states else ref
+
+    def worst_case(
+        self, model: FallbackChatModel, messages: Sequence[BaseMessage], max_tokens: int | None
+    ) -> float | None:
+        """The most one call of ``model`` with ``messages`` can cost, whichever provider of its
+        chain answers (USD; ``None`` when a candidate's price is unknown)."""
+        from agency.pricing import estimate_cost
+
+        worst = 0.0
+        for ref in model.chain:
+            state = self._pool.get(ref)
+            bound = max_tokens or model.max_tokens or state.model.max_tokens
+            estimate = estimate_cost(
+                state.model.provider, state.model.model, list(messages), max_tokens=bound
+            )
+            if estimate.worst_case is None:
+                return None
+            worst = max(worst, estimate.worst_case)
+        return worst
 
     def router(self, **params: Any) -> Any:
         """The `agents.TaskRouter` over the built-in roles and ``[agents.roles]``, with the

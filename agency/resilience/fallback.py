@@ -18,6 +18,7 @@ when a price is unknown) and ``agency``: the provider that answered, the attempt
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -85,6 +86,11 @@ class _Call:
         self.model = model
         self.pool: ProviderPool = model._pool
         self.policy = self.pool.policy
+        # This model's own bounds (a workflow step's), over the agency's.
+        if model.max_attempts is not None:
+            self.policy = dataclasses.replace(self.policy, max_attempts=model.max_attempts)
+        if model.fallback is not None:
+            self.policy = dataclasses.replace(self.policy, fallback=model.fallback)
         self.messages = messages
         self.kwargs = kwargs
         self.prompt_tokens = estimate_tokens(messages, tools=kwargs.get("tools"))
@@ -430,6 +436,11 @@ class FallbackChatModel(QuietInvokeMixin, StructuredOutputMixin, BaseChatModel):
     """Models the ``cost`` strategy picks first when they fit."""
     streaming: bool = False
     """Whether ``invoke`` streams under the hood (the answer is the same)."""
+    max_attempts: int | None = None
+    """Attempts of one call, retries and fallbacks together (default: ``[llm.fallback]``'s)."""
+    fallback: bool | None = None
+    """Whether a failure moves on along ``chain`` (default: ``[llm.fallback] enabled``; an
+    explicit chain, such as a workflow step's ``models``, always falls back)."""
 
     if TYPE_CHECKING:
         _pool: ProviderPool
