@@ -12,6 +12,7 @@ cost under ``__cost__`` (a sum). Model answers go through the run's call journal
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import inspect
 import time
@@ -225,7 +226,9 @@ async def _prompt(step: Step, label: str, state: dict[str, Any], iteration: int)
         model.chain,
         _schema_name(step.structured),
     )
-    journalled = ctx.store.recall(ctx.run_id, key)
+    # The store's SQLite calls run off the event loop: the checkpointer's connection shares the
+    # file, and a blocked loop would keep it from committing (a lock wait, then "locked").
+    journalled = await asyncio.to_thread(ctx.store.recall, ctx.run_id, key)
     if journalled is not None:
         record = dict(journalled["record"], replayed=True)
         _emit("replayed", label, provider=record.get("provider"), cost=record.get("cost"))
@@ -234,7 +237,8 @@ async def _prompt(step: Step, label: str, state: dict[str, Any], iteration: int)
     _check_budget(step, label, state, model, messages)
     # timeout_s is LangGraph's TimeoutPolicy on this node (see graph.py).
     value, record = await _call(step, label, model, messages)
-    ctx.store.journal(ctx.run_id, key, label, {"value": value, "record": record})
+    answer = {"value": value, "record": record}
+    await asyncio.to_thread(ctx.store.journal, ctx.run_id, key, label, answer)
     return _done(step, label, state, value, record)
 
 

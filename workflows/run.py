@@ -222,7 +222,7 @@ class Runner:
                             f"run {run_id!r} already exists in {self.checkpoint}: resume it, "
                             "or choose another run id"
                         )
-                store.start(run_id, wf.name, self.source)
+                await asyncio.to_thread(store.start, run_id, wf.name, self.source)
                 yield record(event("run_started", None, run_id=run_id, resumed=resume))
                 error: BaseException | None = None
                 try:
@@ -238,7 +238,7 @@ class Runner:
                 except Exception as exc:  # the run stops; its checkpoint stays for resume
                     error = exc
                 run = await self._outcome(graph, config, run_id, error)
-                store.finish(run_id, run.status, run.cost, run.error)
+                await asyncio.to_thread(store.finish, run_id, run.status, run.cost, run.error)
                 yield record(
                     event("run_finished", None, status=run.status, cost=run.cost, error=run.error),
                     run,
