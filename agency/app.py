@@ -272,6 +272,13 @@ class Agency:
         """The chat model of the role ``task`` is routed to (its chain from ``[llm.routing]``)."""
         return self.chat_model(role=self._routable(self.router().route(task).role), **params)
 
+    def workflow(self, name: str, **options: Any) -> Any:
+        """A new `agency.workflows.Workflow` whose steps use this agency's providers, breakers,
+        limits, budget and stats (``options``: ``inputs``, ``budget_usd``, ``max_concurrency``)."""
+        from agency.workflows.graph import Workflow  # the top layer may compose workflows/
+
+        return Workflow(name, agency=self, **options)
+
     def routed_model(self, **params: Any) -> Any:
         """An `agents.RoutedChatModel`: every call goes to the model of its role."""
         from agency.agents.routed import RoutedChatModel

@@ -288,6 +288,10 @@ async def _call(
         if result.get("parsing_error") is not None:
             raise result["parsing_error"]
         return _plain(result["parsed"]), _record(result["raw"].response_metadata, result["raw"])
+    if model.cache not in (None, False):
+        # LangChain's caches answer invoke, not streams: a cached step is asked whole.
+        message = await model.ainvoke(messages)
+        return message.text, _record(message.response_metadata, message)
     merged = None
     async for chunk in model.astream(messages):
         if chunk.text:

@@ -445,3 +445,53 @@ def test_malformed_workflows_name_the_step_and_the_fix(
     with pytest.raises(WorkflowError) as info:
         wf.validate()
     assert info.value.where == where and words in info.value.problem and info.value.fix
+
+
+def test_the_facade_builds_workflows_on_its_own_providers(
+    openai_fake: FakeOpenAI, make_agency: Callable[..., Agency], checkpoint: str
+) -> None:
+    ag = make_agency()
+    wf = ag.workflow("facade", inputs=["topic"])
+    wf.add(Step("say", prompt="SAY {topic}"))
+    run = wf.run({"topic": "hi"}, run_id="f", checkpoint=checkpoint)
+    assert run.status == "completed" and run.steps["say"].provider == "primary"
+    assert ag.stats().snapshot()["providers"]["primary"]["requests"] == 1  # shared stats
+
+
+def test_function_steps_retry_and_time_out_with_langgraphs_policies(checkpoint: str) -> None:
+    tries = {"n": 0}
+
+    def flaky(state: dict[str, Any]) -> str:
+        tries["n"] += 1
+        if tries["n"] < 3:
+            raise ConnectionError("transient")
+        return "ok"
+
+    async def slow(state: dict[str, Any]) -> str:
+        await asyncio.sleep(5)
+        return "late"
+
+    wf = Workflow("policies", agency=Agency())
+    wf.add(Step("flaky", fn=flaky, max_attempts=3))
+    run = wf.run({}, run_id="retry", checkpoint=checkpoint)
+    assert run.status == "completed" and tries["n"] == 3
+
+    timed = Workflow("timed", agency=Agency())
+    timed.add(Step("slow", fn=slow, timeout_s=0.2))
+    out = timed.run({}, run_id="slow", checkpoint=checkpoint)
+    assert out.status == "failed" and "slow" not in out.outputs
+
+
+def test_a_cached_step_is_answered_by_the_semantic_cache_the_second_time(
+    openai_fake: FakeOpenAI, make_agency: Callable[..., Agency], checkpoint: str
+) -> None:
+    pytest.importorskip("chromadb", reason="the semantic cache is the memory extra")
+    ag = make_agency('\n[llm.cache]\nenabled = true\nbackend = "memory"\n')
+    wf = Workflow("cached", agency=ag)
+    wf.add(Step("ask", prompt="CACHED question about tides", cache=True, models=["primary"]))
+    first = wf.run({}, run_id="c1", checkpoint=checkpoint)
+    second = wf.run({}, run_id="c2", checkpoint=checkpoint)
+    assert first.status == second.status == "completed"
+    assert asked(openai_fake, "CACHED") == 1
+    assert second.outputs["ask"] == first.outputs["ask"]
+    assert second.steps["ask"].cost == 0.0
