@@ -29,7 +29,7 @@ END = "<!-- layers:end -->"
 # What each layer is, for the README; the names come from the contract.
 ROLES = {
     "app": "the top: the `Agency` facade, the CLI (later the gateway) compose the rest, lazily",
-    "workflows": "steps and graphs of steps, compiled to LangGraph (coming)",
+    "workflows": "workflows: steps and graphs of steps, compiled to LangGraph",
     "agents": "roles and the task router; agents and A2A (coming)",
     "memory": "vector memory on chromadb, the semantic cache",
     "_capabilities": "core: providers, LangChain models, resilience, config, errors, pricing",
