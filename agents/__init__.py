@@ -1,4 +1,5 @@
-"""agents: roles, the task router that assigns model chains to them, and routed chat models.
+"""agents: agents (a tool loop with a role, a fallback model, memory and a budget), roles, the
+task router that assigns model chains to them, and routed chat models.
 
     >>> from agency.agents import TaskRouter
     >>> TaskRouter().route("Write a Python function that reverses a list").role
@@ -15,6 +16,10 @@ from typing import Any
 from agency._lazy import export
 
 _EXPORTS: dict[str, str] = {
+    "Agent": "agency.agents.agent",
+    "AgentBudgetExceeded": "agency.agents.agent",
+    "AgentEvent": "agency.agents.agent",
+    "AgentResult": "agency.agents.agent",
     "BUILTIN_ROLES": "agency.agents.roles",
     "Role": "agency.agents.roles",
     "RouteDecision": "agency.agents.router",
@@ -25,6 +30,10 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = [
     "BUILTIN_ROLES",
+    "Agent",
+    "AgentBudgetExceeded",
+    "AgentEvent",
+    "AgentResult",
     "Role",
     "RouteDecision",
     "RoutedChatModel",

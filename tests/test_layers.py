@@ -32,7 +32,7 @@ ROLES = {
     "workflows": "workflows: steps and graphs of steps, compiled to LangGraph",
     "agents": "roles and the task router; agents and A2A (coming)",
     "memory": "vector memory on chromadb, the semantic cache",
-    "_capabilities": "core: providers, LangChain models, resilience, config, errors, pricing",
+    "core": "core: providers, LangChain models, resilience, config, errors, pricing",
 }
 
 
@@ -55,11 +55,13 @@ def _layers() -> list[list[str]]:
 def render() -> str:
     """The README's picture of the layers, top first."""
     rows = []
-    for names in _layers():
+    layers = _layers()
+    for i, names in enumerate(layers):
         modules = ", ".join(f"agency.{n}" for n in names)
         if len(names) > 4:
             modules = f"agency.{{{', '.join(names)}}}"
-        rows.append(f"{ROLES[names[0]]}\n    {modules}")
+        role = ROLES["core" if i == len(layers) - 1 else names[0]]
+        rows.append(f"{role}\n    {modules}")
     body = "\n".join(f"{i + 1}. {row}" for i, row in enumerate(rows))
     return f"{BEGIN}\n```text\n{body}\n```\n{END}"
 

@@ -16,13 +16,13 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal
 
+from agency._aio import run_sync
 from agency.errors import BudgetExceeded
 from agency.workflows._nodes import COST, STEPS, RunContext, bind, event, unbind
 from agency.workflows._store import RunStore, TraceWriter, trace_path
@@ -37,7 +37,6 @@ DEFAULT_CHECKPOINT = ".agency/runs.sqlite"
 """Where runs are checkpointed unless told otherwise (relative to the working directory)."""
 
 Status = Literal["completed", "interrupted", "budget_exceeded", "failed", "running"]
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -149,11 +148,11 @@ class Runner:
     # -- sync faces ---------------------------------------------------------------------
     def run(self, inputs: Mapping[str, Any], **options: Any) -> Run:
         """Run to the end, an interrupt, a budget stop or a failure."""
-        return _sync(self.arun(inputs, **options))
+        return run_sync(self.arun(inputs, **options))
 
     def resume(self, run_id: str, **options: Any) -> Run:
         """Continue ``run_id``."""
-        return _sync(self.aresume(run_id, **options))
+        return run_sync(self.aresume(run_id, **options))
 
     # -- async --------------------------------------------------------------------------
     async def arun(self, inputs: Mapping[str, Any], **options: Any) -> Run:
@@ -327,28 +326,6 @@ async def _last_run(events: AsyncIterator[Event]) -> Run:
             run = ev.run
     assert run is not None
     return run
-
-
-def _sync(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro`` to completion, also from inside a running loop (a notebook)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = asyncio.run(coro)
-        except BaseException as exc:
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, name="agency-workflow")
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]  # type: ignore[no-any-return]
 
 
 class _Spans:
