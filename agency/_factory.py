@@ -74,9 +74,9 @@ def is_model_available(spec: str, **params: Any) -> bool:
     return model in ids or f"{model}:latest" in ids
 
 
-def default_agency() -> Any:
-    """A new facade, ``agency.Agency()`` (the embedded default model unless configured
-    otherwise), for a lower layer given none. The class comes from the ``agency.facade`` entry point, so
+def default_agency(config: Any = None) -> Any:
+    """A new facade, ``agency.Agency(config)`` (with no config: the embedded default model
+    unless configured otherwise), for a lower layer given none. The class comes from the ``agency.facade`` entry point, so
     `agency.workflows` (say) can default to it while importing only core: the facade sits
     above every layer and imports them, never the other way round."""
     from importlib.metadata import entry_points
@@ -87,4 +87,4 @@ def default_agency() -> Any:
             f"no facade is registered in the {FACADE_GROUP!r} entry-point group: "
             "reinstall agency (pip install -e .) or pass agency= explicitly"
         )
-    return found[0].load()()
+    return found[0].load()(config)

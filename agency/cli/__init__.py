@@ -1,5 +1,9 @@
-"""The ``agency`` command line: ``agency chat "prompt"``, ``agency models [PROVIDER]`` and
-``agency providers`` (health and statistics of the configured providers).
+"""The ``agency`` command line: ``agency chat "prompt"``, ``agency models [PROVIDER]``,
+``agency providers`` (health and statistics of the configured providers), and workflows:
+``agency run FILE``, ``agency resume ID`` and ``agency runs``.
+
+What any command prints to a pipe or a file is the model's text unchanged (never wrapped);
+progress, tables and notes go to stderr, or to stdout only when it is a terminal.
 
 With no model given and no key configured, ``chat`` runs on the embedded ``local:smollm2``
 and says so, so it works on a fresh machine with no network.
@@ -7,13 +11,18 @@ and says so, so it works on a fresh machine with no network.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+from datetime import datetime
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from agency.cli import _workflows as wf_cli
 
 __all__ = ["app", "default_spec", "main"]
 
@@ -101,7 +110,9 @@ def chat(
                 sys.stdout.flush()
             sys.stdout.write("\n")
         else:
-            _out.print(llm.invoke(messages).text, markup=False, highlight=False)
+            # Model text goes out unchanged: rich would wrap it at the console's width.
+            answer = llm.invoke(messages).text
+            sys.stdout.write(answer if answer.endswith("\n") else answer + "\n")
     except AgencyError as exc:
         _err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
         raise typer.Exit(1) from None
@@ -191,10 +202,188 @@ def providers(
     ag.close()
 
 
+# -- workflows ------------------------------------------------------------------------------
+_InputOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--input",
+        "-i",
+        help="KEY=VALUE, repeatable (a value in [...] or {...} is read as JSON). On resume, "
+        "STEP=ANSWER answers an interrupt step.",
+    ),
+]
+_CheckpointOption = Annotated[
+    str | None,
+    typer.Option(
+        "--checkpoint",
+        help="SQLite file of the runs (default: [workflows] checkpoint, else .agency/runs.sqlite).",
+    ),
+]
+_ConfigOption = Annotated[
+    str | None,
+    typer.Option(
+        "--config", "-c", help="agency.toml, for a workflow file that has no [llm] tables."
+    ),
+]
+_BudgetOption = Annotated[
+    float | None, typer.Option("--budget", help="USD the whole run may cost (over the file's).")
+]
+_JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print one JSON object on stdout, nothing else.")
+]
+
+
+@app.command("run")
+def run_workflow(
+    file: Annotated[str, typer.Argument(help="The workflow file (TOML).")],
+    inputs: _InputOption = None,
+    config: _ConfigOption = None,
+    run_id: Annotated[
+        str | None, typer.Option("--run-id", help="Name the run (default: a random id).")
+    ] = None,
+    checkpoint: _CheckpointOption = None,
+    budget: _BudgetOption = None,
+    json_out: _JsonOption = False,
+) -> None:
+    """Run a workflow file: progress on stderr, the final output on stdout.
+
+    Exit 0 when it completes; 1 failed, 3 waits for an answer (interrupt), 4 over budget,
+    2 a bad file or option.
+    """
+    import uuid
+
+    values = wf_cli.parse_inputs(inputs)
+    try:
+        wf, ag, checkpoint = wf_cli.open_workflow(file, config, checkpoint)
+    except (ValueError, OSError) as exc:  # ConfigError is a ValueError
+        wf_cli.fail(wf_cli.reason(exc))
+    missing = [k for k in wf.inputs if k not in values]
+    if missing:
+        ag.close()
+        example = " ".join(f"--input {k}=..." for k in missing)
+        wf_cli.fail(f"{file}: the workflow needs the inputs {missing}: add {example}")
+    source = str(Path(file).resolve())
+    run_id = run_id or uuid.uuid4().hex[:12]
+    wf_cli.drive(
+        wf,
+        ag,
+        checkpoint,
+        source,
+        run_id=run_id,
+        json_out=json_out,
+        inputs=values,
+        budget_usd=budget,
+    )
+
+
+@app.command()
+def resume(
+    run_id: Annotated[str, typer.Argument(help="The run to continue (see `agency runs`).")],
+    inputs: _InputOption = None,
+    config: _ConfigOption = None,
+    checkpoint: _CheckpointOption = None,
+    budget: _BudgetOption = None,
+    json_out: _JsonOption = False,
+) -> None:
+    """Continue a stopped, failed, over-budget or waiting run from its checkpoint.
+
+    Steps that finished are not run, nor paid for, again; --input STEP=ANSWER answers an
+    interrupt step; --budget raises the run's budget.
+    """
+    from agency.workflows._store import RunStore
+
+    answers = wf_cli.parse_inputs(inputs)
+    try:
+        checkpoint = checkpoint or wf_cli.default_checkpoint(config)
+    except ValueError as exc:
+        wf_cli.fail(wf_cli.reason(exc))
+    if not Path(checkpoint).is_file():
+        wf_cli.fail(f"no runs at {checkpoint}: pass --checkpoint with the file the run used")
+    store = RunStore(checkpoint)
+    try:
+        row = store.run(run_id)
+    finally:
+        store.close()
+    if row is None:
+        wf_cli.fail(
+            f"no run {run_id!r} in {checkpoint}: see `agency runs --checkpoint {checkpoint}`"
+        )
+    if not row.source:
+        wf_cli.fail(f"run {run_id!r} was not started from a file: use Workflow.resume")
+    try:
+        wf, ag, checkpoint = wf_cli.open_workflow(row.source, config, checkpoint)
+    except (ValueError, OSError) as exc:
+        wf_cli.fail(wf_cli.reason(exc))
+    wf_cli.drive(
+        wf,
+        ag,
+        checkpoint,
+        row.source,
+        run_id=run_id,
+        json_out=json_out,
+        resume=True,
+        answers=answers,
+        budget_usd=budget,
+    )
+
+
+@app.command()
+def runs(
+    checkpoint: _CheckpointOption = None,
+    trace: Annotated[
+        str | None, typer.Option("--trace", help="Print this run's events instead.")
+    ] = None,
+    config: _ConfigOption = None,
+) -> None:
+    """The runs of a checkpoint file: id, workflow, status, cost, started, duration."""
+    from agency.workflows._store import RunStore, read_trace, trace_path
+
+    try:
+        checkpoint = checkpoint or wf_cli.default_checkpoint(config)
+    except ValueError as exc:
+        wf_cli.fail(wf_cli.reason(exc))
+    if trace is not None:
+        events = read_trace(trace_path(checkpoint, trace))
+        if not events:
+            wf_cli.fail(f"no trace of run {trace!r} beside {checkpoint}", 1)
+        for ev in events:
+            if _out.is_terminal:
+                line = wf_cli.trace_line(ev)
+                _out.print(line, markup=False, highlight=False, soft_wrap=True)
+            else:
+                sys.stdout.write(json.dumps(ev, ensure_ascii=False, default=str) + "\n")
+        return
+    if not Path(checkpoint).is_file():
+        _err.print(f"no runs yet ({checkpoint} does not exist)", markup=False, highlight=False)
+        return
+    store = RunStore(checkpoint)
+    try:
+        rows = store.runs()
+    finally:
+        store.close()
+    cells = [
+        [
+            r.run_id,
+            r.workflow,
+            r.status,
+            f"{r.cost:.6f}",
+            datetime.fromtimestamp(r.started).isoformat(sep=" ", timespec="seconds"),
+            f"{r.updated - r.started:.1f}s",
+        ]
+        for r in rows
+    ]
+    header = ["id", "workflow", "status", "cost", "started", "duration"]
+    if _out.is_terminal:
+        table = Table(*header)
+        for row_cells in cells:
+            table.add_row(*row_cells)
+        _out.print(table)
+    else:  # a pipe or a file: tab-separated, never wrapped
+        for fields in [header, *cells]:
+            sys.stdout.write("\t".join(fields) + "\n")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
 
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,5 @@
+"""``python -m agency.cli``: the ``agency`` command."""
+
+from agency.cli import main
+
+main()

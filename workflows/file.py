@@ -1,0 +1,270 @@
+"""Workflow files: one TOML file holds a workflow, and may hold the agency's ``[llm]`` tables.
+
+    >>> wf = load_workflow("examples/write_and_review.toml")
+    >>> wf.run({"topic": "the sea"}).outputs["final"]
+
+The keys are those of `agency.workflows.config` (``[workflow]``, ``[[step]]``, ``[workflows]``)
+next to any table of ``agency.toml``. Contracts:
+
+- A malformed file raises ONE `agency.errors.ConfigError` naming the file, the key path
+  (``step[2].after[0]``), what is wrong and the fix: unknown keys (with the closest known
+  one), bad types, unknown step names, cycles, placeholders with no source, ``models`` entries
+  that are neither a ``[[llm.providers]]`` entry of the agency nor a ``provider:model`` spec,
+  ``fn`` targets that do not import, nested workflow files that are missing or include each
+  other. Nothing runs and nothing is sent before the whole file is checked.
+- The agency: the one given; else one built from the file when it has ``[llm]`` tables; else
+  from ``config`` (an `AgencyConfig` or a path); else from `agency.config.load_config`'s
+  defaults (``$AGENCY_CONFIG``, ``./agency.toml``, the environment, the embedded model).
+- ``fn = "package.module:function"`` is imported (the module must be importable);
+  ``workflow = "other.toml"`` is a nested workflow, its path relative to this file, run with
+  this workflow's agency (one set of breakers and one budget).
+- String values may use ``${VAR}`` like every value of ``agency.toml``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from agency._factory import default_agency
+from agency.config import AgencyConfig, load_config
+from agency.errors import ConfigError
+from agency.workflows.config import WorkflowTable, check_models, workflows_config
+from agency.workflows.graph import Workflow, WorkflowError
+from agency.workflows.step import Step
+
+__all__ = [
+    "agency_config_for",
+    "load_workflow",
+    "read_workflow_file",
+    "workflow_from_config",
+    "workflow_from_dict",
+]
+
+PathLike = str | os.PathLike[str]
+
+
+def read_workflow_file(path: PathLike) -> AgencyConfig:
+    """The file's tables, every one checked (``[[step]]`` keys and types; ``models`` against
+    the file's own ``[llm]`` when it has one); `ConfigError` otherwise."""
+    source = os.fspath(path)
+    if not Path(source).is_file():
+        raise ConfigError(
+            "workflow file not found",
+            source=source,
+            fix="check the path (relative paths start from the working directory)",
+        )
+    return load_config(source)
+
+
+def agency_config_for(
+    file_config: AgencyConfig, config: AgencyConfig | PathLike | None = None
+) -> AgencyConfig:
+    """The configuration a workflow file's agency is built from: the file itself when it has
+    ``[llm]`` tables, else ``config`` (a config or a path), else `load_config`'s defaults."""
+    if "llm" in file_config.model_fields_set:
+        return file_config
+    if isinstance(config, AgencyConfig):
+        return config
+    return load_config(config)
+
+
+def load_workflow(
+    path: PathLike, *, agency: Any = None, config: AgencyConfig | PathLike | None = None
+) -> Workflow:
+    """The `Workflow` of the file at ``path``, checked whole; `ConfigError` on any problem
+    (see the module docstring for which agency it runs with)."""
+    return _build(read_workflow_file(path), agency, config, ())
+
+
+def workflow_from_config(
+    file_config: AgencyConfig, *, agency: Any = None, config: AgencyConfig | PathLike | None = None
+) -> Workflow:
+    """The `Workflow` of a workflow file already read with `read_workflow_file`."""
+    return _build(file_config, agency, config, ())
+
+
+def workflow_from_dict(
+    data: Mapping[str, Any],
+    source: str = "<dict>",
+    *,
+    agency: Any = None,
+    config: AgencyConfig | PathLike | None = None,
+) -> Workflow:
+    """The `Workflow` of TOML-shaped ``data`` (``source`` names it in errors; nested workflow
+    paths are relative to its folder when it is a file path, else to the working directory)."""
+    return _build(AgencyConfig.from_dict(data, source), agency, config, ())
+
+
+def _build(
+    file_config: AgencyConfig,
+    agency: Any,
+    config: AgencyConfig | PathLike | None,
+    stack: tuple[Path, ...],
+) -> Workflow:
+    source = file_config.source
+    if agency is None:
+        agency = default_agency(agency_config_for(file_config, config))
+    table: WorkflowTable = file_config.section("workflow")
+    raw_steps: tuple[Mapping[str, Any], ...] = file_config.section("step")
+    if not raw_steps:
+        raise ConfigError(
+            "the workflow has no steps",
+            source=source,
+            key="step",
+            fix='add a [[step]] table with a name and a prompt, e.g. name = "draft"',
+        )
+    agency_config = getattr(agency, "config", None)
+    if isinstance(agency_config, AgencyConfig):
+        check_models(raw_steps, agency_config.llm, source)
+    else:
+        agency_config = file_config
+    settings = workflows_config(file_config)
+    here = _folder(source)
+    wf = Workflow(
+        table.name or (Path(source).stem if here else "workflow"),
+        agency=agency,
+        inputs=table.inputs,
+        budget_usd=table.budget_usd,
+        max_concurrency=table.max_concurrency
+        or settings.max_concurrency
+        or workflows_config(agency_config).max_concurrency,
+    )
+    own = (*stack, Path(source).resolve()) if here else stack
+    try:
+        for i, raw in enumerate(raw_steps):
+            wf.add(_step(i, raw, source, here or Path.cwd(), agency, own))
+        wf.validate()
+    except WorkflowError as exc:
+        raise ConfigError(exc.problem, source=source, key=exc.where, fix=exc.fix) from None
+    _check_nested_inputs(wf, source)
+    return wf
+
+
+def _folder(source: str) -> Path | None:
+    """The folder of ``source`` when it names a file."""
+    path = Path(source)
+    return path.parent if path.is_file() else None
+
+
+# Step() refuses a few combinations itself; each message maps to its key and fix.
+_STEP_PROBLEMS: tuple[tuple[str, str, str], ...] = (
+    ("step name", "name", "use a letter or '_' first, then letters, digits, '_' or '-'"),
+    (
+        "must run exactly one of",
+        "",
+        "keep exactly one of prompt, fn, workflow, interrupt = true or route = true",
+    ),
+    ("models is empty", "models", 'name at least one model, e.g. models = ["local:smollm2"]'),
+    ("repeat and until", "repeat", "set both repeat (the step to go back to) and until"),
+)
+
+
+def _step(
+    i: int, raw: Mapping[str, Any], source: str, here: Path, agency: Any, stack: tuple[Path, ...]
+) -> Step:
+    fields = dict(raw)
+    for key in ("after", "models"):
+        if key in fields:
+            fields[key] = tuple(fields[key])
+    if "fn" in fields:
+        fields["fn"] = _import(fields["fn"], source, f"step[{i}].fn")
+    if "workflow" in fields:
+        fields["workflow"] = _nested(
+            fields["workflow"], source, f"step[{i}].workflow", here, agency, stack
+        )
+    try:
+        return Step(**fields)
+    except ValueError as exc:
+        key, fix = "", "see the [[step]] keys in the README"
+        for needle, field_name, known_fix in _STEP_PROBLEMS:
+            if needle in str(exc):
+                key, fix = field_name, known_fix
+                break
+        where = f"step[{i}].{key}" if key else f"step[{i}]"
+        raise ConfigError(str(exc), source=source, key=where, fix=fix) from None
+
+
+def _import(target: str, source: str, where: str) -> Callable[..., Any]:
+    """The function ``"package.module:function"`` names."""
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(
+            f"{target!r} does not name a function",
+            source=source,
+            key=where,
+            fix='write fn = "package.module:function"',
+        )
+    try:
+        found: Any = importlib.import_module(module_name)
+    except Exception as exc:  # an import that fails in any way is the file's problem
+        raise ConfigError(
+            f"cannot import {module_name!r}: {type(exc).__name__}: {exc}",
+            source=source,
+            key=where,
+            fix="make the module importable (installed, or its folder on PYTHONPATH)",
+        ) from None
+    for part in attr.split("."):
+        if not hasattr(found, part):
+            names = [n for n in dir(found) if not n.startswith("_")]
+            close = difflib.get_close_matches(part, names, n=1, cutoff=0.6)
+            raise ConfigError(
+                f"{module_name!r} has no {attr!r}"
+                + (f"; did you mean {close[0]!r}?" if close else ""),
+                source=source,
+                key=where,
+                fix=f"name a function defined in {module_name}",
+            )
+        found = getattr(found, part)
+    if not callable(found):
+        raise ConfigError(
+            f"{target!r} is a {type(found).__name__}, not a function",
+            source=source,
+            key=where,
+            fix="name a function of the state: def fn(state) -> output",
+        )
+    return found  # type: ignore[no-any-return]
+
+
+def _nested(
+    value: str, source: str, where: str, here: Path, agency: Any, stack: tuple[Path, ...]
+) -> Workflow:
+    """The workflow of another file, relative to ``here``, with the same agency."""
+    path = here / value
+    if not path.is_file():
+        raise ConfigError(
+            f"no workflow file {value!r} (looked for {path})",
+            source=source,
+            key=where,
+            fix=f"give the path of a workflow file relative to {here}",
+        )
+    if path.resolve() in stack:
+        cycle = " -> ".join(p.name for p in (*stack, path.resolve()))
+        raise ConfigError(
+            f"workflow files include each other in a cycle: {cycle}",
+            source=source,
+            key=where,
+            fix="remove one of these workflow entries",
+        )
+    return _build(read_workflow_file(path), agency, None, stack)
+
+
+def _check_nested_inputs(wf: Workflow, source: str) -> None:
+    """Each nested workflow's inputs are inputs or step outputs of this one."""
+    known = set(wf.inputs) | {s.key for s in wf.steps.values()}
+    for i, step in enumerate(wf.steps.values()):
+        if step.workflow is None:
+            continue
+        for name in step.workflow.inputs:
+            if name not in known:
+                raise ConfigError(
+                    f"the nested workflow needs the input {name!r}, which no input or step "
+                    "of this workflow provides",
+                    source=source,
+                    key=f"step[{i}].workflow",
+                    fix=f"add {name!r} to [workflow] inputs, or a step with that name or output",
+                )
