@@ -25,6 +25,8 @@ _EXPORTS: dict[str, str] = {
     "RouteDecision": "agency.agents.router",
     "RoutedChatModel": "agency.agents.routed",
     "TaskRouter": "agency.agents.router",
+    "Team": "agency.agents.team",
+    "TeamResult": "agency.agents.team",
     "roles_from_config": "agency.agents.roles",
 }
 
@@ -38,6 +40,8 @@ __all__ = [
     "RouteDecision",
     "RoutedChatModel",
     "TaskRouter",
+    "Team",
+    "TeamResult",
     "roles_from_config",
 ]
 
