@@ -54,6 +54,9 @@ class TeamResult:
 class Team(Runnable[Any, TeamResult]):
     """Agents working together; see the module docstring."""
 
+    name: str
+    """The team's name (in its events)."""
+
     def __init__(
         self,
         agents: Sequence[Agent],
