@@ -25,6 +25,8 @@ _EXPORTS: dict[str, str] = {
     "RouteDecision": "agency.agents.router",
     "RoutedChatModel": "agency.agents.routed",
     "TaskRouter": "agency.agents.router",
+    "amcp_tools": "agency.agents.mcp",
+    "mcp_tools": "agency.agents.mcp",
     "Team": "agency.agents.team",
     "TeamResult": "agency.agents.team",
     "roles_from_config": "agency.agents.roles",
@@ -42,6 +44,8 @@ __all__ = [
     "TaskRouter",
     "Team",
     "TeamResult",
+    "amcp_tools",
+    "mcp_tools",
     "roles_from_config",
 ]
 
