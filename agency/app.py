@@ -272,6 +272,13 @@ class Agency:
         """The chat model of the role ``task`` is routed to (its chain from ``[llm.routing]``)."""
         return self.chat_model(role=self._routable(self.router().route(task).role), **params)
 
+    def agents(self) -> dict[str, Any]:
+        """The `agency.agents.Agent` of each ``[[agent]]`` table of the configuration, by name,
+        on this agency (its providers, breakers, budget and memory namespaces)."""
+        from agency.agents.agent_file import build_agents  # the top layer may compose agents/
+
+        return build_agents(self.config.section("agent"), self)
+
     def workflow(self, name: str, **options: Any) -> Any:
         """A new `agency.workflows.Workflow` whose steps use this agency's providers, breakers,
         limits, budget and stats (``options``: ``inputs``, ``budget_usd``, ``max_concurrency``)."""
