@@ -157,8 +157,13 @@ async def _run(
             value = await value
         return _done(step, label, state, value, {})
     if kind == "run":
-        value = await step.run.ainvoke(dict(state))
-        return _done(step, label, state, _plain(value), {})
+        given = render(step.prompt, state) if step.prompt else dict(state)
+        value = await step.run.ainvoke(given)
+        record: dict[str, Any] = {}
+        if hasattr(value, "cost"):  # an agent's or a team's result: what it cost, who answered
+            record = {"cost": float(value.cost or 0.0), "provider": getattr(value, "provider", None)}
+            record["agents"] = getattr(value, "agents", None) or [getattr(value, "agent", "")]
+        return _done(step, label, state, _plain(value), record)
     if kind == "workflow":
         return await _nested(step, label, state)
     raise AssertionError(f"interrupt steps are built by the graph, not here: {kind}")
@@ -192,8 +197,9 @@ def iteration_of(state: Mapping[str, Any], step: Step) -> int:
 
 
 def _plain(value: Any) -> Any:
-    """A result LangGraph can checkpoint: messages become their text, models dicts."""
-    if hasattr(value, "text") and hasattr(value, "content"):
+    """A result LangGraph can checkpoint: messages and agent results become their text,
+    models dicts."""
+    if isinstance(getattr(value, "text", None), str):
         return value.text
     if hasattr(value, "model_dump"):
         return value.model_dump()

@@ -7,7 +7,8 @@ A step runs exactly one of:
   own ``models`` chain (entry names of ``[[llm.providers]]`` or ``"provider:model"`` specs),
   else ``role``'s chain from ``[llm.routing]``; every model call falls back across the chain
   with the breakers, limiters, budget and stats of the workflow's one `agency.Agency`;
-- ``run``: any LangChain ``Runnable`` (an agent, a chain), given the state as a dict;
+- ``run``: any LangChain ``Runnable`` (an `agency.agents.Agent` or ``Team``, a chain), given
+  ``prompt`` rendered when there is one, else the state as a dict;
 - ``fn``: a Python function (sync or async) of the state, returning the step's output;
 - ``workflow``: a nested `Workflow`, given the state's values for its inputs;
 - ``interrupt = True``: nothing; the run pauses (showing ``prompt`` as the question) and the
@@ -54,7 +55,8 @@ class Step:
     system: str | None = None
     """A system message for the prompt (a template too)."""
     run: Any = None
-    """A LangChain ``Runnable`` given the state (a dict); its result is the output."""
+    """A LangChain ``Runnable`` (an agent, a team, a chain) given ``prompt`` rendered, or the
+    state (a dict) when there is no prompt; its result (an agent's text) is the output."""
     fn: Callable[..., Any] | None = None
     """A function ``fn(state) -> output``, sync or async."""
     workflow: Any = None

@@ -495,3 +495,32 @@ def test_a_cached_step_is_answered_by_the_semantic_cache_the_second_time(
     assert asked(openai_fake, "CACHED") == 1
     assert second.outputs["ask"] == first.outputs["ask"]
     assert second.steps["ask"].cost == 0.0
+
+
+def test_a_step_runs_an_agent_and_records_its_cost(
+    openai_fake: FakeOpenAI, make_agency: Callable[..., Agency], checkpoint: str
+) -> None:
+    from agency.agents import Agent
+
+    ag = make_agency()
+
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return f"Sunny in {city}"
+
+    openai_fake.script(
+        Reply(tool_calls=[{"name": "get_weather", "arguments": {"city": "Oslo"}}]),
+        Reply("Sunny in Oslo today."),
+    )
+    wf = Workflow("with-agent", agency=ag, inputs=["city"])
+    wf.add(
+        Step(
+            "forecast",
+            run=Agent("forecaster", agency=ag, tools=[get_weather]),
+            prompt="Weather in {city}?",
+        )
+    )
+    run = wf.run({"city": "Oslo"}, run_id="ag", checkpoint=checkpoint)
+    assert run.status == "completed" and run.outputs["forecast"] == "Sunny in Oslo today."
+    assert run.steps["forecast"].cost > 0 and run.steps["forecast"].provider == "primary"
+    assert chat_requests(openai_fake)[0]["messages"][-1]["content"] == "Weather in Oslo?"
