@@ -386,4 +386,3 @@ def runs(
 def main() -> None:
     """Console-script entry point."""
     app()
-

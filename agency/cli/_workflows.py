@@ -112,6 +112,9 @@ class Progress:
         data = ev.data
         if ev.kind == "step_started":
             row.update(state="running", started=ev.time, tokens=0)
+            base = self.rows.get(ev.step.partition("[")[0])
+            if base is not None and base["state"] == "pending":  # a map step's first branch
+                base.update(state="running", started=ev.time)
         elif ev.kind == "token":
             row["tokens"] = int(row.get("tokens") or 0) + 1  # chunks until the usage arrives
         elif ev.kind == "replayed":
@@ -133,6 +136,12 @@ class Progress:
             row = self.rows.setdefault(name, {"state": "pending"})
             if record.status in ("done", "skipped"):
                 row.update(_row_of(record.__dict__), state=record.status)
+        for name in self.order:  # a map step: its branches' tokens, its slowest branch's time
+            branches = [r for label, r in self.rows.items() if label.startswith(f"{name}[")]
+            if branches and self.rows[name]["state"] == "done":
+                tokens = sum(int(r.get("tokens") or 0) for r in branches)
+                self.rows[name]["tokens"] = tokens or None
+                self.rows[name]["seconds"] = max(float(r.get("seconds") or 0) for r in branches)
         if not self.console.is_terminal:
             for name in self._ordered():
                 ended = self.rows[name]["state"] in self._DONE
