@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 _err = Console(stderr=True)
@@ -28,11 +29,13 @@ USAGE_ERROR = 2
 
 def fail(reason: str, code: int = USAGE_ERROR) -> NoReturn:
     """One line on stderr, then exit ``code``."""
-    _err.print(f"[red]error:[/red] {' '.join(reason.split())}", highlight=False, soft_wrap=True)
+    text = escape(" ".join(reason.split()))  # a reason may hold [brackets]: not markup
+    _err.print(f"[red]error:[/red] {text}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
 def reason(exc: Exception) -> str:
+    """``exc`` as one line; a `ConfigError` as ``file [key]: problem (fix: ...)``."""
     from agency.errors import ConfigError
 
     if isinstance(exc, ConfigError):
@@ -43,6 +46,8 @@ def reason(exc: Exception) -> str:
 
 
 def parse_inputs(pairs: list[str] | None) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs as a dict; a value in ``[...]`` or ``{...}`` that parses as JSON is
+    that JSON (a list to map over), anything else the text as written."""
     values: dict[str, Any] = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
@@ -83,6 +88,8 @@ def open_workflow(file: str, config: str | None, checkpoint: str | None) -> tupl
 
 
 def default_checkpoint(config: str | None) -> str:
+    """``[workflows] checkpoint`` of the configuration (``config``, else `load_config`'s
+    defaults), else ``.agency/runs.sqlite``."""
     from agency.config import load_config
     from agency.workflows.config import workflows_config
     from agency.workflows.run import DEFAULT_CHECKPOINT
@@ -249,10 +256,13 @@ def drive(
 
 
 def resume_command(run_id: str, checkpoint: str, extra: str = "") -> str:
+    """The shell command that resumes ``run_id`` (quoted for copy and paste)."""
     return f"agency resume {shlex.quote(run_id)} --checkpoint {shlex.quote(checkpoint)}{extra}"
 
 
 def report(wf: Any, run: Any, json_out: bool) -> None:
+    """Print the run's outcome (stdout: its JSON or its final text; stderr: what to do next)
+    and exit with its `EXIT_CODES` code."""
     if json_out:
         steps = {
             name: {
@@ -298,7 +308,7 @@ def report(wf: Any, run: Any, json_out: bool) -> None:
             soft_wrap=True,
         )
     code = EXIT_CODES.get(run.status, 1)
-    if code == 3:
+    if run.status == "interrupted":  # not an error: the question and the command are above
         raise typer.Exit(code)
     if code:
         fail(f"run {run.run_id} {run.status}: {run.error}", code)
@@ -319,6 +329,7 @@ def print_outputs(wf: Any, outputs: Mapping[str, Any]) -> None:
 
 
 def trace_line(ev: Mapping[str, Any]) -> str:
+    """A trace event for a terminal: time, event, step, then its data as ``key=value``."""
     stamp = datetime.fromtimestamp(float(ev.get("time") or 0)).strftime("%H:%M:%S.%f")[:-3]
     rest = " ".join(
         f"{k}={v}"
