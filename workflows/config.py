@@ -91,6 +91,7 @@ STEP_KEYS: Mapping[str, tuple[tuple[type, ...], str]] = MappingProxyType(
         "interrupt": ((bool,), "true or false"),
         "fn": (_STR, '"package.module:function" (importable)'),
         "workflow": (_STR, "the path of another workflow file, relative to this one"),
+        "agent": (_STR, "the name of an [[agent]] table of this file"),
         "options": ((dict,), "an inline table such as { temperature = 0.2 }"),
     }
 )

@@ -16,6 +16,8 @@ next to any table of ``agency.toml``. Contracts:
   from ``config`` (an `AgencyConfig` or a path); else from `agency.config.load_config`'s
   defaults (``$AGENCY_CONFIG``, ``./agency.toml``, the environment, the embedded model).
 - ``fn = "package.module:function"`` is imported (the module must be importable);
+  ``agent = "name"`` runs the ``[[agent]]`` table of that name in this file (given the
+  step's ``prompt``), built on this workflow's agency;
   ``workflow = "other.toml"`` is a nested workflow, its path relative to this file, run with
   this workflow's agency (one set of breakers and one budget).
 - String values may use ``${VAR}`` like every value of ``agency.toml``.
@@ -135,9 +137,10 @@ def _build(
         or workflows_config(agency_config).max_concurrency,
     )
     own = (*stack, Path(source).resolve()) if here else stack
+    agents = _Agents(file_config, agency)
     try:
         for i, raw in enumerate(raw_steps):
-            wf.add(_step(i, raw, source, here or Path.cwd(), agency, own))
+            wf.add(_step(i, raw, source, here or Path.cwd(), agency, own, agents))
         wf.validate()
     except WorkflowError as exc:
         raise ConfigError(exc.problem, source=source, key=exc.where, fix=exc.fix) from None
@@ -165,9 +168,17 @@ _STEP_PROBLEMS: tuple[tuple[str, str, str], ...] = (
 
 
 def _step(
-    i: int, raw: Mapping[str, Any], source: str, here: Path, agency: Any, stack: tuple[Path, ...]
+    i: int,
+    raw: Mapping[str, Any],
+    source: str,
+    here: Path,
+    agency: Any,
+    stack: tuple[Path, ...],
+    agents: _Agents,
 ) -> Step:
     fields = dict(raw)
+    if "agent" in fields:
+        fields["run"] = agents.get(fields.pop("agent"), f"step[{i}].agent")
     for key in ("after", "models"):
         if key in fields:
             fields[key] = tuple(fields[key])
@@ -187,6 +198,36 @@ def _step(
                 break
         where = f"step[{i}].{key}" if key else f"step[{i}]"
         raise ConfigError(str(exc), source=source, key=where, fix=fix) from None
+
+
+class _Agents:
+    """The ``[[agent]]`` tables of a file, each built (once) when a step names it."""
+
+    def __init__(self, file_config: AgencyConfig, agency: Any) -> None:
+        from agency.config import sections
+
+        self.source, self.agency = file_config.source, agency
+        owned = "agent" in sections()  # agency.agents registers [[agent]]
+        self.tables = list(file_config.section("agent")) if owned else []
+        self.built: dict[str, Any] = {}
+
+    def get(self, name: str, where: str) -> Any:
+        if name not in self.built:
+            table = next((t for t in self.tables if t.get("name") == name), None)
+            if table is None:
+                names = [t.get("name") for t in self.tables]
+                raise ConfigError(
+                    f"no [[agent]] named {name!r} in this file",
+                    source=self.source,
+                    key=where,
+                    fix=f"name one of {names}"
+                    if names
+                    else "add an [[agent]] table with that name",
+                )
+            from agency.agents.agent_file import build_agents
+
+            self.built.update(build_agents([table], self.agency))
+        return self.built[name]
 
 
 def _import(target: str, source: str, where: str) -> Callable[..., Any]:

@@ -569,3 +569,31 @@ def test_workflow_from_dict(local_agency: Agency) -> None:
             {"step": [{"name": "a", "prompt": "{nope}"}]}, "inline", agency=local_agency
         )
     assert info.value.source == "inline" and info.value.key == "step[0].prompt"
+
+
+def test_a_step_runs_an_agent_table_of_the_file(
+    write: Callable[..., Path], openai_fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    agent = '\n[[agent]]\nname = "forecaster"\nmodels = ["backup"]\ninstructions = "Be brief."\n'
+    step = '\n[[step]]\nname = "forecast"\nagent = "forecaster"\nprompt = "Weather in {city}?"\n'
+    path = write(
+        LLM.format(base_url=openai_fake.base_url) + '[workflow]\ninputs = ["city"]\n' + agent + step
+    )
+    wf = load_workflow(path)
+    assert wf.steps["forecast"].kind == "run"
+    openai_fake.script(Reply("Sunny in Oslo."))
+    run = wf.run({"city": "Oslo"}, checkpoint=str(tmp_path / "runs.sqlite"))
+    assert run.status == "completed", run.error
+    assert run.outputs["forecast"] == "Sunny in Oslo."
+    assert run.steps["forecast"].provider == "backup"
+    body = openai_fake.bodies()[-1]
+    assert body["model"] == "gpt-4o" and body["messages"][-1]["content"] == "Weather in Oslo?"
+    wf.agency.close()
+
+    unknown = write(
+        LLM.format(base_url=openai_fake.base_url) + agent + step.replace("forecaster", "forcaster"),
+        "bad.toml",
+    )
+    error = _error(unknown)
+    assert error.key == "step[0].agent" and "no [[agent]] named 'forcaster'" in error.problem
+    assert error.fix == "name one of ['forecaster']"
