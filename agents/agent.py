@@ -6,15 +6,18 @@
     >>> result.text, result.cost, result.steps, result.provider, result.tool_calls
 
 The tool loop is LangChain v1's ``create_agent`` (a LangGraph graph: `graph` embeds as a
-node or subgraph in any LangGraph program, with checkpointing), with our pieces as its
-middleware:
+node or subgraph in any LangGraph program, with checkpointing). What we add costs the loop as
+little as it can (``benchmarks/agents_bench.py``: LangChain's middleware machinery alone adds
+about 0.6 ms a step, so it is used only for the budget):
 
 - the model is by default the role's chain from the `agency.Agency` (``[llm.routing]``), so
   every model call of the loop falls back across providers and every agent of one agency
   shares breakers, rate limits, budget and stats; ``model=`` takes a ``"provider:model"`` spec,
   an entry name, or any `BaseChatModel`;
-- ``max_steps`` bounds the model calls of one run (LangChain's ``ModelCallLimitMiddleware``);
-- a tool that raises answers the model with a bounded error message, never ends the run;
+- ``max_steps`` bounds the model calls of one run (LangGraph's step limit; the run stops with
+  what it had, ``stopped = "max_steps"``);
+- a tool that raises answers the model with a bounded error message, never ends the run
+  (each tool is wrapped so);
 - ``budget_usd`` refuses the next model call whose worst case would go over: the run raises
   `AgentBudgetExceeded` (an `agency.errors.BudgetExceeded`) carrying the partial result;
 - ``memory`` (a `VectorMemory`): the ``recall`` most relevant memories are put in the context
@@ -26,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from langchain.agents.middleware import AgentMiddleware
@@ -62,6 +65,8 @@ class AgentResult:
     """The provider that gave the final answer."""
     agent: str = ""
     """The agent's name."""
+    stopped: str | None = None
+    """``"max_steps"`` when the run hit its bound before a final answer; else ``None``."""
 
 
 @dataclass(frozen=True)
@@ -154,17 +159,13 @@ class Agent(Runnable[Any, AgentResult]):
         """LangChain's ``create_agent`` graph of this agent (a LangGraph graph)."""
         if self._graph is None:
             from langchain.agents import create_agent
-            from langchain.agents.middleware import ModelCallLimitMiddleware, ToolErrorMiddleware
 
-            middleware: list[Any] = [
-                ModelCallLimitMiddleware(run_limit=self.max_steps, exit_behavior="end"),
-                ToolErrorMiddleware(on_error=_tool_error, aon_error=_atool_error),
-            ]
+            middleware: list[Any] = []
             if self.budget_usd is not None:
                 middleware.append(_BudgetMiddleware(self))
             self._graph = create_agent(
                 self.model,
-                tools=self.tools,
+                tools=[_forgiving(tool) for tool in self.tools],
                 system_prompt=self.system_prompt(),
                 middleware=middleware,
                 name=self.name,
@@ -207,12 +208,27 @@ class Agent(Runnable[Any, AgentResult]):
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AgentResult:
         """The async twin of `invoke`."""
-        result: AgentResult | None = None
-        async for event in self.astream_agent(input, config):
-            if event.result is not None:
-                result = event.result
-        assert result is not None
+        # No one listens to events here: LangGraph's plain invoke skips the per-token
+        # callback handler that streaming installs on every model call (~1 ms a step).
+        from langgraph.errors import GraphRecursionError
+
+        messages = await self._prepare(_messages_of(input))
+        state: dict[str, Any] = {"messages": messages}
+        stopped = None
+        try:
+            async for state in self.graph.astream(
+                {"messages": messages}, self._bounded(config), stream_mode="values"
+            ):
+                pass
+        except GraphRecursionError:
+            stopped = "max_steps"
+        result = replace(self._result(list(state["messages"])), stopped=stopped)
+        await self._remember(messages, result)
         return result
+
+    def _bounded(self, config: RunnableConfig | None) -> RunnableConfig:
+        # A model step and its tool step are two LangGraph steps; the last answer is one more.
+        return {**(config or {}), "recursion_limit": 2 * self.max_steps}
 
     def stream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
@@ -231,38 +247,43 @@ class Agent(Runnable[Any, AgentResult]):
     ) -> AsyncIterator[AgentEvent]:
         """Run, yielding events as they happen: tokens, tool calls, tool results, the final
         result (its ``result``)."""
+        from langgraph.errors import GraphRecursionError
+
         messages = await self._prepare(_messages_of(input))
         produced: list[BaseMessage] = []
-        async for mode, payload in self.graph.astream(
-            {"messages": messages},
-            config,
-            stream_mode=["messages", "updates"],
-        ):
-            if mode == "messages":
-                chunk, _meta = payload
-                text = getattr(chunk, "text", "")
-                if text and not isinstance(chunk, ToolMessage):
-                    yield AgentEvent("token", self.name, {"text": text})
-                continue
-            for update in (payload or {}).values():
-                for message in (
-                    (update or {}).get("messages", []) if isinstance(update, dict) else []
-                ):
-                    produced.append(message)
-                    if isinstance(message, AIMessage):
-                        for call in message.tool_calls:
-                            yield AgentEvent("tool_call", self.name, dict(call))
-                    elif isinstance(message, ToolMessage):
-                        yield AgentEvent(
-                            "tool_result",
-                            self.name,
-                            {
-                                "name": message.name,
-                                "content": message.text,
-                                "status": message.status,
-                            },
-                        )
-        result = self._result([*messages, *produced])
+        stream = self.graph.astream(
+            {"messages": messages}, self._bounded(config), stream_mode=["messages", "updates"]
+        )
+        stopped = None
+        try:
+            async for mode, payload in stream:
+                if mode == "messages":
+                    chunk, _meta = payload
+                    text = getattr(chunk, "text", "")
+                    if text and not isinstance(chunk, ToolMessage):
+                        yield AgentEvent("token", self.name, {"text": text})
+                    continue
+                for update in (payload or {}).values():
+                    for message in (
+                        (update or {}).get("messages", []) if isinstance(update, dict) else []
+                    ):
+                        produced.append(message)
+                        if isinstance(message, AIMessage):
+                            for call in message.tool_calls:
+                                yield AgentEvent("tool_call", self.name, dict(call))
+                        elif isinstance(message, ToolMessage):
+                            yield AgentEvent(
+                                "tool_result",
+                                self.name,
+                                {
+                                    "name": message.name,
+                                    "content": message.text,
+                                    "status": message.status,
+                                },
+                            )
+        except GraphRecursionError:
+            stopped = "max_steps"
+        result = replace(self._result([*messages, *produced]), stopped=stopped)
         await self._remember(messages, result)
         yield AgentEvent("final", self.name, {"text": result.text, "cost": result.cost}, result)
 
@@ -291,8 +312,7 @@ class Agent(Runnable[Any, AgentResult]):
 
 def summarize(agent: str, messages: list[BaseMessage]) -> AgentResult:
     """An `AgentResult` from a run's messages (cost and usage summed over its model turns)."""
-    # Model turns only: LangChain's limit middleware adds an AIMessage of its own on stopping.
-    answers = [m for m in messages if isinstance(m, AIMessage) and m.response_metadata]
+    answers = [m for m in messages if isinstance(m, AIMessage)]
     usage = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
     cost = 0.0
     for message in answers:
@@ -300,8 +320,7 @@ def summarize(agent: str, messages: list[BaseMessage]) -> AgentResult:
             counts: dict[str, Any] = dict(message.usage_metadata or {})
             usage[key] += int(counts.get(key, 0))
         cost += float(message.response_metadata.get("cost") or 0.0)
-    said = [m for m in messages if isinstance(m, AIMessage)]
-    final = said[-1] if said else None
+    final = answers[-1] if answers else None
     route = final.response_metadata.get("agency") or {} if final is not None else {}
     return AgentResult(
         text=final.text if final is not None else "",
@@ -327,12 +346,50 @@ def _messages_of(value: Any) -> list[BaseMessage]:
     raise TypeError(f"an agent takes a string, messages or {{'messages': [...]}}, not {value!r}")
 
 
-def _tool_error(exc: Exception, *args: Any) -> str:
+def _tool_error(exc: Exception) -> str:
     return f"The tool failed: {type(exc).__name__}: {str(exc)[:MAX_TOOL_ERROR_CHARS]}"
 
 
-async def _atool_error(exc: Exception, *args: Any) -> str:
-    return _tool_error(exc)
+def _forgiving(tool: Any) -> Any:
+    """``tool`` as a LangChain tool whose exceptions become its (bounded) answer to the model."""
+    from langchain_core.tools import BaseTool, StructuredTool
+    from langchain_core.tools import tool as as_tool
+
+    base: BaseTool = tool if isinstance(tool, BaseTool) else as_tool(tool)
+    pair = base.response_format == "content_and_artifact"
+
+    def answer(message: Any) -> Any:
+        return (message.content, message.artifact) if pair else message.content
+
+    def failed(exc: Exception) -> Any:
+        return (_tool_error(exc), None) if pair else _tool_error(exc)
+
+    def call(**kwargs: Any) -> Any:
+        try:
+            return answer(base.invoke(_call(base, kwargs)))
+        except Exception as exc:
+            return failed(exc)
+
+    async def acall(**kwargs: Any) -> Any:
+        try:
+            return answer(await base.ainvoke(_call(base, kwargs)))
+        except Exception as exc:
+            return failed(exc)
+
+    return StructuredTool(
+        name=base.name,
+        description=base.description,
+        args_schema=base.args_schema or {"type": "object", "properties": {}},
+        func=call,
+        coroutine=acall,
+        return_direct=base.return_direct,
+        response_format=base.response_format,
+    )
+
+
+def _call(tool: Any, args: dict[str, Any]) -> dict[str, Any]:
+    # A tool call, so the tool answers with a ToolMessage (content and artifact both).
+    return {"name": tool.name, "args": args, "id": "agency-call", "type": "tool_call"}
 
 
 class _BudgetMiddleware(AgentMiddleware):

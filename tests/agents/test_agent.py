@@ -89,7 +89,7 @@ def test_max_steps_bounds_the_loop(openai_fake: FakeOpenAI) -> None:
     openai_fake.script(*[call] * 10)
     agent = Agent("loopy", agency=_agency(openai_fake), tools=[get_weather], max_steps=3)
     result = agent.invoke("weather?")
-    assert result.steps == 3 and len(_chat(openai_fake)) == 3
+    assert result.steps == 3 and len(_chat(openai_fake)) == 3 and result.stopped == "max_steps"
 
 
 def test_a_budget_refuses_the_call_that_would_go_over_with_the_partial_result(
