@@ -216,7 +216,7 @@ class Agent(Runnable[Any, AgentResult]):
         state: dict[str, Any] = {"messages": messages}
         stopped = None
         try:
-            async for state in self.graph.astream(
+            async for state in self.graph.astream(  # noqa: B007 (the last state is the result)
                 {"messages": messages}, self._bounded(config), stream_mode="values"
             ):
                 pass

@@ -45,25 +45,46 @@ _KEYS = (
 )
 
 
-def resolve_callable(ref: str, *, where: str, source: str | None = None) -> Any:
-    """The object ``"pkg.module:name"`` names; `ConfigError` if it cannot be imported."""
-    module_name, _, attr = ref.partition(":")
+def resolve_callable(target: str, *, where: str, source: str | None = None) -> Any:
+    """The callable ``"package.module:function"`` names (a tool, a step's ``fn``);
+    `ConfigError` names the key and suggests a close name when it is missing."""
+    module_name, _, attr = target.partition(":")
     if not module_name or not attr:
         raise ConfigError(
-            f"{ref!r} is not 'package.module:function'",
+            f"{target!r} does not name a function",
             source=source,
             key=where,
-            fix='write it as "package.module:function"',
+            fix=f'write {where.rsplit(".", 1)[-1].split("[")[0]} = "package.module:function"',
         )
     try:
-        return getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
+        found: Any = importlib.import_module(module_name)
+    except Exception as exc:  # an import that fails in any way is the file's problem
         raise ConfigError(
-            f"cannot import {ref!r}: {exc}",
+            f"cannot import {module_name!r}: {type(exc).__name__}: {exc}",
             source=source,
             key=where,
-            fix="check the module is importable (installed or on PYTHONPATH) and the name",
+            fix="make the module importable (installed, or its folder on PYTHONPATH)",
         ) from None
+    for part in attr.split("."):
+        if not hasattr(found, part):
+            names = [n for n in dir(found) if not n.startswith("_")]
+            close = difflib.get_close_matches(part, names, n=1, cutoff=0.6)
+            raise ConfigError(
+                f"{module_name!r} has no {attr!r}"
+                + (f"; did you mean {close[0]!r}?" if close else ""),
+                source=source,
+                key=where,
+                fix=f"name a function defined in {module_name}",
+            )
+        found = getattr(found, part)
+    if not callable(found):
+        raise ConfigError(
+            f"{target!r} is a {type(found).__name__}, not a function",
+            source=source,
+            key=where,
+            fix="name a function",
+        )
+    return found
 
 
 def _check(tables: Any, config: AgencyConfig) -> list[dict[str, Any]]:

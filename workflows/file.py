@@ -25,14 +25,13 @@ next to any table of ``agency.toml``. Contracts:
 
 from __future__ import annotations
 
-import difflib
-import importlib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from agency._factory import default_agency
+from agency.agents.agent_file import resolve_callable
 from agency.config import AgencyConfig, load_config
 from agency.errors import ConfigError
 from agency.workflows.config import WorkflowTable, check_models, workflows_config
@@ -183,7 +182,7 @@ def _step(
         if key in fields:
             fields[key] = tuple(fields[key])
     if "fn" in fields:
-        fields["fn"] = _import(fields["fn"], source, f"step[{i}].fn")
+        fields["fn"] = resolve_callable(fields["fn"], where=f"step[{i}].fn", source=source)
     if "workflow" in fields:
         fields["workflow"] = _nested(
             fields["workflow"], source, f"step[{i}].workflow", here, agency, stack
@@ -228,47 +227,6 @@ class _Agents:
 
             self.built.update(build_agents([table], self.agency))
         return self.built[name]
-
-
-def _import(target: str, source: str, where: str) -> Callable[..., Any]:
-    """The function ``"package.module:function"`` names."""
-    module_name, _, attr = target.partition(":")
-    if not module_name or not attr:
-        raise ConfigError(
-            f"{target!r} does not name a function",
-            source=source,
-            key=where,
-            fix='write fn = "package.module:function"',
-        )
-    try:
-        found: Any = importlib.import_module(module_name)
-    except Exception as exc:  # an import that fails in any way is the file's problem
-        raise ConfigError(
-            f"cannot import {module_name!r}: {type(exc).__name__}: {exc}",
-            source=source,
-            key=where,
-            fix="make the module importable (installed, or its folder on PYTHONPATH)",
-        ) from None
-    for part in attr.split("."):
-        if not hasattr(found, part):
-            names = [n for n in dir(found) if not n.startswith("_")]
-            close = difflib.get_close_matches(part, names, n=1, cutoff=0.6)
-            raise ConfigError(
-                f"{module_name!r} has no {attr!r}"
-                + (f"; did you mean {close[0]!r}?" if close else ""),
-                source=source,
-                key=where,
-                fix=f"name a function defined in {module_name}",
-            )
-        found = getattr(found, part)
-    if not callable(found):
-        raise ConfigError(
-            f"{target!r} is a {type(found).__name__}, not a function",
-            source=source,
-            key=where,
-            fix="name a function of the state: def fn(state) -> output",
-        )
-    return found  # type: ignore[no-any-return]
 
 
 def _nested(
