@@ -82,7 +82,7 @@ def resolve_callable(target: str, *, where: str, source: str | None = None) -> A
             f"{target!r} is a {type(found).__name__}, not a function",
             source=source,
             key=where,
-            fix="name a function",
+            fix="name a function (for a step: def fn(state) -> output)",
         )
     return found
 

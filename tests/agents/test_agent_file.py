@@ -72,7 +72,11 @@ description = "Knows the weather."
         ('name = "a"\nmodle = "x"', "agent[0].modle", "did you mean 'model'"),
         ('role = "general"', "agent[0].name", "needs a name"),
         ('name = "a"\nmodels = ["nope:x"]', "agent[0].models[0]", "not a provider entry"),
-        ('name = "a"\ntools = ["toolbox:missing"]', "agent[0].tools[0]", "cannot import"),
+        (
+            'name = "a"\ntools = ["toolbox:missing"]',
+            "agent[0].tools[0]",
+            "'toolbox' has no 'missing'",
+        ),
         ('name = "a"\ntools = [{ mcp = { cmd = "x" } }]', "agent[0].tools[0].mcp", "command"),
         ('name = "a"\nmax_steps = "many"', "agent[0].max_steps", "a number"),
     ],
