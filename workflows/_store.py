@@ -112,11 +112,14 @@ class RunStore:
                 (run_id, workflow, now, now, source),
             )
 
-    def finish(self, run_id: str, status: str, cost: float, error: str | None = None) -> None:
-        """Record how ``run_id`` ended this time."""
+    def finish(
+        self, run_id: str, status: str, cost: float | None, error: str | None = None
+    ) -> None:
+        """Record how ``run_id`` ended this time (``cost`` None keeps the last one known)."""
         with self._cursor() as cur:
             cur.execute(
-                "UPDATE agency_runs SET status = ?, cost = ?, updated = ?, error = ? "
+                "UPDATE agency_runs SET status = ?, cost = COALESCE(?, cost), updated = ?, "
+                "error = ? "
                 "WHERE run_id = ?",
                 (status, cost, time.time(), error, run_id),
             )

@@ -6,7 +6,9 @@
   again after a crash finds its answer in the journal instead of paying twice.
 - A run ends ``completed``, ``interrupted`` (an ``interrupt`` step waits for an answer),
   ``budget_exceeded`` (the next call's worst case would have gone over; nothing was sent),
-  or ``failed`` (a step failed on every provider, or raised). All but ``completed`` resume.
+  ``failed`` (a step failed on every provider, or raised) or ``cancelled`` (Ctrl-C, a
+  cancelled task; a process killed outright stays ``running`` in the index). All but
+  ``completed`` resume.
 - ``completed`` is only said when every step finished or was skipped by its own condition; a
   run that LangGraph ends early (langgraph #8834) is ``failed``, naming the steps never run.
 - Events (`Event`) stream from `astream`; all but tokens are written, one JSON a line, to
@@ -36,7 +38,7 @@ __all__ = ["DEFAULT_CHECKPOINT", "Event", "Run", "Runner", "StepRecord"]
 DEFAULT_CHECKPOINT = ".agency/runs.sqlite"
 """Where runs are checkpointed unless told otherwise (relative to the working directory)."""
 
-Status = Literal["completed", "interrupted", "budget_exceeded", "failed", "running"]
+Status = Literal["completed", "interrupted", "budget_exceeded", "failed", "cancelled", "running"]
 
 
 @dataclass(frozen=True)
@@ -236,6 +238,11 @@ class Runner:
                                 yield record(event("interrupted", value.get("step"), **value))
                 except Exception as exc:  # the run stops; its checkpoint stays for resume
                     error = exc
+                except (asyncio.CancelledError, KeyboardInterrupt):
+                    # Ctrl-C or a cancelled task: say so in the index (a plain write: the loop
+                    # is going away), then let the cancellation go on.
+                    store.finish(run_id, "cancelled", None, "cancelled; resume to finish it")
+                    raise
                 run = await self._outcome(graph, config, run_id, error)
                 await asyncio.to_thread(store.finish, run_id, run.status, run.cost, run.error)
                 yield record(
