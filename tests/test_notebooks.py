@@ -28,6 +28,18 @@ EXPECTED = {
         "'legal'",
         "'role': 'creative'",
     ),
+    "04_workflows.ipynb": (
+        "status=completed",
+        "reviews: 2",
+        "draft answered by local after 2 attempts",
+        "failed: primary  ConnectionFailed",
+        "failures={'connection': 1}",
+        "interrupted: Publish this announcement?",
+        "done so far: ['draft']",
+        "model calls on resume: 1",
+        "{'draft': 'done', 'approve': 'done', 'headline': 'done'}",
+        "<Figure size 900x300 with 2 Axes>",
+    ),
 }
 """Outputs each notebook must show: what its prose promises."""
 
