@@ -232,9 +232,10 @@ async def _prompt(step: Step, label: str, state: dict[str, Any], iteration: int)
         model.chain,
         _schema_name(step.structured),
     )
-    # The store's SQLite calls run off the event loop: the checkpointer's connection shares the
-    # file, and a blocked loop would keep it from committing (a lock wait, then "locked").
-    journalled = await asyncio.to_thread(ctx.store.recall, ctx.run_id, key)
+    # A read never waits in WAL mode, so it may run on the loop; the journal's write (below)
+    # runs off it: the checkpointer's connection shares the file, and a loop blocked on a lock
+    # would keep that connection from committing (a lock wait, then "database is locked").
+    journalled = ctx.store.recall(ctx.run_id, key)
     if journalled is not None:
         record = dict(journalled["record"], replayed=True)
         _emit("replayed", label, provider=record.get("provider"), cost=record.get("cost"))

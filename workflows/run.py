@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -239,9 +240,12 @@ class Runner:
                 except Exception as exc:  # the run stops; its checkpoint stays for resume
                     error = exc
                 except (asyncio.CancelledError, KeyboardInterrupt):
-                    # Ctrl-C or a cancelled task: say so in the index (a plain write: the loop
-                    # is going away), then let the cancellation go on.
-                    store.finish(run_id, "cancelled", None, "cancelled; resume to finish it")
+                    # Ctrl-C or a cancelled task: say so in the index, off the loop (the
+                    # checkpointer may hold the write lock until the loop lets it finish),
+                    # then let the cancellation go on.
+                    note = (run_id, "cancelled", None, "cancelled; resume to finish it")
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(asyncio.to_thread(store.finish, *note))
                     raise
                 run = await self._outcome(graph, config, run_id, error)
                 await asyncio.to_thread(store.finish, run_id, run.status, run.cost, run.error)

@@ -524,33 +524,3 @@ def test_a_step_runs_an_agent_and_records_its_cost(
     assert run.status == "completed" and run.outputs["forecast"] == "Sunny in Oslo today."
     assert run.steps["forecast"].cost > 0 and run.steps["forecast"].provider == "primary"
     assert chat_requests(openai_fake)[0]["messages"][-1]["content"] == "Weather in Oslo?"
-
-
-def test_a_cancelled_run_says_so_in_the_index_and_resumes(checkpoint: str) -> None:
-    started = asyncio.Event()
-
-    async def slow(state: dict[str, Any]) -> str:
-        started.set()
-        await asyncio.sleep(30)
-        return "never"
-
-    wf = Workflow("cancel", agency=Agency())
-    wf.add(Step("first", fn=lambda s: "one"), Step("slow", fn=slow, after=["first"]))
-
-    async def cancel_midway() -> None:
-        task = asyncio.create_task(wf.arun({}, run_id="cx", checkpoint=checkpoint))
-        await started.wait()
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-
-    asyncio.run(cancel_midway())
-    row = RunStore(checkpoint).run("cx")
-    assert row is not None and row.status == "cancelled"
-
-    fixed = Workflow("cancel", agency=Agency())
-    fixed.add(
-        Step("first", fn=lambda s: "again?"), Step("slow", fn=lambda s: "done", after=["first"])
-    )
-    run = fixed.resume("cx", checkpoint=checkpoint)
-    assert run.status == "completed" and run.outputs == {"first": "one", "slow": "done"}
