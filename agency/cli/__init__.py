@@ -22,6 +22,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from agency.cli import _a2a as a2a_cli
 from agency.cli import _workflows as wf_cli
 
 __all__ = ["app", "default_spec", "main"]
@@ -381,6 +382,9 @@ def runs(
     else:  # a pipe or a file: tab-separated, never wrapped
         for fields in [header, *cells]:
             sys.stdout.write("\t".join(fields) + "\n")
+
+
+app.add_typer(a2a_cli.app, name="a2a")
 
 
 def main() -> None:

@@ -640,3 +640,92 @@ async def test_an_app_mounted_under_a_prefix_serves_card_and_methods() -> None:
             events = [r async for r in client.send_message(_message("sdk prefixed"))]
             assert events[-1].status_update.status.state == TaskState.TASK_STATE_COMPLETED
             await client.close()
+
+
+# ------------------------------------------------------------------------------ CLI
+def test_cli_card_and_send() -> None:
+    from typer.testing import CliRunner
+
+    from agency.cli import app
+
+    runner = CliRunner()
+    with served(RunnableLambda(_asker), api_key="k-1") as url:
+        shown = runner.invoke(app, ["a2a", "card", url])
+        assert shown.exit_code == 0, shown.output
+        card = json.loads(shown.stdout)
+        assert card["supportedInterfaces"][0]["protocolVersion"] == A2A_PROTOCOL_VERSION
+
+        refused = runner.invoke(app, ["a2a", "send", url, "weather?"])
+        assert refused.exit_code == 1 and "401" in refused.stderr
+
+        asked = runner.invoke(app, ["a2a", "send", url, "weather?", "-H", "X-API-Key: k-1"])
+        assert asked.exit_code == 0, asked.output
+        assert asked.stdout == "Which city?\n" and "--task-id" in asked.stderr
+        task_id = asked.stderr.split("--task-id ")[1].split(")")[0]
+        context_id = asked.stderr.split("context ")[1].split()[0]
+        ids = ["--task-id", task_id, "--context-id", context_id]
+        answered = runner.invoke(
+            app, ["a2a", "send", url, "Rome", "--stream", "-H", "X-API-Key: k-1", *ids]
+        )
+    assert answered.exit_code == 0, answered.output
+    assert answered.stdout == "Sunny in Rome.\n"
+    assert "TASK_STATE_COMPLETED" in answered.stderr
+
+
+def test_cli_serve_runs_an_agent_of_a_file(openai_fake: FakeOpenAI, tmp_path: Any) -> None:
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    openai_fake.script(Reply("Served from the file."))
+    agents_file = tmp_path / "agents.toml"
+    agents_file.write_text(
+        f"""
+[[llm.providers]]
+name = "primary"
+provider = "openai"
+api_key = "sk-test"
+base_url = "{openai_fake.base_url}"
+text_model = "gpt-4o-mini"
+
+[[agent]]
+name = "helper"
+description = "Helps."
+"""
+    )
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "agency.cli", "a2a", "serve", str(agents_file)]
+    proc = subprocess.Popen(
+        [*command, "--agent", "helper", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(url + "/.well-known/agent-card.json", timeout=1)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.communicate()[1]
+                assert time.monotonic() < deadline, "agency a2a serve did not start"
+                time.sleep(0.2)
+        remote = RemoteAgent(url)
+        assert remote.invoke("hello").text == "Served from the file."
+        card = remote.get_card()
+        assert (card.name, card.description) == ("helper", "Helps.")
+        assert card.supported_interfaces[0].url == url + "/"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+    missing = subprocess.run(
+        [*command, "--agent", "nobody"], capture_output=True, text=True, timeout=60
+    )
+    assert missing.returncode == 2
+    assert "no [[agent]] named 'nobody'" in missing.stderr and "helper" in missing.stderr
