@@ -16,7 +16,8 @@ What the served agent does with one A2A message (`RunnableExecutor`):
 - **Output.** Tokens stream as one artifact named ``answer`` (``append`` chunks, the last one
   ``lastChunk``). Tokens are read from ``astream_agent`` events when the runnable has it (an
   `Agent`), else from ``astream`` chunks: an ``AIMessageChunk``, a ``str``, or anything with a
-  ``text`` attribute (an `AgentResult`). The task then completes.
+  ``text`` attribute (an `AgentResult`; a `Team`'s result comes whole, as one chunk: its
+  members' tokens are not the team's answer). The task then completes.
 - **Asking back.** When the answer's message carries ``response_metadata["input_required"]``
   (a chat model's last chunk, or the last message of an `AgentResult`), or the streamed object
   has ``input_required = True``, the task goes to ``TASK_STATE_INPUT_REQUIRED`` with the answer
@@ -217,7 +218,7 @@ class RunnableExecutor(AgentExecutor):
 
 async def _stream(runnable: Any, payload: Any) -> AsyncIterator[tuple[str, Any]]:
     """(new text, the object it came from) for everything the runnable streams."""
-    if hasattr(runnable, "astream_agent"):  # an Agent or a Team: token events, then final
+    if hasattr(runnable, "astream_agent"):  # an Agent: token events, then the final result
         streamed = False
         async for event in runnable.astream_agent(payload):
             if event.kind == "token":

@@ -729,3 +729,29 @@ description = "Helps."
     )
     assert missing.returncode == 2
     assert "no [[agent]] named 'nobody'" in missing.stderr and "helper" in missing.stderr
+
+
+async def test_remote_agent_follows_a_task_left_running_to_its_end() -> None:
+    """A peer (hand-written 1.0 JSON-RPC) answers SendMessage with a WORKING task; RemoteAgent
+    polls GetTask until the task completes."""
+    calls: list[str] = []
+
+    async def rpc(request: Request) -> Response:
+        body = await request.json()
+        calls.append(body["method"])
+        task: dict[str, Any] = {"id": "t-1", "contextId": "c-1"}
+        if body["method"] == "GetTask" and calls.count("GetTask") >= 2:
+            task["status"] = {"state": "TASK_STATE_COMPLETED"}
+            task["artifacts"] = [{"artifactId": "a", "parts": [{"text": "done at last"}]}]
+        else:
+            task["status"] = {"state": "TASK_STATE_WORKING"}
+        result = {"task": task} if body["method"] == "SendMessage" else task
+        return JSONResponse({"jsonrpc": "2.0", "id": body["id"], "result": result})
+
+    peer = _peer(None, PlainTextResponse("unused"))
+    peer.router.routes[-1] = Route("/", rpc, methods=["POST"])
+    with serve(peer) as url:
+        answer = await RemoteAgent(url).ainvoke("long job")
+    assert answer.text == "done at last"
+    assert answer.response_metadata["state"] == "TASK_STATE_COMPLETED"
+    assert calls == ["SendMessage", "GetTask", "GetTask"]
