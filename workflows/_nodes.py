@@ -12,7 +12,6 @@ cost under ``__cost__`` (a sum). Model answers go through the run's call journal
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import inspect
 import time
@@ -222,7 +221,14 @@ async def _prompt(step: Step, label: str, state: dict[str, Any], iteration: int)
         params["max_attempts"] = step.max_attempts
     if step.cache is not None:
         params["cache"] = ctx.agency.cache() if step.cache else False
-    model = ctx.agency.chat_model(role=step.role, models=step.models, **params)
+    # One model per step and agency, kept across runs: LangChain serializes a model for its
+    # callbacks once per instance (~0.5 ms), so a new one per call would pay that every step.
+    models = ctx.extra.setdefault("models", {})
+    model = models.get(step.name)
+    if model is None:
+        model = models[step.name] = ctx.agency.chat_model(
+            role=step.role, models=step.models, **params
+        )
     key = call_key(
         ctx.run_id,
         step.name,
@@ -232,9 +238,8 @@ async def _prompt(step: Step, label: str, state: dict[str, Any], iteration: int)
         model.chain,
         _schema_name(step.structured),
     )
-    # A read never waits in WAL mode, so it may run on the loop; the journal's write (below)
-    # runs off it: the checkpointer's connection shares the file, and a loop blocked on a lock
-    # would keep that connection from committing (a lock wait, then "database is locked").
+    # The journal has a file of its own (only this process's store writes it), so its reads and
+    # its short WAL commits run on the loop without waiting for the checkpointer.
     journalled = ctx.store.recall(ctx.run_id, key)
     if journalled is not None:
         record = dict(journalled["record"], replayed=True)
@@ -244,8 +249,7 @@ async def _prompt(step: Step, label: str, state: dict[str, Any], iteration: int)
     _check_budget(step, label, state, model, messages)
     # timeout_s is LangGraph's TimeoutPolicy on this node (see graph.py).
     value, record = await _call(step, label, model, messages)
-    answer = {"value": value, "record": record}
-    await asyncio.to_thread(ctx.store.journal, ctx.run_id, key, label, answer)
+    ctx.store.journal(ctx.run_id, key, label, {"value": value, "record": record})
     return _done(step, label, state, value, record)
 
 

@@ -1,7 +1,8 @@
 """What a run leaves beside LangGraph's checkpoints: the run index, the call journal, traces.
 
-One SQLite file holds LangGraph's checkpoints (``langgraph-checkpoint-sqlite``) and two tables
-of ours:
+LangGraph's checkpoints (``langgraph-checkpoint-sqlite``) are in the checkpoint file; beside
+it, ``<checkpoint>.index`` holds two tables of ours (a file of their own: our writes never wait
+for the checkpointer's connection, nor it for ours):
 
 - ``agency_runs``: one row per run (workflow, status, cost, times, error), for ``agency runs``;
 - ``agency_calls``: the call journal. A model call's answer is committed here the moment it
@@ -78,10 +79,12 @@ def trace_path(checkpoint: str | Path, run_id: str) -> Path:
 
 
 class RunStore:
-    """The run index and call journal in ``path`` (the checkpoint file). Thread-safe."""
+    """The run index and call journal of the checkpoint file ``checkpoint``. Thread-safe."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+    def __init__(self, checkpoint: str | Path) -> None:
+        checkpoint = Path(checkpoint)
+        self.path = checkpoint.with_name(checkpoint.name + ".index")
+        """The SQLite file of the index and the journal, beside the checkpoint."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)

@@ -84,6 +84,7 @@ class Workflow:
         """The steps, by name, in the order they were added."""
         self._agency = agency
         self._compiled: Any = None  # the graph without a checkpointer, built once
+        self._models: tuple[Any, dict[str, Any]] = (None, {})  # (agency, step -> chat model)
 
     @property
     def agency(self) -> AgencyLike:
@@ -106,7 +107,15 @@ class Workflow:
                 )
             self.steps[step.name] = step
             self._compiled = None
+            self._models = (None, {})
         return self
+
+    def models_for(self, agency: Any) -> dict[str, Any]:
+        """The chat models of this workflow's steps on ``agency``, built on first use and
+        kept across runs (a different agency, or a changed workflow, starts afresh)."""
+        if self._models[0] is not agency:
+            self._models = (agency, {})
+        return self._models[1]
 
     # -- checking -----------------------------------------------------------------------
     def validate(self) -> None:

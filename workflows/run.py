@@ -192,7 +192,7 @@ class Runner:
             store=store,
             budget_usd=budget,
             emit=_node_emit,
-            extra={"checkpoint": self.checkpoint},
+            extra={"checkpoint": self.checkpoint, "models": wf.models_for(self.agency)},
         )
         config: dict[str, Any] = {
             "configurable": {"thread_id": run_id},
