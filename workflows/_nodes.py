@@ -304,8 +304,9 @@ async def _call(
         message = await model.ainvoke(messages)
         return message.text, _record(message.response_metadata, message)
     merged = None
+    tokens = current().extra.get("tokens", True)
     async for chunk in model.astream(messages):
-        if chunk.text:
+        if tokens and chunk.text:
             _emit("token", label, text=chunk.text)
         merged = chunk if merged is None else merged + chunk
     if merged is None:

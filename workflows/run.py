@@ -160,11 +160,13 @@ class Runner:
     # -- async --------------------------------------------------------------------------
     async def arun(self, inputs: Mapping[str, Any], **options: Any) -> Run:
         """The async twin of `run`."""
-        return await _last_run(self.astream(inputs, **options))
+        return await _last_run(self.astream(inputs, tokens=False, **options))
 
     async def aresume(self, run_id: str, **options: Any) -> Run:
         """The async twin of `resume`."""
-        return await _last_run(self.astream(None, run_id=run_id, resume=True, **options))
+        return await _last_run(
+            self.astream(None, run_id=run_id, resume=True, tokens=False, **options)
+        )
 
     async def astream(
         self,
@@ -175,8 +177,11 @@ class Runner:
         max_concurrency: int | None = None,
         answers: Mapping[str, Any] | None = None,
         resume: bool = False,
+        tokens: bool = True,
     ) -> AsyncIterator[Event]:
-        """Run (or with ``resume``, continue ``run_id``), yielding events as they happen."""
+        """Run (or with ``resume``, continue ``run_id``), yielding events as they happen
+        (``tokens=False`` leaves out the token events: `run` has no one to show them to, and
+        each costs a trip through LangGraph's stream)."""
         from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
         wf = self.workflow
@@ -192,7 +197,11 @@ class Runner:
             store=store,
             budget_usd=budget,
             emit=_node_emit,
-            extra={"checkpoint": self.checkpoint, "models": wf.models_for(self.agency)},
+            extra={
+                "checkpoint": self.checkpoint,
+                "models": wf.models_for(self.agency),
+                "tokens": tokens,
+            },
         )
         config: dict[str, Any] = {
             "configurable": {"thread_id": run_id},
