@@ -159,18 +159,7 @@ class Team(Runnable[Any, TeamResult]):
             ),
             agency=next(iter(self.members.values())).agency,
         )
-        boss = Agent(
-            boss.name,
-            role=boss.role,
-            instructions=boss.instructions,
-            model=boss._model_spec,
-            tools=[*boss.tools, *tools],
-            memory=boss.memory,
-            agency=boss.agency,
-            max_steps=boss.max_steps,
-            budget_usd=boss.budget_usd,
-        )
-        async for event in self._run(boss, task, config, results):
+        async for event in self._run(_with_tools(boss, tools), task, config, results):
             yield event
 
     async def _handoff(
@@ -265,6 +254,7 @@ def _transfer_tool(name: str, description: str) -> Any:
 
 
 def _with_tools(agent: Agent, extra: list[Any]) -> Agent:
+    """A copy of ``agent`` with ``extra`` tools besides its own."""
     if not extra:
         return agent
     return Agent(
