@@ -40,6 +40,19 @@ EXPECTED = {
         "{'draft': 'done', 'approve': 'done', 'headline': 'done'}",
         "<Figure size 900x300 with 2 Axes>",
     ),
+    "05_agents.ipynb": (
+        "Relevant memories:\n- The user lives in Paris.",
+        "memories kept: 4",
+        "'Write a Python function that reverses a list'     -> ['coder']",
+        "'Solve 3x + 5 = 20 for x'                          -> ['mathematician']",
+        "'Write a haiku about autumn leaves'                -> ['writer']",
+        "'supervisor']",
+        "A2A card: poet - Writes very short poems.  (2 interfaces)",
+        "remote answered: ",
+        "tool: ask_poet - Writes very short poems.",
+        "the tool, called directly over A2A: ",
+        "host called: ",
+    ),
 }
 """Outputs each notebook must show: what its prose promises."""
 
