@@ -14,8 +14,9 @@ side lives in `agency.providers._local_embeddings`. Contract:
 - Streams carry usage on their last chunk (llama.cpp's own streams carry none): prompt tokens
   from the formatted prompt, completion tokens counted as they are streamed.
 - ``response_format`` is grammar-constrained: ``json_object`` to any (compact) JSON object,
-  ``json_schema`` to the schema. Tools: forced calls only (``tool_choice``), grammar-constrained
-  to the tools' schemas. Images raise `CapabilityError`.
+  ``json_schema`` to the schema. Tools: forced calls, and auto mode where the model chooses
+  between one valid call and a text answer (`agency.providers._local_tools`), each
+  grammar-constrained to the tools' schemas. Images raise `CapabilityError`.
 - Failures: a prompt longer than the context raises `ContextWindowExceeded`, an unknown model
   `ModelNotFound`, a missing package `ConfigError`, anything else `ProviderUnavailable`.
 - Per-request llama.cpp sampling extras pass through ``model_kwargs`` (``top_k``, ``min_p``,
@@ -30,20 +31,18 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import functools
 import importlib.metadata
 import importlib.util
-import json
 import os
 import random
 import threading
-from collections.abc import AsyncIterator, Generator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from langchain_core.messages import AIMessageChunk
-from langchain_core.messages.ai import UsageMetadata
+from langchain_core.messages.ai import UsageMetadata, add_usage
 from langchain_core.outputs import ChatGenerationChunk
 
 from agency.errors import (
@@ -55,7 +54,7 @@ from agency.errors import (
     ProviderError,
     ProviderUnavailable,
 )
-from agency.providers import _minilm
+from agency.providers import _local_tools, _minilm
 from agency.providers._base import Capabilities, ChatAdapter, ChatRequest, InputType, ModelInfo
 from agency.providers._local_embeddings import (
     _INSTALL_LOCAL,
@@ -66,7 +65,16 @@ from agency.providers._local_embeddings import (
     _wordllama,
     embed_tokens,
 )
-from agency.providers._local_tools import as_forced_tool_request, as_tool_call, calls_tool
+from agency.providers._local_tools import (
+    JSON_MAX_STRING_CHARS,
+    as_auto_tool_request,
+    as_forced_tool_request,
+    as_tool_call,
+    json_constraint,
+    parse_auto_answer,
+    tool_mode,
+    without_tools,
+)
 from agency.providers.openai import build_chat_body, chunk_from_completion, chunk_from_stream_event
 
 __all__ = [
@@ -92,9 +100,6 @@ DEFAULT_MAX_TOKENS = 256
 DEFAULT_REPEAT_PENALTY = 1.1
 """Without a repeat penalty SmolLM2-135M loops ("la femme au martyre, la femme au martyre...")
 even greedily; 1.1 stops that and still lists three items when asked for three (1.2 lists two)."""
-JSON_MAX_STRING_CHARS = 200
-"""``maxLength`` given to schema strings that set none: a small model in a grammar can loop
-inside one string until ``max_tokens`` cuts the JSON off; a bound keeps the answer parseable."""
 MODELS_DIR_ENV = "AGENCY_MODELS_DIR"
 """Environment variable naming a folder of ``*.gguf`` files, listed and loadable by file name."""
 
@@ -122,10 +127,6 @@ _HANDLED = frozenset({
     "stream_options", "response_format", "n_ctx", "tools", "tool_choice", "parallel_tool_calls",
 })
 # fmt: on
-_JSON_OBJECT_PROMPT = (
-    "Respond with one JSON object. Use the keys the user asks for as top-level keys."
-)
-_JSON_SCHEMA_PROMPT = "Respond with one JSON object that matches this JSON schema:\n"
 
 
 # --------------------------------------------------------------------------- chat models
@@ -139,6 +140,15 @@ class _Model:
     formatter: Any | None
     lock: threading.Lock = field(default_factory=threading.Lock)
     owner: int | None = None
+    _call_tokens: list[int] | None = None
+
+    def call_tokens(self) -> list[int]:
+        """The vocabulary's tokens that open a tool call's JSON (read once, ~0.1 s)."""
+        if self._call_tokens is None:
+            llm = self.llm
+            vocab = ((t, llm.detokenize([t])) for t in range(llm.n_vocab()))
+            self._call_tokens = _local_tools.call_opening_tokens(vocab)
+        return self._call_tokens
 
 
 @contextlib.contextmanager
@@ -320,62 +330,6 @@ def _flatten(messages: list[dict[str, Any]], provider: str, model: str) -> list[
     return out
 
 
-def _cap_strings(schema: Any) -> Any:
-    """A copy of ``schema`` whose free-text strings have a `JSON_MAX_STRING_CHARS` bound."""
-    if isinstance(schema, list):
-        return [_cap_strings(s) for s in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out = {k: _cap_strings(v) for k, v in schema.items()}
-    free = not any(k in out for k in ("maxLength", "enum", "const", "format", "pattern"))
-    if out.get("type") == "string" and free:
-        out["maxLength"] = JSON_MAX_STRING_CHARS
-    return out
-
-
-@functools.lru_cache(maxsize=64)
-def _grammar(schema_json: str) -> Any:
-    """The llama.cpp grammar of a JSON schema (compact whitespace), cached by schema text."""
-    from llama_cpp import llama_grammar
-
-    gbnf = llama_grammar.json_schema_to_gbnf(schema_json)
-    return llama_grammar.LlamaGrammar.from_string(gbnf, verbose=False)
-
-
-def _json_constraint(
-    response_format: Mapping[str, Any] | None, messages: list[dict[str, Any]], where: dict[str, Any]
-) -> tuple[Any | None, list[dict[str, Any]]]:
-    """The grammar for ``response_format`` and the messages with a JSON instruction added.
-
-    The grammar alone guarantees JSON; the instruction is what makes a 135M model fill it
-    with an answer instead of looping inside the first string.
-    """
-    kind = (response_format or {}).get("type")
-    if kind in (None, "text"):
-        return None, messages
-    if kind == "json_object":
-        # `{"type": "object"}` compiles to llama.cpp's compact JSON grammar: any object, no
-        # newlines (the default JSON grammar lets the model indent itself into nesting).
-        schema: Any = (response_format or {}).get("schema") or {"type": "object"}
-        instruction = _JSON_OBJECT_PROMPT
-    elif kind == "json_schema":
-        spec = (response_format or {}).get("json_schema") or {}
-        schema = spec.get("schema") if isinstance(spec, dict) else None
-        if not isinstance(schema, dict):
-            raise BadRequest("response_format json_schema needs json_schema.schema", **where)
-        instruction = _JSON_SCHEMA_PROMPT + json.dumps(schema)
-    else:
-        raise BadRequest(f"unsupported response_format type {kind!r}", **where)
-    try:
-        grammar = _grammar(json.dumps(_cap_strings(schema)))
-    except Exception as exc:  # the converter rejects some schema features
-        raise BadRequest(f"cannot turn the JSON schema into a grammar: {exc}", **where) from exc
-    if messages and messages[0]["role"] == "system":
-        first = {**messages[0], "content": f"{messages[0]['content']}\n\n{instruction}"}
-        return grammar, [first, *messages[1:]]
-    return grammar, [{"role": "system", "content": instruction}, *messages]
-
-
 def _map_error(exc: Exception, provider: str, model: str) -> ProviderError:
     text = str(exc)
     if isinstance(exc, ValueError) and "exceed context window" in text:
@@ -395,7 +349,7 @@ class LocalAdapter(ChatAdapter):
     """llama.cpp and wordllama in this process, behind the adapter contract."""
 
     capabilities = Capabilities(
-        tools=True,  # forced calls only: see _as_forced_tool_request
+        tools=True,  # grammar-constrained: see agency.providers._local_tools
         tool_choice=True,
         json_mode=True,
         json_schema=True,
@@ -407,11 +361,16 @@ class LocalAdapter(ChatAdapter):
     )
 
     # -- chat -------------------------------------------------------------------------
-    def _prepare(self, request: ChatRequest) -> tuple[_Model, dict[str, Any]]:
-        """The loaded model and the `create_chat_completion` arguments for ``request``."""
+    def _prepare(
+        self, request: ChatRequest, constraint: Any | None = None
+    ) -> tuple[_Model, dict[str, Any]]:
+        """The loaded model and the `create_chat_completion` arguments for ``request``
+        (tools resolved: forced calls become a JSON schema; ``constraint``, a grammar, wins)."""
         provider, name = self.provider, request.model
         where: dict[str, Any] = {"provider": provider, "model": name}
-        request = as_forced_tool_request(request, where)
+        if tool_mode(request) == "forced":
+            request = as_forced_tool_request(request, where)
+        request = without_tools(request)
         body = build_chat_body(request, {"max_tokens_field": "max_tokens"}, stream=False)
         unknown = sorted(set(body) - _HANDLED - _LLAMA_EXTRAS)
         if unknown:
@@ -423,7 +382,7 @@ class LocalAdapter(ChatAdapter):
             raise BadRequest(f"n_ctx must be an integer, not {body['n_ctx']!r}", **where) from None
         model = _load(_resolve_chat_model(name, provider), n_ctx)
         messages = _flatten(body["messages"], provider, name)
-        grammar, messages = _json_constraint(body.get("response_format"), messages, where)
+        grammar, messages = json_constraint(body.get("response_format"), messages, where)
         kwargs: dict[str, Any] = {
             "messages": messages,
             "model": name,
@@ -433,29 +392,67 @@ class LocalAdapter(ChatAdapter):
         for key in ("temperature", "top_p", "seed", "stop"):
             if body.get(key) is not None:
                 kwargs[key] = body[key]
-        if grammar is not None:
-            kwargs["grammar"] = grammar
+        if constraint is not None or grammar is not None:
+            kwargs["grammar"] = constraint if constraint is not None else grammar
         kwargs.update({k: v for k, v in body.items() if k in _LLAMA_EXTRAS})
         return model, kwargs
 
-    def _complete(self, request: ChatRequest) -> Iterator[ChatGenerationChunk]:
-        model, kwargs = self._prepare(request)
+    def _run(
+        self, request: ChatRequest, constraint: Any | None = None, choosing: bool = False
+    ) -> ChatGenerationChunk:
+        """One non-streamed generation as one chunk (``choosing``: auto mode's choosing pass,
+        with `AUTO_TOOLS_CALL_BIAS` on the tokens that open a call)."""
+        model, kwargs = self._prepare(request, constraint)
         try:
             with _hold(model, request.model) as llm:
+                if choosing:
+                    given = kwargs.get("logit_bias") or {}
+                    bias = {int(k): float(v) for k, v in given.items()}
+                    for token in model.call_tokens():
+                        bias[token] = bias.get(token, 0.0) + _local_tools.AUTO_TOOLS_CALL_BIAS
+                    kwargs["logit_bias"] = bias
                 data = llm.create_chat_completion(stream=False, **kwargs)
         except ProviderError:
             raise
         except Exception as exc:
             raise _map_error(exc, self.provider, request.model) from exc
-        chunk = chunk_from_completion(data, self.provider, request.model)
-        yield as_tool_call(chunk, self.provider, request.model) if calls_tool(request) else chunk
+        return chunk_from_completion(data, self.provider, request.model)
+
+    def _choose(self, request: ChatRequest) -> tuple[ChatGenerationChunk | None, Any]:
+        """Auto mode's choosing pass: the model's tool call (or None: it chose to answer)
+        and the usage the choice cost."""
+        where = {"provider": self.provider, "model": request.model}
+        choosing, constraint = as_auto_tool_request(request, where)
+        chunk = self._run(choosing, constraint, choosing=True)
+        call = parse_auto_answer(chunk, self.provider, request.model)
+        return call, getattr(chunk.message, "usage_metadata", None)
+
+    def _complete(self, request: ChatRequest) -> Iterator[ChatGenerationChunk]:
+        mode, spent = tool_mode(request), None
+        if mode == "auto":
+            call, spent = self._choose(request)
+            if call is not None:
+                yield call
+                return
+            request = without_tools(request)
+        chunk = self._run(request)
+        if mode == "forced":
+            chunk = as_tool_call(chunk, self.provider, request.model)
+        yield _plus_usage(chunk, spent)
 
     def _stream(self, request: ChatRequest) -> Generator[ChatGenerationChunk, None, None]:
-        if calls_tool(request):
+        mode, spent = tool_mode(request), None
+        if mode == "forced":
             # A tool call is one grammar-constrained JSON object: it is parsed whole, so the
             # stream is the non-streamed answer as one chunk.
             yield from self._complete(request)
             return
+        if mode == "auto":
+            call, spent = self._choose(request)
+            if call is not None:
+                yield call
+                return
+            request = without_tools(request)
         model, kwargs = self._prepare(request)
         provider, name = self.provider, request.model
         try:
@@ -474,7 +471,7 @@ class LocalAdapter(ChatAdapter):
                                 output_tokens=completion_tokens,
                                 total_tokens=prompt_tokens + completion_tokens,
                             )
-                            yield _last(chunk, usage)
+                            yield _last(chunk, add_usage(usage, spent))
                             return
                         if chunk.message.content:
                             completion_tokens += 1  # llama.cpp streams one token per content event
@@ -594,3 +591,12 @@ def _last(chunk: ChatGenerationChunk, usage: UsageMetadata) -> ChatGenerationChu
         chunk_position="last",
     )
     return ChatGenerationChunk(message=last, generation_info=chunk.generation_info)
+
+
+def _plus_usage(chunk: ChatGenerationChunk, spent: UsageMetadata | None) -> ChatGenerationChunk:
+    """``chunk`` with the tokens an earlier pass (auto mode's choice) spent added to its usage."""
+    if spent is None:
+        return chunk
+    usage = add_usage(getattr(chunk.message, "usage_metadata", None), spent)
+    message = chunk.message.model_copy(update={"usage_metadata": usage})
+    return ChatGenerationChunk(message=message, generation_info=chunk.generation_info)

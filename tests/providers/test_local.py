@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, ToolMessage
 from langchain_core.tools import tool
 from pydantic import BaseModel, Field
 
@@ -239,17 +239,83 @@ async def test_forced_tool_call_async(llm: agency.AgencyChatModel) -> None:
     assert msg.tool_calls[0]["name"] == "get_weather"
 
 
-def test_unforced_tools_say_what_to_do(llm: agency.AgencyChatModel) -> None:
-    spec = {
-        "type": "function",
-        "function": {"name": "add", "parameters": {"type": "object", "properties": {}}},
-    }
-    with pytest.raises(CapabilityError, match="forced tool calls only"):
-        llm.invoke(PROMPT, tools=[spec])
-    with pytest.raises(CapabilityError, match="forced tool calls only"):
-        llm.invoke(PROMPT, tools=[spec], tool_choice="auto")
-    # tool_choice="none" means: answer in text
-    assert llm.invoke(PROMPT, tools=[spec], tool_choice="none").text
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Get the current weather in a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "description": "City name"}},
+            "required": ["city"],
+        },
+    },
+}
+
+
+def test_auto_tools_the_model_calls_a_tool_when_one_fits(llm: agency.AgencyChatModel) -> None:
+    # Rows of the benchmark's dev split (benchmarks/data/local_auto_tools.dev.jsonl).
+    bound = llm.bind_tools([WEATHER])  # tool_choice left to the model, as agents bind them
+    msg = bound.invoke("What's the weather in Paris?")
+    assert [c["name"] for c in msg.tool_calls] == ["get_weather"]
+    assert isinstance(msg.tool_calls[0]["args"]["city"], str)
+    assert msg.response_metadata["finish_reason"] == "tool_calls" and msg.text == ""
+    streamed = _join(list(bound.stream("What's the weather in Paris?")))
+    assert [c["name"] for c in streamed.tool_calls] == ["get_weather"]
+
+
+def test_auto_tools_the_model_answers_when_none_fits(llm: agency.AgencyChatModel) -> None:
+    prompt = "Hi! How are you today?"
+    msg = llm.bind_tools([WEATHER]).invoke(prompt)
+    assert msg.tool_calls == [] and msg.text
+    # The answer pass runs without the tool prompt, and the usage counts both passes.
+    plain = llm.invoke(prompt)
+    assert msg.usage_metadata is not None and plain.usage_metadata is not None
+    assert msg.usage_metadata["input_tokens"] > plain.usage_metadata["input_tokens"] + 100
+    streamed = _join(list(llm.bind_tools([WEATHER]).stream(prompt)))
+    assert streamed.tool_calls == [] and streamed.text
+    assert streamed.usage_metadata is not None
+    assert streamed.usage_metadata["input_tokens"] == msg.usage_metadata["input_tokens"]
+
+
+async def test_auto_tools_async(llm: agency.AgencyChatModel) -> None:
+    bound = llm.bind_tools([WEATHER])
+    msg = await bound.ainvoke("What's the weather in Paris?")
+    assert [c["name"] for c in msg.tool_calls] == ["get_weather"]
+    chunks = [c async for c in bound.astream("Hi! How are you today?")]
+    assert _join(chunks).text and _join(chunks).tool_calls == []
+
+
+def test_after_a_tool_result_or_with_tool_choice_none_the_answer_is_text(
+    llm: agency.AgencyChatModel,
+) -> None:
+    history = [
+        HumanMessage("What's the weather in Paris?"),
+        AIMessage("", tool_calls=[{"name": "get_weather", "args": {"city": "Paris"}, "id": "c1"}]),
+        ToolMessage("sunny, 21 C", tool_call_id="c1"),
+    ]
+    answer = llm.bind_tools([WEATHER]).invoke(history)
+    assert answer.tool_calls == [] and answer.text
+    assert llm.invoke(PROMPT, tools=[WEATHER], tool_choice="none").text
+
+
+def test_an_agent_loop_with_create_agent(llm: agency.AgencyChatModel) -> None:
+    """LangChain's own agent runs on the embedded model: a call, its result, an answer."""
+    from langchain.agents import create_agent
+
+    seen: list[str] = []
+
+    @tool
+    def get_weather(city: str) -> str:
+        """Get the current weather in a city."""
+        seen.append(city)
+        return f"It is sunny and 21 C in {city}."
+
+    agent = create_agent(llm, tools=[get_weather])
+    result = agent.invoke({"messages": [HumanMessage("What's the weather in Paris?")]})
+    kinds = [type(m).__name__ for m in result["messages"]]
+    assert kinds == ["HumanMessage", "AIMessage", "ToolMessage", "AIMessage"]
+    assert len(seen) == 1 and result["messages"][-1].text
 
 
 def test_images_raise_capability_error(llm: agency.AgencyChatModel) -> None:

@@ -16,7 +16,6 @@ from langchain_tests.unit_tests import ChatModelUnitTests, EmbeddingsUnitTests
 
 from agency.chat_models import AgencyChatModel
 from agency.embedding_models import AgencyEmbeddings
-from agency.errors import CapabilityError
 from providers._standard import CapabilitySwitches
 
 pytestmark = pytest.mark.local
@@ -100,17 +99,6 @@ class TestLocalChatUnit(_LocalChat, ChatModelUnitTests):
 
 
 class TestLocalChatIntegration(_LocalChat, ChatModelIntegrationTests):
-    @pytest.mark.parametrize("model", [{}, {"output_version": "v1"}], indirect=True)
-    @pytest.mark.xfail(
-        reason="SmolLM2-135M cannot judge whether a question needs a tool, so the local "
-        "provider makes forced tool calls only and refuses tool_choice='auto' on a user turn "
-        "with CapabilityError; this test binds tools without a tool_choice",
-        raises=CapabilityError,
-        strict=True,
-    )
-    def test_agent_loop(self, model: Any) -> None:
-        super().test_agent_loop(model)
-
     """Real generations with SmolLM2-135M."""
 
     @pytest.mark.xfail(
