@@ -14,7 +14,8 @@ llama.cpp constrains sampling with a GBNF grammar, so the local provider can pro
   (which tells the model to refuse what no tool does), so plain answers are as good as with no
   tools bound. ``benchmarks/local_tools_eval.py`` measures the choice on a labelled set.
 - After a tool's result, with the choice left to the model, the answer is text: one call per
-  user turn, which keeps a small model from calling the same tool in a loop.
+  user turn, which keeps a small model from calling the same tool in a loop. Calls and results
+  in the history are told to the model as a system note (`tool_results_as_notes`).
 """
 
 from __future__ import annotations
@@ -23,11 +24,17 @@ import functools
 import json
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Literal
 
-from langchain_core.messages import AIMessageChunk, SystemMessage, ToolMessage
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    SystemMessage,
+    ToolMessage,
+)
 from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGenerationChunk
 
@@ -45,6 +52,7 @@ __all__ = [
     "json_constraint",
     "parse_auto_answer",
     "tool_mode",
+    "tool_results_as_notes",
     "without_tools",
 ]
 
@@ -168,6 +176,38 @@ def tool_mode(request: ChatRequest) -> Literal["none", "forced", "auto"]:
         last = request.messages[-1] if request.messages else None
         return "none" if isinstance(last, ToolMessage) else "auto"
     return "forced"
+
+
+def tool_results_as_notes(messages: Sequence[BaseMessage]) -> list[BaseMessage]:
+    """``messages`` with tool calls and their results told as a system note after them.
+
+    Chat templates render a call as an empty assistant turn and a ``tool`` turn SmolLM2 does
+    not read as an answer to use: it then asks the question back. Told "The get_weather tool
+    returned: ...", it answers with the result. The assistant's own words are kept.
+    """
+    names: dict[str | None, str] = {}
+    out: list[BaseMessage] = []
+    notes: list[str] = []
+
+    def flush() -> None:
+        if notes:
+            out.append(SystemMessage("\n".join([*notes, "Answer the user's question with it."])))
+            notes.clear()
+
+    for message in messages:
+        if isinstance(message, AIMessage) and message.tool_calls:
+            names.update({call["id"]: call["name"] for call in message.tool_calls})
+            if message.text:
+                out.append(AIMessage(message.text))
+        elif isinstance(message, ToolMessage):
+            name = names.get(message.tool_call_id) or message.name or "tool"
+            verb = "failed with" if message.status == "error" else "returned"
+            notes.append(f"The {name} tool {verb}: {message.text}")
+        else:
+            flush()
+            out.append(message)
+    flush()
+    return out
 
 
 def without_tools(request: ChatRequest) -> ChatRequest:

@@ -37,7 +37,7 @@ import os
 import random
 import threading
 from collections.abc import AsyncIterator, Generator, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +73,7 @@ from agency.providers._local_tools import (
     json_constraint,
     parse_auto_answer,
     tool_mode,
+    tool_results_as_notes,
     without_tools,
 )
 from agency.providers.openai import build_chat_body, chunk_from_completion, chunk_from_stream_event
@@ -368,6 +369,7 @@ class LocalAdapter(ChatAdapter):
         (tools resolved: forced calls become a JSON schema; ``constraint``, a grammar, wins)."""
         provider, name = self.provider, request.model
         where: dict[str, Any] = {"provider": provider, "model": name}
+        request = replace(request, messages=tool_results_as_notes(request.messages))
         if tool_mode(request) == "forced":
             request = as_forced_tool_request(request, where)
         request = without_tools(request)

@@ -295,12 +295,13 @@ def test_after_a_tool_result_or_with_tool_choice_none_the_answer_is_text(
         ToolMessage("sunny, 21 C", tool_call_id="c1"),
     ]
     answer = llm.bind_tools([WEATHER]).invoke(history)
-    assert answer.tool_calls == [] and answer.text
+    assert answer.tool_calls == [] and "sunny" in answer.text  # it answers with the result
     assert llm.invoke(PROMPT, tools=[WEATHER], tool_choice="none").text
 
 
-def test_an_agent_loop_with_create_agent(llm: agency.AgencyChatModel) -> None:
-    """LangChain's own agent runs on the embedded model: a call, its result, an answer."""
+def test_an_agent_loop_with_create_agent() -> None:
+    """LangChain's own agent runs on the embedded model as a new user would build it (the
+    Agency's default model, default sampling): a call, its result, an answer that uses it."""
     from langchain.agents import create_agent
 
     seen: list[str] = []
@@ -311,11 +312,12 @@ def test_an_agent_loop_with_create_agent(llm: agency.AgencyChatModel) -> None:
         seen.append(city)
         return f"It is sunny and 21 C in {city}."
 
-    agent = create_agent(llm, tools=[get_weather])
-    result = agent.invoke({"messages": [HumanMessage("What's the weather in Paris?")]})
+    with agency.Agency() as ag:
+        agent = create_agent(ag.chat_model(), tools=[get_weather])
+        result = agent.invoke({"messages": [HumanMessage("What's the weather in Paris?")]})
     kinds = [type(m).__name__ for m in result["messages"]]
     assert kinds == ["HumanMessage", "AIMessage", "ToolMessage", "AIMessage"]
-    assert len(seen) == 1 and result["messages"][-1].text
+    assert seen == ["Paris"] and "sunny" in result["messages"][-1].text
 
 
 def test_images_raise_capability_error(llm: agency.AgencyChatModel) -> None:

@@ -161,3 +161,29 @@ def test_free_strings_get_a_length_bound_and_bounded_ones_keep_theirs() -> None:
 def test_a_schema_the_converter_rejects_is_a_bad_request() -> None:
     with pytest.raises(BadRequest, match="cannot turn the JSON schema into a grammar"):
         lt.grammar({"type": "object", "properties": {"x": {"$ref": "#/nowhere"}}}, WHERE)
+
+
+def test_tool_calls_and_results_are_told_as_a_note() -> None:
+    history = [
+        *ASK,
+        AIMessage(
+            "Let me add.",
+            tool_calls=[
+                {"name": "add", "args": {"a": 2, "b": 3}, "id": "c1"},
+                {"name": "div", "args": {"a": 1, "b": 0}, "id": "c2"},
+            ],
+        ),
+        ToolMessage("5", tool_call_id="c1"),
+        ToolMessage("division by zero", tool_call_id="c2", status="error"),
+        HumanMessage("And 3 and 4?"),
+    ]
+    out = lt.tool_results_as_notes(history)
+    assert [type(m).__name__ for m in out] == [
+        "HumanMessage", "AIMessage", "SystemMessage", "HumanMessage"
+    ]  # fmt: skip
+    assert out[1].text == "Let me add." and not getattr(out[1], "tool_calls", None)
+    assert out[2].text == (
+        "The add tool returned: 5\nThe div tool failed with: division by zero\n"
+        "Answer the user's question with it."
+    )
+    assert lt.tool_results_as_notes(ASK) == ASK
