@@ -128,7 +128,10 @@ class RetryPolicy:
         )
         return delay + random.uniform(0, delay * self.jitter)
 
-_POOL_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=50)
+# 1,000 connections, as the openai SDK allows: 1,000 streams open at once must not wait on the
+# pool. All of them may stay alive: idle ones close after httpx's 5 s keep-alive expiry, and
+# at c=200 a smaller keep-alive set reconnects on nearly every call (benchmarks/overhead.py).
+_POOL_LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
 
 
 # --------------------------------------------------------------------------- clients

