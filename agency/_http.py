@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import functools
+import importlib.util
 import json
+import os
 import random
 import ssl
 import threading
@@ -41,6 +43,7 @@ __all__ = [
     "DEFAULT_MAX_RETRIES",
     "JITTER_FRACTION",
     "MAX_RETRY_AFTER_S",
+    "TRANSPORT_ENV",
     "ErrorInfo",
     "RetryPolicy",
     "SSEEvent",
@@ -48,6 +51,7 @@ __all__ = [
     "aiter_ndjson",
     "aiter_sse",
     "async_client",
+    "async_transport",
     "call_with_retry",
     "call_with_retry_async",
     "close_clients",
@@ -128,9 +132,12 @@ class RetryPolicy:
         )
         return delay + random.uniform(0, delay * self.jitter)
 
+
 # 1,000 connections, as the openai SDK allows: 1,000 streams open at once must not wait on the
 # pool. All of them may stay alive: idle ones close after httpx's 5 s keep-alive expiry, and
 # at c=200 a smaller keep-alive set reconnects on nearly every call (benchmarks/overhead.py).
+TRANSPORT_ENV = "AGENCY_HTTP_TRANSPORT"
+"""Environment variable choosing the async transport: "aiohttp" or "httpx" (`async_transport`)."""
 _POOL_LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
 
 
@@ -180,12 +187,67 @@ def async_client(base_url: str, timeout: float) -> httpx.AsyncClient:
     per_loop = _async_clients.get(loop)
     if per_loop is None:
         per_loop = _async_clients.setdefault(loop, {})
-    key = (base_url, timeout)
+    aiohttp = _use_aiohttp()
+    key = (base_url, timeout, aiohttp)
     client = per_loop.get(key)
     if client is None or client.is_closed:
-        client = httpx.AsyncClient(**_client_options(timeout))
+        options = _client_options(timeout)
+        if aiohttp:
+            from agency import _aiohttp
+
+            options["transport"] = _aiohttp.transport(options["limits"], options["verify"])
+            client = httpx.AsyncClient(**options)
+            # aiohttp reports a session its loop outlived as an error; asyncio.run (and every
+            # runner) cancels the tasks left when its work is done: this one then closes it.
+            closer = loop.create_task(_close_when_cancelled(client), name="agency: close pool")
+            _closers.add(closer)  # a pending task only weakly held would be collected
+            closer.add_done_callback(_closers.discard)
+        else:
+            client = httpx.AsyncClient(**options)
         per_loop[key] = client
     return client
+
+
+_closers: set[asyncio.Task[None]] = set()
+
+
+async def _close_when_cancelled(client: httpx.AsyncClient) -> None:
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await client.aclose()
+
+
+def async_transport() -> str:
+    """The async transport in use: "aiohttp" (``httpx-aiohttp`` installed, the default) or
+    "httpx" (without it, or with ``AGENCY_HTTP_TRANSPORT=httpx``)."""
+    return "aiohttp" if _use_aiohttp() else "httpx"
+
+
+def _use_aiohttp() -> bool:
+    choice = os.environ.get(TRANSPORT_ENV, "").strip().lower()
+    if choice not in ("", "aiohttp", "httpx"):
+        raise errors.ConfigError(
+            f"{TRANSPORT_ENV}={choice!r} is not a transport",
+            key=TRANSPORT_ENV,
+            fix='set it to "aiohttp" or "httpx", or unset it (aiohttp when installed)',
+        )
+    if choice == "httpx":
+        return False
+    if _aiohttp_installed():
+        return True
+    if choice == "aiohttp":
+        raise errors.ConfigError(
+            f"{TRANSPORT_ENV}=aiohttp but httpx-aiohttp is not installed",
+            key=TRANSPORT_ENV,
+            fix="pip install 'agency[aiohttp]' (or unset it to use plain httpx)",
+        )
+    return False
+
+
+@functools.cache
+def _aiohttp_installed() -> bool:
+    return importlib.util.find_spec("httpx_aiohttp") is not None
 
 
 def close_clients() -> None:

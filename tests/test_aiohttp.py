@@ -1,0 +1,147 @@
+"""The async transports, over real sockets to the fake OpenAI on 127.0.0.1: aiohttp (the
+default when httpx-aiohttp is installed) and plain httpx behave alike, errors included.
+
+Most provider tests reach the fakes in-process (``fake.transport()``), which skips the
+transport; these go through the socket, once per transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+from fakes.openai_server import Disconnect, Fail, FakeOpenAI, Reply, Stall
+
+import agency
+from agency import _http, errors
+
+
+@pytest.fixture(params=["aiohttp", "httpx"])
+def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    monkeypatch.setenv(_http.TRANSPORT_ENV, request.param)
+    assert _http.async_transport() == request.param
+    yield request.param
+
+
+def _llm(fake: FakeOpenAI, **kw: object) -> agency.AgencyChatModel:
+    params: dict[str, object] = {"base_url": fake.base_url, "api_key": "sk-test", **kw}
+    return agency.chat_model("openai:gpt-4o-mini", **params)
+
+
+async def test_chat_stream_and_embeddings(openai_fake: FakeOpenAI, transport: str) -> None:
+    llm = _llm(openai_fake)
+    openai_fake.script(Reply(content="over the wire"))
+    assert (await llm.ainvoke("hi")).text == "over the wire"
+    parts = [c.text async for c in llm.astream("one two three")]
+    assert len(parts) > 2 and "one two three" in "".join(parts)
+    emb = agency.embeddings(
+        "openai:text-embedding-3-small", base_url=openai_fake.base_url, api_key="sk-test"
+    )
+    vectors = await emb.aembed_documents(["a", "b", "c"])
+    assert len(vectors) == 3 and all(isinstance(x, float) for x in vectors[0])
+    from agency._aiohttp import AiohttpTransport
+
+    wanted = transport == "aiohttp"
+    pools = _http._async_clients[asyncio.get_running_loop()]
+    used = [
+        c
+        for key, c in pools.items()
+        if key[0].startswith(openai_fake.base_url) and key[2] == wanted
+    ]
+    assert used and all(isinstance(c._transport, AiohttpTransport) == wanted for c in used)
+
+
+async def test_retry_after_is_read_and_retried(openai_fake: FakeOpenAI, transport: str) -> None:
+    openai_fake.script(Fail(429, retry_after=0.05), Reply(content="after waiting"))
+    assert (await _llm(openai_fake).ainvoke("hi")).text == "after waiting"
+    openai_fake.script(Fail(429, retry_after=0.05))
+    with pytest.raises(errors.RateLimited) as info:
+        await _llm(openai_fake, max_retries=0).ainvoke("hi")
+    assert info.value.retry_after == pytest.approx(0.05)
+
+
+async def test_a_stall_is_a_timeout(openai_fake: FakeOpenAI, transport: str) -> None:
+    openai_fake.script(Stall(1.0))
+    with pytest.raises(errors.Timeout):
+        await _llm(openai_fake, max_retries=0, timeout=0.3).ainvoke("hi")
+
+
+async def test_a_refused_connection_is_connection_failed_not_a_timeout(transport: str) -> None:
+    llm = agency.chat_model("openai-compatible:m", base_url="http://127.0.0.1:9/v1", max_retries=0)
+    with pytest.raises(errors.ConnectionFailed) as info:
+        await llm.ainvoke("hi")
+    assert not isinstance(info.value, errors.Timeout)
+
+
+async def test_a_cut_connection_is_connection_failed_with_what_arrived(
+    openai_fake: FakeOpenAI, transport: str
+) -> None:
+    openai_fake.script(Disconnect(after_events=3))
+    seen: list[str] = []
+    with pytest.raises(errors.ConnectionFailed, match="connection dropped"):
+        async for chunk in _llm(openai_fake, max_retries=0).astream("count to ten"):
+            seen.append(chunk.text)
+    assert "".join(seen)
+    openai_fake.script(Disconnect())  # before any response byte
+    with pytest.raises(errors.ConnectionFailed, match="connection dropped"):
+        await _llm(openai_fake, max_retries=0).ainvoke("hi")
+
+
+def test_an_unknown_transport_name_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(_http.TRANSPORT_ENV, "curl")
+    with pytest.raises(errors.ConfigError, match="AGENCY_HTTP_TRANSPORT"):
+        _http.async_transport()
+
+
+def test_asyncio_run_calls_leave_no_unclosed_session_behind(openai_fake: FakeOpenAI) -> None:
+    """Scripts call ``asyncio.run(llm.ainvoke(...))`` again and again: each run's pool is
+    closed with its loop, with no "Unclosed client session" report (aiohttp's complaint)."""
+    openai_fake.script(*[Reply(content="ok")] * 3)
+    code = (
+        "import asyncio, gc, agency\n"
+        f"llm = agency.chat_model('openai:gpt-4o-mini', base_url={openai_fake.base_url!r}, "
+        "api_key='sk-test')\n"
+        "for _ in range(3):\n"
+        "    assert asyncio.run(llm.ainvoke('hi')).text == 'ok'\n"
+        "gc.collect()\n"
+        "from agency import _http; print(_http.async_transport())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "error::ResourceWarning", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "aiohttp"
+    assert "Unclosed" not in done.stderr and "destroyed" not in done.stderr, done.stderr
+
+
+async def test_closing_a_stream_early_closes_its_connection(
+    openai_fake: FakeOpenAI, transport: str
+) -> None:
+    llm = _llm(openai_fake)
+    stream = llm.astream(" ".join(f"w{i}" for i in range(200)))
+    first = await stream.__anext__()
+    await stream.aclose()
+    assert first is not None
+    openai_fake.script(Reply(content="the pool still works"))
+    assert (await asyncio.wait_for(llm.ainvoke("hi"), 10)).text == "the pool still works"
+
+
+async def test_proxy_variables_are_honoured_only_when_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agency._aiohttp import AiohttpTransport
+
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    plain = AiohttpTransport().get_client()
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
+    proxied = AiohttpTransport().get_client()
+    try:
+        assert plain.trust_env is False and proxied.trust_env is True
+    finally:
+        await plain.close()
+        await proxied.close()
