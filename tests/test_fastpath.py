@@ -189,3 +189,50 @@ def test_an_unverified_release_takes_the_full_path(
         assert model.invoke("hi").content
         model.invoke("hi", {"callbacks": [full]})
     assert seen == ["run_manager", "run_manager"] and full.events == ["start", "end"]
+
+
+def _comparable_chunks(chunks: list[Any]) -> list[dict[str, Any]]:
+    out = []
+    for chunk in chunks:
+        data = _comparable(chunk)
+        for call in data["tool_call_chunks"]:
+            call["id"] = "call" if call["id"] else None
+        data["has_id"] = chunk.id is not None and chunk.id.startswith(("lc_run-", "chatcmpl"))
+        out.append(data)
+    return out
+
+
+async def test_fast_and_full_streams_are_alike(openai_fake: FakeOpenAI) -> None:
+    model = _model(openai_fake)
+    tools = model.bind_tools(
+        [
+            {
+                "type": "function",
+                "function": {"name": "f", "parameters": {"type": "object", "properties": {}}},
+            }
+        ]
+    )
+    for runnable in (model, tools):
+        reply = Reply(content="one two three", tool_calls=[{"name": "f", "arguments": {"x": 1}}])
+        openai_fake.script(reply, reply, reply, reply)
+        recorder = Recorder()
+        fast = list(runnable.stream([HumanMessage("hi")]))
+        full = list(runnable.stream([HumanMessage("hi")], {"callbacks": [recorder]}))
+        afast = [c async for c in runnable.astream([HumanMessage("hi")])]
+        afull = [
+            c async for c in runnable.astream([HumanMessage("hi")], {"callbacks": [Recorder()]})
+        ]
+        assert recorder.events == ["start", "end"]  # the full path ran there
+        assert len(fast) > 3 and fast[-1].chunk_position == "last"
+        assert (
+            _comparable_chunks(fast)
+            == _comparable_chunks(full)
+            == _comparable_chunks(afast)
+            == _comparable_chunks(afull)
+        )
+        assert len({c.id for c in fast}) == len({c.id for c in full})  # ids assigned alike
+
+
+def test_an_empty_stream_is_langchains_error() -> None:
+    with pytest.raises(ValueError, match="No generation chunks were returned"):
+        _fastpath.last_chunk(None, "lc_run--x")
