@@ -16,12 +16,14 @@ langchain-openai's ``ChatOpenAI``, the agency adapter alone, ``agency.chat_model
 The upstream's own ceiling (wrk) heads the tables. ``--quick`` runs fewer calls.
 
     python benchmarks/overhead.py [--quick] [--only NAME,...] [--profile c50.prof]
+                                  [--litellm-python PATH]  (adds LiteLLM's acompletion)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import statistics
@@ -63,7 +65,6 @@ def _raw_socket(base: str) -> Client:
     """The floor: one pre-built request on a kept-alive socket per task, the body read by
     Content-Length; no JSON parsing, no pool."""
     host, port = base.removeprefix("http://").split(":")
-    import json
 
     payload = json.dumps(BODY).encode()
     request = (
@@ -87,7 +88,6 @@ def _raw_socket(base: str) -> Client:
 
 
 def _httpx_client(name: str, client: Any, base: str) -> Client:
-    import json
 
     async def chat() -> Any:
         r = await client.post(f"{base}/v1/chat/completions", json=BODY, headers=HEADERS)
@@ -114,7 +114,6 @@ def _httpx_client(name: str, client: Any, base: str) -> Client:
 
 
 def _aiohttp(base: str) -> Client:
-    import json
 
     import aiohttp
 
@@ -469,6 +468,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer calls (a smoke run)")
     parser.add_argument("--only", default="", help="comma-separated tables: chat,stream,embed,rss")
     parser.add_argument("--profile", help="write a cProfile of agency.chat_model at c=50 here")
+    parser.add_argument(
+        "--litellm-python", help="a Python with LiteLLM installed: adds its acompletion row"
+    )
     parser.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
@@ -489,6 +491,8 @@ def main() -> None:
             + ", ".join(f"c={c}: {v:,.0f} calls/s" for c, v in ceilings.items() if v)
         )
         asyncio.run(_measure(console, only, up.base, seq, conc, nstreams, args.profile))
+        if args.litellm_python:
+            _litellm_table(console, args.litellm_python, up.base, seq, conc, nstreams // 2)
         if "rss" in only:
             _rss_table(console, clients(up.base), up.base)
 
@@ -605,6 +609,31 @@ async def _embed_table(console: Console, cs: list[Client], n: int) -> None:
             return statistics.median(ts)
 
         t.add_row(c.name, f"{await run(1) * 1e3:.3f}", f"{await run(100) * 1e3:.3f}")
+    console.print(t)
+
+
+def _litellm_table(
+    console: Console, python: str, base: str, seq: int, conc: int, streams: int
+) -> None:
+    """LiteLLM's ``acompletion``, run by ``python`` (benchmarks/_litellm_client.py)."""
+    script = Path(__file__).resolve().parent / "_litellm_client.py"
+    done = subprocess.run(
+        [python, str(script), base, str(seq), str(conc), str(streams)],
+        capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+    if done.returncode != 0:
+        console.print(f"LiteLLM row failed: {done.stderr.strip().splitlines()[-1:]}")
+        return
+    r = json.loads(done.stdout.strip().splitlines()[-1])
+    t = _table(
+        f"LiteLLM {r['version']} acompletion (same upstream, its own Python)",
+        ["c=1 p50 ms", "c=1 p99 ms", "c=50 calls/s", "c=50 CPU ms/call", "c=200 calls/s",
+         "c=200 p99 ms", "stream TTFT ms", "per chunk us"],
+    )  # fmt: skip
+    t.add_row(f"{r['c1_p50_ms']:.3f}", f"{r['c1_p99_ms']:.3f}", f"{r['c50']['rate']:,.0f}",
+              f"{r['c50']['cpu_ms']:.3f}", f"{r['c200']['rate']:,.0f}",
+              f"{r['c200']['p99_ms']:.1f}", f"{r['stream_ttft_ms']:.3f}",
+              f"{r['stream_chunk_us']:.1f}")  # fmt: skip
     console.print(t)
 
 

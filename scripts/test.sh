@@ -8,3 +8,8 @@ bash scripts/setup.sh --dev
 .venv/bin/lint-imports  # layers import downward only (the contract in pyproject.toml)
 bash scripts/fastpath_newest.sh  # the fast path against the newest langchain-core release
 .venv/bin/pytest "$@"  # not `python -m`: the repo root must not shadow the installed package
+if [[ $# -eq 0 ]]; then
+    # Async calls run on aiohttp (httpx-aiohttp) by default; the HTTP tests again on plain httpx.
+    AGENCY_HTTP_TRANSPORT=httpx .venv/bin/pytest -q -m "not local" -p no:cacheprovider \
+        tests/providers tests/resilience tests/test_http.py tests/test_app.py
+fi
