@@ -49,15 +49,16 @@ def _as_httpx(exc: BaseException) -> BaseException:
     return exc
 
 
-def _reraise(exc: BaseException) -> BaseException:
-    """What to raise for ``exc`` caught around the library: its aiohttp cause, mapped."""
-    cause = exc if isinstance(exc, aiohttp.ClientError) else exc.__cause__
+def _mapped(exc: BaseException) -> BaseException | None:
+    """The httpx error to raise for ``exc`` caught around the library (its aiohttp cause,
+    mapped), or None: ``exc`` is already the right one."""
+    cause = exc if isinstance(exc, aiohttp.ClientError | asyncio.TimeoutError) else exc.__cause__
     if isinstance(cause, aiohttp.ClientError | asyncio.TimeoutError):
         mapped = _as_httpx(cause)
         if mapped is not cause:
             mapped.__cause__ = cause
             return mapped
-    return exc
+    return None
 
 
 class _Stream(httpx.AsyncByteStream):
@@ -71,7 +72,10 @@ class _Stream(httpx.AsyncByteStream):
             async for chunk in self._inner:
                 yield chunk
         except (TimeoutError, aiohttp.ClientError, httpx.TransportError) as exc:
-            raise _reraise(exc) from exc.__cause__ or exc
+            mapped = _mapped(exc)
+            if mapped is None:
+                raise
+            raise mapped from mapped.__cause__
 
     async def aclose(self) -> None:
         # Closing before the body is read closes the connection: the provider stops generating.
@@ -97,7 +101,10 @@ class AiohttpTransport(httpx_aiohttp.AiohttpTransport):
         try:
             response = await super().handle_async_request(request)
         except (TimeoutError, aiohttp.ClientError, httpx.TransportError) as exc:
-            raise _reraise(exc) from exc.__cause__ or exc
+            mapped = _mapped(exc)
+            if mapped is None:
+                raise
+            raise mapped from mapped.__cause__
         response.stream = _Stream(response.stream)  # type: ignore[arg-type]
         return response
 

@@ -199,6 +199,7 @@ def async_client(base_url: str, timeout: float) -> httpx.AsyncClient:
             client = httpx.AsyncClient(**options)
             # aiohttp reports a session its loop outlived as an error; asyncio.run (and every
             # runner) cancels the tasks left when its work is done: this one then closes it.
+            # (A loop closed by hand with tasks pending keeps its pool until the process ends.)
             closer = loop.create_task(_close_when_cancelled(client), name="agency: close pool")
             _closers.add(closer)  # a pending task only weakly held would be collected
             closer.add_done_callback(_closers.discard)
