@@ -8,6 +8,7 @@ transport; these go through the socket, once per transport.
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -114,6 +115,7 @@ def test_asyncio_run_calls_leave_no_unclosed_session_behind(openai_fake: FakeOpe
         capture_output=True,
         text=True,
         timeout=60,
+        env={**os.environ, _http.TRANSPORT_ENV: "aiohttp"},
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "aiohttp"
@@ -145,3 +147,49 @@ async def test_proxy_variables_are_honoured_only_when_set(monkeypatch: pytest.Mo
     finally:
         await plain.close()
         await proxied.close()
+
+
+async def test_a_gzipped_answer_is_read_once_decoded(transport: str) -> None:
+    """Providers compress their answers: the body is decoded exactly once on either path."""
+    import gzip
+    import json
+
+    answer = {
+        "id": "chatcmpl-gz",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "gpt-4o-mini",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "unzipped"},
+             "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }  # fmt: skip
+    body = gzip.compress(json.dumps(answer).encode())
+    asked: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        asked.append(head.lower())
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        await reader.readexactly(length)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-encoding: gzip\r\n"
+            b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body) + body
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        llm = agency.chat_model(
+            "openai-compatible:gpt-4o-mini", base_url=f"http://127.0.0.1:{port}/v1",
+            api_key="sk-test", max_retries=0,
+        )  # fmt: skip
+        assert (await llm.ainvoke("hi")).text == "unzipped"
+        assert b"authorization: bearer sk-test" in asked[0]
+        assert b"content-type: application/json" in asked[0]
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -51,6 +51,10 @@ class EmbedCall(NamedTuple):
     size: int
 
 
+def _is_aiohttp(client: httpx.AsyncClient) -> bool:
+    return type(client._transport).__module__ == "agency._aiohttp"
+
+
 class HTTPAdapter(Adapter):
     """Shared HTTP mechanics; subclasses override the hooks they need."""
 
@@ -224,8 +228,19 @@ class HTTPAdapter(Adapter):
     ) -> Any:  # fmt: skip
         """Async twin of `_send`."""
         try:
-            args = self._request_args(method, path, model, body, kw)
-            response = await self._aclient().request(**args)
+            client = self._aclient()
+            if not kw and _is_aiohttp(client):
+                # Straight on aiohttp's session: no httpx request or response machinery.
+                from agency import _aiohttp
+
+                response = await _aiohttp.send_json(
+                    client._transport,  # type: ignore[arg-type]
+                    method, self._url(path, model), body, self._headers(), self._params(),
+                    client.timeout,
+                )  # fmt: skip
+            else:
+                args = self._request_args(method, path, model, body, kw)
+                response = await client.request(**args)
         except httpx.TransportError as exc:
             raise self._transport_error(exc, model) from exc
         return self._answer(response, model, parse)
