@@ -3,9 +3,10 @@
 httpcore's connection pool scans every connection for every request, so at 50 concurrent
 calls plain ``httpx.AsyncClient`` spends most of its CPU choosing a connection (917 calls/s
 against nginx on 2 cores, 164 at c=200); aiohttp's pool does not (4,000 and 3,100 through
-this transport; `benchmarks/overhead.py`). Adapters keep speaking httpx: requests, responses,
-streams and error types are httpx's, and plain httpx stays the transport when the extra is
-missing or ``AGENCY_HTTP_TRANSPORT=httpx`` (see `agency._http.async_client`).
+this transport; `benchmarks/overhead.py`). Adapters keep speaking httpx: responses, streams
+and error types are httpx's (`agency._http.async_request` sends a whole JSON request straight
+on the session with `AiohttpTransport.send_json`), and plain httpx stays the transport when
+the extra is missing or ``AGENCY_HTTP_TRANSPORT=httpx`` (see `agency._http.async_client`).
 
 httpx-aiohttp maps aiohttp's errors to httpx's by a table in which a refused connection and a
 server hanging up both become ``ConnectTimeout``; `AiohttpTransport` re-raises them from their
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -27,7 +28,7 @@ import httpx
 import httpx_aiohttp
 import orjson
 
-__all__ = ["AiohttpTransport", "send_json", "transport"]
+__all__ = ["AiohttpTransport", "transport"]
 
 
 def _as_httpx(exc: BaseException) -> BaseException:
@@ -109,45 +110,44 @@ class AiohttpTransport(httpx_aiohttp.AiohttpTransport):
         response.stream = _Stream(response.stream)  # type: ignore[arg-type]
         return response
 
+    def session(self) -> aiohttp.ClientSession:
+        """The aiohttp session (made on first use, on the running loop)."""
+        if not isinstance(self.client, aiohttp.ClientSession):
+            self.client = self.get_client()
+        return self.client
 
-async def send_json(
-    transport: AiohttpTransport,
-    method: str,
-    url: str,
-    body: Any,
-    headers: dict[str, str],
-    params: Any,
-    timeout: httpx.Timeout,
-) -> httpx.Response:
-    """One JSON request read whole, straight on the transport's aiohttp session.
+    async def send_json(
+        self, method: str, url: str, body: Any, headers: Mapping[str, str], params: Any,
+        timeout: httpx.Timeout,
+    ) -> httpx.Response:  # fmt: skip
+        """One JSON request read whole, straight on the aiohttp session.
 
-    What `httpx.AsyncClient.request` would return, without its request and response
-    machinery (about a third of a call's CPU at 50 concurrent calls, benchmarks/overhead.py);
-    errors are httpx's, as from `AiohttpTransport`.
-    """
-    if not isinstance(transport.client, aiohttp.ClientSession):
-        transport.client = transport.get_client()
-    session = transport.client
-    data = None if body is None else orjson.dumps(body)
-    # httpx's default: what httpx.Response below decodes (aiohttp might offer more).
-    headers = {"accept-encoding": "gzip, deflate", **headers}
-    if data is not None:
-        headers = {"content-type": "application/json", **headers}
-    limits = aiohttp.ClientTimeout(
-        sock_connect=timeout.connect, sock_read=timeout.read, connect=timeout.pool
-    )
-    try:
-        async with session.request(
-            method, url, data=data, headers=headers, params=params, timeout=limits,
-            allow_redirects=False, auto_decompress=False,
-        ) as response:  # fmt: skip
-            content = await response.read()
-            return httpx.Response(response.status, headers=response.raw_headers, content=content)
-    except (TimeoutError, aiohttp.ClientError) as exc:
-        mapped = _mapped(exc)
-        if mapped is None:
-            raise
-        raise mapped from exc
+        What `httpx.AsyncClient.request` would return, without its request and response
+        machinery (more CPU than aiohttp itself at 50 concurrent calls, benchmarks/overhead.py);
+        errors are httpx's, as from `handle_async_request`.
+        """
+        data = None if body is None else orjson.dumps(body)
+        # httpx's default: what httpx.Response below decodes (aiohttp might offer more).
+        sent = {"accept-encoding": "gzip, deflate", **headers}
+        if data is not None:
+            sent = {"content-type": "application/json", **sent}
+        limits = aiohttp.ClientTimeout(
+            sock_connect=timeout.connect, sock_read=timeout.read, connect=timeout.pool
+        )
+        try:
+            async with self.session().request(
+                method, url, data=data, headers=sent, params=params, timeout=limits,
+                allow_redirects=False, auto_decompress=False,
+            ) as response:  # fmt: skip
+                content = await response.read()
+                return httpx.Response(
+                    response.status, headers=response.raw_headers, content=content
+                )
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            mapped = _mapped(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
 
 
 def transport(limits: httpx.Limits, verify: Any) -> AiohttpTransport:

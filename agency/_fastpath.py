@@ -39,6 +39,7 @@ __all__ = [
     "last_chunk",
     "normalize_messages",
     "quiet_call",
+    "quiet_input",
 ]
 
 VERIFIED_LANGCHAIN_CORE: frozenset[str] = frozenset({"1.6", "1.7", "1.8"})
@@ -180,6 +181,14 @@ def last_chunk(previous: AIMessageChunk | None, run_id: str) -> AIMessageChunk |
     return AIMessageChunk(content=content, chunk_position="last", id=run_id)
 
 
+def quiet_input(model: Any, input: LanguageModelInput, kwargs: dict[str, Any]) -> list[Any]:
+    """The call's messages as the full path would pass them to ``_generate``/``_stream``
+    (``kwargs`` lose the tracing-only structured output keys)."""
+    kwargs.pop("ls_structured_output_format", None)
+    kwargs.pop("structured_output_format", None)
+    return normalize_messages(model._convert_input(input).to_messages())
+
+
 def _stream_run_id() -> str:
     return f"{_ID_PREFIX}-{uuid.uuid4()}"
 
@@ -206,9 +215,7 @@ class QuietInvokeMixin:
         if not streams or not quiet_call(model, config, kwargs):
             yield from super().stream(input, config, stop=stop, **kwargs)  # type: ignore[misc]
             return
-        kwargs.pop("ls_structured_output_format", None)
-        kwargs.pop("structured_output_format", None)
-        messages = normalize_messages(model._convert_input(input).to_messages())
+        messages = quiet_input(model, input, kwargs)
         run_id, message = _stream_run_id(), None
         for chunk in model._stream(messages, stop=stop, **kwargs):
             message = finish_chunk(chunk, run_id)
@@ -235,9 +242,7 @@ class QuietInvokeMixin:
             async for piece in super().astream(input, config, stop=stop, **kwargs):  # type: ignore[misc]
                 yield piece
             return
-        kwargs.pop("ls_structured_output_format", None)
-        kwargs.pop("structured_output_format", None)
-        messages = normalize_messages(model._convert_input(input).to_messages())
+        messages = quiet_input(model, input, kwargs)
         run_id, message = _stream_run_id(), None
         async for chunk in model._astream(messages, stop=stop, **kwargs):
             message = finish_chunk(chunk, run_id)
@@ -262,9 +267,7 @@ class QuietInvokeMixin:
         config = ensure_config(config)
         if not quiet_call(model, config, kwargs):
             return super().invoke(input, config, stop=stop, **kwargs)  # type: ignore[misc,no-any-return]
-        kwargs.pop("ls_structured_output_format", None)
-        kwargs.pop("structured_output_format", None)
-        messages = normalize_messages(model._convert_input(input).to_messages())
+        messages = quiet_input(model, input, kwargs)
         return finish_result(model._generate(messages, stop=stop, **kwargs))  # type: ignore[no-any-return]
 
     async def ainvoke(
@@ -282,7 +285,5 @@ class QuietInvokeMixin:
         config = ensure_config(config)
         if not quiet_call(model, config, kwargs):
             return await super().ainvoke(input, config, stop=stop, **kwargs)  # type: ignore[misc,no-any-return]
-        kwargs.pop("ls_structured_output_format", None)
-        kwargs.pop("structured_output_format", None)
-        messages = normalize_messages(model._convert_input(input).to_messages())
+        messages = quiet_input(model, input, kwargs)
         return finish_result(await model._agenerate(messages, stop=stop, **kwargs))  # type: ignore[no-any-return]

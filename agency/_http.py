@@ -51,6 +51,7 @@ __all__ = [
     "aiter_ndjson",
     "aiter_sse",
     "async_client",
+    "async_request",
     "async_transport",
     "call_with_retry",
     "call_with_retry_async",
@@ -133,11 +134,11 @@ class RetryPolicy:
         return delay + random.uniform(0, delay * self.jitter)
 
 
+TRANSPORT_ENV = "AGENCY_HTTP_TRANSPORT"
+"""Environment variable choosing the async transport: "aiohttp" or "httpx" (`async_transport`)."""
 # 1,000 connections, as the openai SDK allows: 1,000 streams open at once must not wait on the
 # pool. All of them may stay alive: idle ones close after httpx's 5 s keep-alive expiry, and
 # at c=200 a smaller keep-alive set reconnects on nearly every call (benchmarks/overhead.py).
-TRANSPORT_ENV = "AGENCY_HTTP_TRANSPORT"
-"""Environment variable choosing the async transport: "aiohttp" or "httpx" (`async_transport`)."""
 _POOL_LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
 
 
@@ -195,8 +196,9 @@ def async_client(base_url: str, timeout: float) -> httpx.AsyncClient:
         if aiohttp:
             from agency import _aiohttp
 
-            options["transport"] = _aiohttp.transport(options["limits"], options["verify"])
-            client = httpx.AsyncClient(**options)
+            transport = _aiohttp.transport(options["limits"], options["verify"])
+            client = httpx.AsyncClient(transport=transport, **options)
+            _direct[client] = transport
             # aiohttp reports a session its loop outlived as an error; asyncio.run (and every
             # runner) cancels the tasks left when its work is done: this one then closes it.
             # (A loop closed by hand with tasks pending keeps its pool until the process ends.)
@@ -210,6 +212,22 @@ def async_client(base_url: str, timeout: float) -> httpx.AsyncClient:
 
 
 _closers: set[asyncio.Task[None]] = set()
+# Pooled clients on aiohttp, and their transport: whole JSON requests skip httpx's machinery.
+_direct: weakref.WeakKeyDictionary[httpx.AsyncClient, Any] = weakref.WeakKeyDictionary()
+_JSON_REQUEST = frozenset({"method", "url", "json", "headers", "params"})
+
+
+async def async_request(client: httpx.AsyncClient, **args: Any) -> httpx.Response:
+    """``client.request(**args)``, read whole. On a pooled aiohttp client a plain JSON request
+    (method, url, json, headers, params) goes straight to aiohttp's session: same response and
+    errors, without httpx's request and response machinery (benchmarks/overhead.py)."""
+    transport = _direct.get(client)
+    if transport is None or not args.keys() <= _JSON_REQUEST:
+        return await client.request(**args)
+    return await transport.send_json(  # type: ignore[no-any-return]
+        args["method"], args["url"], args.get("json"), args.get("headers") or {},
+        args.get("params"), client.timeout,
+    )  # fmt: skip
 
 
 async def _close_when_cancelled(client: httpx.AsyncClient) -> None:

@@ -61,6 +61,20 @@ class Client:
 
 
 # --------------------------------------------------------------------------- clients
+def _delta_text(line: str) -> str | None:
+    """The content of one OpenAI SSE line, as a raw client parses it (None: no content)."""
+    if not line.startswith("data: ") or line == "data: [DONE]":
+        return None
+    choices = json.loads(line[6:])["choices"]
+    return choices[0]["delta"].get("content") if choices else None
+
+
+def _embed_request(texts: list[str]) -> tuple[str, dict[str, Any]]:
+    """The nginx path serving ``len(texts)`` vectors, and the request body."""
+    path = "/v1/embeddings" if len(texts) == 1 else "/e100/v1/embeddings"
+    return path, {"model": "text-embedding-3-small", "input": texts}
+
+
 def _raw_socket(base: str) -> Client:
     """The floor: one pre-built request on a kept-alive socket per task, the body read by
     Content-Length; no JSON parsing, no pool."""
@@ -99,14 +113,12 @@ def _httpx_client(name: str, client: Any, base: str) -> Client:
             "POST", f"{base}/stream/v1/chat/completions", json=body, headers=HEADERS
         ) as r:
             async for line in r.aiter_lines():
-                if line.startswith("data: ") and line != "data: [DONE]":
-                    choices = json.loads(line[6:])["choices"]
-                    if choices and choices[0]["delta"].get("content"):
-                        yield choices[0]["delta"]["content"]
+                text = _delta_text(line)
+                if text:
+                    yield text
 
     async def embed(texts: list[str]) -> Any:
-        path = "/v1/embeddings" if len(texts) == 1 else "/e100/v1/embeddings"
-        body = {"model": "text-embedding-3-small", "input": texts}
+        path, body = _embed_request(texts)
         r = await client.post(f"{base}{path}", json=body, headers=HEADERS)
         return [d["embedding"] for d in r.json()["data"]]
 
@@ -133,15 +145,12 @@ def _aiohttp(base: str) -> Client:
         body = {**BODY, "stream": True}
         async with s().post(f"{base}/stream/v1/chat/completions", json=body, headers=HEADERS) as r:
             async for raw in r.content:
-                line = raw.decode().rstrip("\n")
-                if line.startswith("data: ") and line != "data: [DONE]":
-                    choices = json.loads(line[6:])["choices"]
-                    if choices and choices[0]["delta"].get("content"):
-                        yield choices[0]["delta"]["content"]
+                text = _delta_text(raw.decode().rstrip("\n"))
+                if text:
+                    yield text
 
     async def embed(texts: list[str]) -> Any:
-        path = "/v1/embeddings" if len(texts) == 1 else "/e100/v1/embeddings"
-        body = {"model": "text-embedding-3-small", "input": texts}
+        path, body = _embed_request(texts)
         async with s().post(f"{base}{path}", json=body, headers=HEADERS) as r:
             return [d["embedding"] for d in (await r.json())["data"]]
 

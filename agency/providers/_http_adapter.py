@@ -29,6 +29,7 @@ from agency._http import (
     aiter_ndjson,
     aiter_sse,
     async_client,
+    async_request,
     default_error_info,
     error_from_response,
     error_from_transport,
@@ -49,10 +50,6 @@ class EmbedCall(NamedTuple):
     path: str
     body: Any
     size: int
-
-
-def _is_aiohttp(client: httpx.AsyncClient) -> bool:
-    return type(client._transport).__module__ == "agency._aiohttp"
 
 
 class HTTPAdapter(Adapter):
@@ -228,19 +225,8 @@ class HTTPAdapter(Adapter):
     ) -> Any:  # fmt: skip
         """Async twin of `_send`."""
         try:
-            client = self._aclient()
-            if not kw and _is_aiohttp(client):
-                # Straight on aiohttp's session: no httpx request or response machinery.
-                from agency import _aiohttp
-
-                response = await _aiohttp.send_json(
-                    client._transport,  # type: ignore[arg-type]
-                    method, self._url(path, model), body, self._headers(), self._params(),
-                    client.timeout,
-                )  # fmt: skip
-            else:
-                args = self._request_args(method, path, model, body, kw)
-                response = await client.request(**args)
+            args = self._request_args(method, path, model, body, kw)
+            response = await async_request(self._aclient(), **args)
         except httpx.TransportError as exc:
             raise self._transport_error(exc, model) from exc
         return self._answer(response, model, parse)
