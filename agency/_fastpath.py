@@ -58,6 +58,11 @@ _TRACING_ENV = (
 )
 
 
+def _env_on(name: str) -> bool:
+    # ``in`` first: os.environ.get raises and catches KeyError for an unset name (~1 us).
+    return name in os.environ and os.environ[name].lower() not in ("", "false", "0")
+
+
 def enabled(version: str | None = None) -> bool:
     """Whether the fast path may run on langchain-core ``version`` (default: the installed one)."""
     setting = os.environ.get(FASTPATH_ENV, "").strip().lower()
@@ -90,7 +95,7 @@ def _load() -> tuple[Callable[..., Any], ...] | None:
         for var, _inheritable, _cls, env_var in _configure_hooks:
             if var.get() is not None:
                 return True
-            if env_var and os.environ.get(env_var, "").lower() not in ("", "false", "0"):
+            if env_var and _env_on(env_var):
                 return True
         return False
 
@@ -126,7 +131,7 @@ def quiet_call(model: BaseChatModel, config: RunnableConfig, kwargs: dict[str, A
         return False
     if get_debug() or tracer_var() is not None or hooks_active():
         return False
-    if any(os.environ.get(name, "").lower() not in ("", "false", "0") for name in _TRACING_ENV):
+    if any(_env_on(name) for name in _TRACING_ENV):
         return False
     context = tracing_context()
     return not (context.get("enabled") or context.get("parent") is not None)

@@ -250,7 +250,7 @@ class AgencyChatModel(QuietInvokeMixin, StructuredOutputMixin, BaseChatModel):
         if self.streaming or kwargs.get("stream"):
             return generate_from_stream(self._stream(messages, stop, run_manager, **kwargs))
         request = self._request(messages, stop, kwargs)
-        return self._priced(_merge(list(self._adapter.chat(request, stream=False))))
+        return self._priced(merge_chunks(list(self._adapter.chat(request, stream=False))))
 
     async def _agenerate(
         self,
@@ -263,7 +263,7 @@ class AgencyChatModel(QuietInvokeMixin, StructuredOutputMixin, BaseChatModel):
             return await agenerate_from_stream(self._astream(messages, stop, run_manager, **kwargs))
         request = self._request(messages, stop, kwargs)
         return self._priced(
-            _merge([chunk async for chunk in self._adapter.achat(request, stream=False)])
+            merge_chunks([chunk async for chunk in self._adapter.achat(request, stream=False)])
         )
 
     # -- cost ---------------------------------------------------------------------------
@@ -384,19 +384,39 @@ def add_chunk_usage(total: Any, chunk: ChatGenerationChunk) -> Any:
     return usage if total is None else add_usage(total, usage)
 
 
-def _merge(chunks: list[ChatGenerationChunk]) -> ChatResult:
-    """`generate_from_stream` for chunks in hand: a non-streamed answer is one chunk, and
-    merging one chunk with nothing is pure overhead on the hot path."""
+def merge_chunks(chunks: list[ChatGenerationChunk]) -> ChatResult:
+    """`generate_from_stream` for chunks in hand, the same result; without its general merge
+    when there is nothing to merge: a non-streamed answer is one chunk, perhaps followed by
+    metadata-only chunks (the fallback chain's route and cost) whose keys are new."""
     if not chunks:
         raise ProviderError("the provider returned no answer")
+    first = chunks[0]
+    message, info = first.message, first.generation_info
     if len(chunks) > 1:
-        return generate_from_stream(iter(chunks))
-    chunk = chunks[0]
-    return ChatResult(
-        generations=[
-            ChatGeneration(
-                message=message_chunk_to_message(chunk.message),
-                generation_info=chunk.generation_info,
-            )
-        ]
+        meta = dict(message.response_metadata)
+        for chunk in chunks[1:]:
+            extra = chunk.message.response_metadata
+            simple = _metadata_only(chunk) and isinstance(message.content, str)
+            if not simple or extra.keys() & meta.keys():
+                return generate_from_stream(iter(chunks))
+            meta.update(extra)
+        info = info or None  # as ChatGenerationChunk's sum has it
+    else:
+        meta = None
+    whole = message_chunk_to_message(message)
+    if meta is not None:
+        whole.response_metadata = meta
+    return ChatResult(generations=[ChatGeneration(message=whole, generation_info=info)])
+
+
+def _metadata_only(chunk: ChatGenerationChunk) -> bool:
+    message = chunk.message
+    return (
+        isinstance(message, AIMessageChunk)
+        and message.content == ""
+        and not message.tool_call_chunks
+        and not message.additional_kwargs
+        and message.usage_metadata is None
+        and message.id is None
+        and not chunk.generation_info
     )

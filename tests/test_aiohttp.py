@@ -193,3 +193,42 @@ async def test_a_gzipped_answer_is_read_once_decoded(transport: str) -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+@pytest.mark.parametrize("status", [200, 429])
+async def test_the_direct_json_path_answers_as_httpx_does(
+    openai_fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch, status: int
+) -> None:
+    """`async_request` on a pooled aiohttp client skips httpx's request and response objects:
+    what it returns reads the same as httpx's own answer to the same request."""
+    monkeypatch.setenv(_http.TRANSPORT_ENV, "aiohttp")
+    client = _http.async_client(openai_fake.base_url, timeout=30.0)
+    assert client in _http._direct
+    args = {
+        "method": "POST",
+        "url": f"{openai_fake.base_url}/chat/completions",
+        "json": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+        "headers": {"authorization": "Bearer sk-test"},
+        "params": None,
+    }
+    answers = []
+    for send in (_http.async_request, lambda c, **a: c.request(**a)):
+        fail = Fail(429, "slow down", retry_after=2)
+        openai_fake.script(Reply(content="same") if status == 200 else fail)
+        response = await send(client, **args)
+        answers.append(response)
+    direct, full = answers
+    assert direct.status_code == full.status_code == status
+    assert direct.content == direct.text.encode() and len(direct.content) == len(full.content)
+    vary = {"id", "created"}  # differ between two answers by nature
+    d, f = direct.json(), full.json()
+    assert {k: v for k, v in d.items() if k not in vary} == {
+        k: v for k, v in f.items() if k not in vary
+    }
+    # The same names in the same order; values too, but for those that vary by nature.
+    assert [k for k, _ in direct.headers.multi_items()] == [k for k, _ in full.headers.multi_items()]
+    steady = {"content-type", "retry-after", "x-ratelimit-limit-requests"}
+    assert [(k, v) for k, v in direct.headers.multi_items() if k in steady] == [
+        (k, v) for k, v in full.headers.multi_items() if k in steady
+    ]
+    assert direct.encoding == full.encoding and direct.is_closed and direct.is_stream_consumed

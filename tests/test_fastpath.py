@@ -236,3 +236,53 @@ async def test_fast_and_full_streams_are_alike(openai_fake: FakeOpenAI) -> None:
 def test_an_empty_stream_is_langchains_error() -> None:
     with pytest.raises(ValueError, match="No generation chunks were returned"):
         _fastpath.last_chunk(None, "lc_run--x")
+
+
+def _chunk(content: Any = "", info: dict[str, Any] | None = None, **fields: Any) -> Any:
+    from langchain_core.messages import AIMessageChunk
+    from langchain_core.outputs import ChatGenerationChunk
+
+    return ChatGenerationChunk(
+        message=AIMessageChunk(content=content, **fields), generation_info=info
+    )
+
+
+_USAGE = {"input_tokens": 3, "output_tokens": 4, "total_tokens": 7}
+_ANSWER = {"content": "hi", "info": {"finish_reason": "stop"}, "usage_metadata": _USAGE,
+           "response_metadata": {"model_name": "m"}, "id": "chatcmpl-1", "chunk_position": "last"}  # fmt: skip
+_ROUTE = {
+    "response_metadata": {"cost": 0.1, "agency": {"provider": "p0"}},
+    "chunk_position": "last",
+}
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        [_ANSWER],  # a non-streamed answer
+        [_ANSWER, _ROUTE],  # the fallback chain's: the answer, then its route and cost
+        [{**_ANSWER, "info": {}}, _ROUTE],  # no generation info
+        [{**_ANSWER, "id": None}, _ROUTE],
+        [_ANSWER, {"content": " more"}, _ROUTE],  # text after the first: the general merge
+        [
+            _ANSWER,
+            {"response_metadata": {"model_name": "x"}},
+        ],  # a key twice: merged LangChain's way
+        [_ANSWER, {**_ROUTE, "usage_metadata": _USAGE}],
+        [{**_ANSWER, "content": [{"type": "text", "text": "hi"}]}, _ROUTE],  # content blocks
+        [_ANSWER, {**_ROUTE, "info": {"x": 1}}],
+    ],
+)
+def test_merging_chunks_in_hand_answers_as_generate_from_stream(
+    chunks: list[dict[str, Any]],
+) -> None:
+    from langchain_core.language_models.chat_models import generate_from_stream
+
+    from agency.chat_models import merge_chunks
+
+    def build() -> list[Any]:
+        return [_chunk(**{**c, "info": c.get("info")}) for c in chunks]
+
+    ours, theirs = merge_chunks(build()), generate_from_stream(iter(build()))
+    assert ours == theirs
+    assert ours.generations[0].message.model_dump() == theirs.generations[0].message.model_dump()

@@ -13,7 +13,7 @@ the same shapes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -206,6 +206,14 @@ def chunk_from_stream_event(
     data: Any, provider: str, model: str | None
 ) -> ChatGenerationChunk | None:
     """One ``chat.completion.chunk`` as a LangChain chunk; ``None`` when it carries nothing."""
+    text = _plain_text_delta(data)
+    if text is not None:
+        # Most events of a stream: the same chunk the checks below build, without them.
+        chunk = AIMessageChunk(
+            content=text, tool_call_chunks=[], additional_kwargs={}, usage_metadata=None,
+            response_metadata={}, id=data.get("id"),
+        )  # fmt: skip
+        return ChatGenerationChunk(message=chunk, generation_info=None)
     with _wire.parsing(provider, model):
         if not isinstance(data, dict):
             raise _wire.malformed(provider, model, "stream event is not a JSON object")
@@ -257,6 +265,29 @@ def chunk_from_stream_event(
         return ChatGenerationChunk(message=chunk, generation_info=info)
 
 
+def _plain_text_delta(data: Any) -> str | None:
+    """The text of an event the checked path would turn into a text-only chunk (one choice,
+    non-empty string content, no usage, finish, error, tool calls or extras, a string id or
+    none); else ``None``, and the checked path decides."""
+    if type(data) is not dict or "error" in data or "x_groq" in data:
+        return None
+    choices = data.get("choices")
+    if data.get("usage") is not None or type(choices) is not list or len(choices) != 1:
+        return None
+    choice = choices[0]
+    if type(choice) is not dict or choice.get("finish_reason") is not None:
+        return None
+    delta = choice.get("delta")
+    if type(delta) is not dict or delta.get("tool_calls") is not None:
+        return None
+    text, ident = delta.get("content"), data.get("id")
+    if type(text) is not str or not text or not (ident is None or type(ident) is str):
+        return None
+    if delta.get("refusal") or delta.get("reasoning_content") or delta.get("reasoning"):
+        return None
+    return text
+
+
 def _stream_error(err: Mapping[str, Any], provider: str, model: str | None) -> ProviderError:
     """An ``{"error": ...}`` event inside a stream, mapped like an HTTP error."""
     status = {"rate_limit_exceeded": 429, "invalid_request_error": 400, "server_error": 500}.get(
@@ -301,7 +332,14 @@ class OpenAIAdapter(HTTPChatAdapter):
     capabilities = ALL_CAPABILITIES
 
     def effective_capabilities(self) -> Capabilities:
-        q = self.connection.profile.quirk
+        # Asked on every call of a fallback chain: worked out once per profile.
+        profile = self.connection.profile
+        known = self.__dict__.get("_effective")
+        if known is None or known[0] is not profile:
+            known = self.__dict__["_effective"] = (profile, self._effective(profile.quirk))
+        return known[1]
+
+    def _effective(self, q: Callable[[str, Any], Any]) -> Capabilities:
         from dataclasses import replace
 
         tools = bool(q("tools", True))

@@ -27,14 +27,13 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
-from langchain_core.language_models.chat_models import generate_from_stream
 from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, Field
 
 from agency._fastpath import QuietInvokeMixin
 from agency._structured import StructuredOutputMixin
-from agency.chat_models import add_chunk_usage, arelay, relay
+from agency.chat_models import add_chunk_usage, arelay, merge_chunks, relay
 from agency.errors import (
     AllProvidersFailed,
     BudgetExceeded,
@@ -75,6 +74,22 @@ class _Step:
     sent_at: float = 0.0  # the pool's clock when the request went out
 
 
+def _policy_of(model: FallbackChatModel, pool: ProviderPool) -> Any:
+    """The pool's policy with this model's own bounds (a workflow step's) over the agency's;
+    worked out once per pool policy, not on every call."""
+    key = (pool.policy, model.max_attempts, model.fallback)
+    known = model.__dict__.get("_policy")
+    if known is not None and known[0] == key:
+        return known[1]
+    policy = pool.policy
+    if model.max_attempts is not None:
+        policy = dataclasses.replace(policy, max_attempts=model.max_attempts)
+    if model.fallback is not None:
+        policy = dataclasses.replace(policy, fallback=model.fallback)
+    object.__setattr__(model, "_policy", (key, policy))
+    return policy
+
+
 class _Call:
     """The decisions of one call; no I/O (the drivers send, stream and sleep)."""
 
@@ -85,12 +100,7 @@ class _Call:
 
         self.model = model
         self.pool: ProviderPool = model._pool
-        self.policy = self.pool.policy
-        # This model's own bounds (a workflow step's), over the agency's.
-        if model.max_attempts is not None:
-            self.policy = dataclasses.replace(self.policy, max_attempts=model.max_attempts)
-        if model.fallback is not None:
-            self.policy = dataclasses.replace(self.policy, fallback=model.fallback)
+        self.policy = _policy_of(model, self.pool)
         self.messages = messages
         self.kwargs = kwargs
         self.prompt_tokens = estimate_tokens(messages, tools=kwargs.get("tools"))
@@ -581,7 +591,7 @@ class FallbackChatModel(QuietInvokeMixin, StructuredOutputMixin, BaseChatModel):
     ) -> ChatResult:
         stream = self.streaming or bool(kwargs.get("stream"))
         chunks = self._run(messages, self._kwargs(stop, kwargs), stream=stream)
-        return generate_from_stream(chunks)
+        return merge_chunks(list(chunks))
 
     async def _agenerate(
         self,
@@ -592,7 +602,7 @@ class FallbackChatModel(QuietInvokeMixin, StructuredOutputMixin, BaseChatModel):
     ) -> ChatResult:
         stream = self.streaming or bool(kwargs.get("stream"))
         chunks = [c async for c in self._arun(messages, self._kwargs(stop, kwargs), stream=stream)]
-        return generate_from_stream(iter(chunks))
+        return merge_chunks(chunks)
 
 
 # See agency.chat_models: LangChain inspects _generate's signature on every call.

@@ -29,6 +29,7 @@ from agency.providers.openai import (
     usage_from_openai,
 )
 from providers._standard import CapabilitySwitches
+from providers._wire_cases import OPENAI_STREAM, _oa_chunk, mutations, stream_variants
 
 
 class TestAgencyChatModelUnit(CapabilitySwitches, ChatModelUnitTests):
@@ -401,3 +402,51 @@ def test_azure_urls_and_headers() -> None:
     assert adapter._params() == {"api-version": "2024-10-21"}
     assert adapter._headers()["api-key"] == "az-key"
     assert "authorization" not in adapter._headers()
+
+
+def _checked(data: object) -> object:
+    """What the checked path makes of ``data``: the chunk's dump, or the error's type."""
+    try:
+        chunk = chunk_from_stream_event(data, "openai", "m")
+    except Exception as exc:  # the outcome under comparison
+        return type(exc)
+    return None if chunk is None else (chunk.model_dump(), chunk.message.model_fields_set)
+
+
+_TEXT_EVENTS = [
+    _oa_chunk({"content": "Hel"}),
+    _oa_chunk({"role": "assistant", "content": "lo", "refusal": None}),
+    {**_oa_chunk({"content": "x"}), "obfuscation": "abc", "service_tier": "default"},
+    {**_oa_chunk({"content": "x"}), "usage": None},
+    {"choices": [{"index": 0, "delta": {"content": "no id"}, "logprobs": None}]},
+]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        *_TEXT_EVENTS,
+        *OPENAI_STREAM,
+        *(event for _, events in stream_variants(OPENAI_STREAM) for event in events),
+        *(doc for text in _TEXT_EVENTS for _, doc in mutations(text)),
+    ],
+)
+def test_plain_text_events_take_a_shortcut_to_the_same_chunk(
+    data: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The shortcut for text-only events must build exactly what the checked path builds
+    # (fields set included: they decide what serialization keeps), for every mutation.
+    from agency.providers import openai
+
+    fast = _checked(data)
+    monkeypatch.setattr(openai, "_plain_text_delta", lambda data: None)
+    assert fast == _checked(data)
+
+
+def test_the_shortcut_takes_text_events_only() -> None:
+    from agency.providers.openai import _plain_text_delta
+
+    assert [_plain_text_delta(e) for e in _TEXT_EVENTS] == ["Hel", "lo", "x", "x", "no id"]
+    assert [_plain_text_delta(e) for e in OPENAI_STREAM] == ["hi", None, None, None, None]
+    assert _plain_text_delta(_oa_chunk({"content": "x", "reasoning_content": "r"})) is None
+    assert _plain_text_delta({**_oa_chunk({"content": "x"}), "id": 7}) is None
