@@ -59,8 +59,7 @@ _TRACING_ENV = (
 
 
 def _env_on(name: str) -> bool:
-    # ``in`` first: os.environ.get raises and catches KeyError for an unset name (~1 us).
-    return name in os.environ and os.environ[name].lower() not in ("", "false", "0")
+    return os.environ.get(name, "").lower() not in ("", "false", "0")
 
 
 def enabled(version: str | None = None) -> bool:

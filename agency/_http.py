@@ -244,7 +244,7 @@ def async_transport() -> str:
 
 
 def _use_aiohttp() -> bool:
-    choice = os.environ[TRANSPORT_ENV].strip().lower() if TRANSPORT_ENV in os.environ else ""
+    choice = os.environ.get(TRANSPORT_ENV, "").strip().lower()
     if choice not in ("", "aiohttp", "httpx"):
         raise errors.ConfigError(
             f"{TRANSPORT_ENV}={choice!r} is not a transport",
