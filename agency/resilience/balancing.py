@@ -63,6 +63,9 @@ class ProviderState:
     """Calls running now (``least-loaded``)."""
     latency_ewma_s: float | None = None
     """Smoothed latency of successful calls, seconds (``latency``)."""
+    fleet: Any = None
+    """The fleet's admission (`agency.resilience.shared.Fleet`: breaker, limiter and budget
+    in one Redis round trip) when the state is shared; None in one process."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property

@@ -1,0 +1,292 @@
+"""Four OS processes as one `Agency`: a real redis-server (started here on 127.0.0.1, a free
+port) holds their breakers, limiters and budget; the fake OpenAI counts what reaches it.
+
+Each fleet test runs the same fleet twice where it shows something: with ``[state] backend =
+"redis"`` the limit holds for the fleet; with the in-process default each process keeps its
+own and the fleet goes past it (the counterfactual, measured, not assumed).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from fakes.openai_server import FakeOpenAI
+
+from agency import Agency, AgencyConfig
+from agency.errors import AgencyError
+from agency.resilience.breaker import BreakerPolicy
+
+WORKER = Path(__file__).with_name("_fleet_worker.py")
+SECRET = "sk-fleet-secret-0123456789"
+PROCESSES = 4
+
+
+class RedisServer:
+    """A redis-server in a temp dir on 127.0.0.1; `stop` and `start` keep its port."""
+
+    def __init__(self, directory: Path) -> None:
+        if shutil.which("redis-server") is None:
+            pytest.fail("redis-server is not installed: bash scripts/setup.sh --dev installs it")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.dir = directory
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.dir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis.from_url(self.url)
+        for _ in range(200):
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.02)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _config(fake: FakeOpenAI, state: dict[str, Any] | None, **llm: Any) -> dict[str, Any]:
+    entry = {
+        "name": "p0",
+        "provider": "openai",
+        "api_key": SECRET,
+        "base_url": fake.base_url,
+        "text_model": "gpt-4o-mini",
+        **llm.pop("entry", {}),
+    }
+    fallback = {"max_attempts": 1, "max_wait_ms": 0, "retry_delay_ms": 0}
+    return {"llm": {"providers": [entry], "fallback": fallback, **llm}, "state": state or {}}
+
+
+def _fleet(tmp_path: Path, spec: dict[str, Any], seconds: float) -> list[dict[str, Any]]:
+    """Run ``PROCESSES`` workers together; their JSON reports."""
+    barrier = tmp_path / f"barrier-{time.monotonic_ns()}"
+    barrier.mkdir()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(WORKER), json.dumps(spec), str(seconds), str(barrier)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(PROCESSES)
+    ]
+    deadline = time.monotonic() + 60
+    while len(list(barrier.glob("ready-*"))) < PROCESSES:
+        assert time.monotonic() < deadline, "the fleet did not start"
+        assert all(p.poll() is None for p in procs), [p.communicate() for p in procs]
+        time.sleep(0.02)
+    (barrier / "go").touch()
+    reports = []
+    for p in procs:
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+        reports.append(json.loads(out.strip().splitlines()[-1]))
+    return reports
+
+
+def _sent(fake: FakeOpenAI) -> int:
+    return len(fake.bodies("/chat/completions"))
+
+
+def _ok(reports: list[dict[str, Any]]) -> int:
+    return sum(r["outcomes"].get("ok", 0) for r in reports)
+
+
+def test_one_budget_for_four_processes_is_never_overspent(
+    openai_fake: FakeOpenAI, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    limit = 0.0004  # about 12 worst-case holds of a 50-token gpt-4o-mini answer
+    spec = {"max_calls": 40}
+    shared = {
+        "config": _config(
+            openai_fake,
+            {"backend": "redis", "url": redis_server.url},
+            budget={"max_cost_total": limit},
+        ),
+        **spec,
+    }
+    reports = _fleet(tmp_path, shared, seconds=20)
+    spent = redis.Redis.from_url(redis_server.url).hget("agency:budget", "spent")
+    assert spent is not None and int(spent) / 1e9 <= limit
+    # One budget: each process read the fleet's spending as it ended, not its own share.
+    final = int(spent) / 1e9
+    assert (
+        all(r["spent"] <= final + 1e-12 for r in reports)
+        and min(r["spent"] for r in reports) > final / 2
+    )
+    refused = sum(r["outcomes"].get("BudgetExceeded", 0) for r in reports)
+    assert _ok(reports) > 0 and refused > 0 and _ok(reports) + refused == 4 * 40
+    assert _sent(openai_fake) == _ok(reports)  # every refusal came before a request
+
+    openai_fake.reset()
+    alone = {"config": _config(openai_fake, None, budget={"max_cost_total": limit}), **spec}
+    reports = _fleet(tmp_path, alone, seconds=20)
+    assert sum(r["spent"] for r in reports) > 2 * limit  # each process spends "its" budget
+
+
+def test_four_processes_under_one_rpm(
+    openai_fake: FakeOpenAI, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    rpm, seconds = 20, 3.0
+    most = rpm + rpm * seconds / 60 + 1  # the bucket's burst, its refill, the window edge
+    state = {"backend": "redis", "url": redis_server.url}
+    shared = {"config": _config(openai_fake, state, entry={"rpm": rpm}), "pause_s": 0.01}
+    reports = _fleet(tmp_path, shared, seconds)
+    assert rpm <= _sent(openai_fake) <= most
+    assert _sent(openai_fake) == _ok(reports)  # refused calls were never sent
+    # Refused by the shared limiter (one entry: "all providers failed", a RateLimited inside).
+    assert all(set(r["outcomes"]) == {"ok", "AllProvidersFailed"} for r in reports), reports
+
+    openai_fake.reset()
+    alone = {"config": _config(openai_fake, None, entry={"rpm": rpm}), "pause_s": 0.01}
+    _fleet(tmp_path, alone, seconds)
+    assert _sent(openai_fake) >= PROCESSES * rpm  # four buckets, four times the limit
+
+
+def test_a_dead_provider_is_probed_once_per_cooldown_by_the_whole_fleet(
+    openai_fake: FakeOpenAI, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    seconds, breaker = 3.0, {"consecutive_failures": 3, "cooldown_s": 0.5, "max_cooldown_s": 4}
+    # Probes after 0.5 s, then 1 s, then 2 s of cooldown: at most 3 within the run.
+    probes = 3
+    state = {"backend": "redis", "url": redis_server.url}
+    shared = {"config": _config(openai_fake, state), "breaker": breaker, "pause_s": 0.02}
+    openai_fake.script(openai_fake.Fail(503, times=10_000))
+    _fleet(tmp_path, shared, seconds)
+    # Three failures open it; calls already on the wire when it opened may land too.
+    assert 3 <= _sent(openai_fake) <= 3 + (PROCESSES - 1) + probes
+    snapshot = redis.Redis.from_url(redis_server.url).hgetall("agency:breaker:p0")
+    assert snapshot[b"st"] in (b"open", b"half_open") and int(snapshot[b"trips"]) >= 2
+
+    openai_fake.reset()
+    openai_fake.script(openai_fake.Fail(503, times=10_000))
+    alone = {"config": _config(openai_fake, None), "breaker": breaker, "pause_s": 0.02}
+    _fleet(tmp_path, alone, seconds)
+    assert _sent(openai_fake) >= PROCESSES * 3  # each process found it dead on its own
+
+
+def test_calls_go_on_while_redis_is_down_and_the_budget_refuses(
+    openai_fake: FakeOpenAI, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    state = {"backend": "redis", "url": redis_server.url, "timeout_s": 0.2, "retry_s": 0.3}
+    budgeted = Agency(
+        AgencyConfig.from_dict(_config(openai_fake, state, budget={"max_cost_total": 1.0}))
+    ).chat_model()
+    free = Agency(AgencyConfig.from_dict(_config(openai_fake, state, entry={"rpm": 100})))
+    assert budgeted.invoke("hi", max_tokens=20).text and free.chat_model().invoke("hi").text
+    redis_server.stop()
+    start = time.monotonic()
+    assert free.chat_model().invoke("hi").text  # limiter and breaker fail open
+    with pytest.raises(AgencyError, match="store is unreachable"):
+        budgeted.invoke("hi", max_tokens=20)  # the budget fails closed
+    assert time.monotonic() - start < 1.5  # nothing waits on the dead store for long
+    assert any("unreachable" in r.getMessage() for r in caplog.records)
+    redis_server.start()  # same port, empty: the fleet's state starts over
+    time.sleep(0.35)  # retry_s: the store is tried again
+    assert budgeted.invoke("hi", max_tokens=20).text
+    assert free.health()["p0"]["limits"]["shared"] is True
+    fleet = free.stats().snapshot()["fleet"]["p0"]
+    assert fleet["calls"] >= 1  # counted in Redis again
+
+
+def test_api_keys_never_reach_redis(
+    openai_fake: FakeOpenAI, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    seen: list[bytes] = []
+    ready = threading.Event()
+
+    def monitor() -> None:
+        with socket.create_connection(("127.0.0.1", redis_server.port)) as conn:
+            conn.sendall(b"MONITOR\r\n")
+            conn.settimeout(0.5)
+            ready.set()
+            while True:
+                try:
+                    data = conn.recv(65536)
+                except TimeoutError:
+                    return
+                if not data:
+                    return
+                seen.append(data)
+
+    watcher = threading.Thread(target=monitor)
+    watcher.start()
+    ready.wait(5)
+    state = {"backend": "redis", "url": redis_server.url}
+    config = _config(openai_fake, state, entry={"rpm": 100}, budget={"max_cost_total": 1.0})
+    model = Agency(AgencyConfig.from_dict(config)).chat_model()
+    for _ in range(3):
+        model.invoke("Say hello", max_tokens=20)
+    watcher.join(10)
+    traffic = b"".join(seen)
+    assert b"agency:limiter:p0" in traffic and b"agency:budget" in traffic  # it saw the calls
+    assert SECRET.encode() not in traffic and b"Say hello" not in traffic
+    client = redis.Redis.from_url(redis_server.url)
+    stored = b"".join(
+        repr(client.hgetall(k) if client.type(k) == b"hash" else client.lrange(k, 0, -1)).encode()
+        for k in client.scan_iter()
+    )
+    assert stored and SECRET.encode() not in stored
+
+
+def test_breaker_policy_is_the_agencys(openai_fake: FakeOpenAI, redis_server: RedisServer) -> None:
+    state = {"backend": "redis", "url": redis_server.url}
+    agency = Agency(
+        AgencyConfig.from_dict(_config(openai_fake, state)),
+        breaker_policy=BreakerPolicy(consecutive_failures=1, cooldown_s=30),
+    )
+    openai_fake.script(openai_fake.Fail(503))
+    with pytest.raises(AgencyError):
+        agency.chat_model().invoke("hi")
+    other = Agency(AgencyConfig.from_dict(_config(openai_fake, state)))
+    # The verdict is written after the call, off its path (within a few ms): seen by a
+    # second Agency.
+    deadline = time.monotonic() + 2
+    while other.health()["p0"]["breaker"]["state"] != "open":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
