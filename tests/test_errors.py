@@ -101,3 +101,10 @@ def test_is_retryable_follows_the_table_unless_one_failure_says_otherwise() -> N
     assert errors.retries_same(errors.Timeout("the next one"))
     group = errors.AllProvidersFailed("all", [errors.ModelNotFound("m"), errors.Timeout("t")])
     assert group.is_retryable
+
+
+def test_redact_masks_passwords_in_urls() -> None:
+    text = "postgresql://agency:s3cr3t@db:5432/runs, redis://:hunter2@cache:6379/0, http://h/x"
+    assert errors.redact(text) == (
+        "postgresql://agency:***@db:5432/runs, redis://:***@cache:6379/0, http://h/x"
+    )

@@ -1,8 +1,10 @@
 """What a run leaves beside LangGraph's checkpoints: the run index, the call journal, traces.
 
-LangGraph's checkpoints (``langgraph-checkpoint-sqlite``) are in the checkpoint file; beside
-it, ``<checkpoint>.index`` holds two tables of ours (a file of their own: our writes never wait
-for the checkpointer's connection, nor it for ours):
+A checkpoint is a SQLite file (the default) or a Postgres URL (``postgresql://...``: runs
+started on one machine resume on another). LangGraph's checkpoints are in it
+(``langgraph-checkpoint-sqlite`` / ``-postgres``); beside them, two tables of ours, in
+``<checkpoint>.index`` for SQLite (a file of their own: our writes never wait for the
+checkpointer's connection, nor it for ours), in the same database for Postgres:
 
 - ``agency_runs``: one row per run (workflow, status, cost, times, error), for ``agency runs``;
 - ``agency_calls``: the call journal. A model call's answer is committed here the moment it
@@ -11,7 +13,8 @@ for the checkpointer's connection, nor it for ours):
   #8039) finds its answer here and does not pay for it twice; only a call whose answer had not
   arrived when the process died is sent again.
 
-Traces: each run's events, one JSON object a line, in ``<checkpoint>.traces/<run_id>.jsonl``.
+Traces: each run's events, one JSON object a line, in ``<checkpoint>.traces/<run_id>.jsonl``
+(for Postgres, in ``.agency/runs.traces/`` of the machine that ran the step).
 """
 
 from __future__ import annotations
@@ -27,7 +30,33 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RunRow", "RunStore", "call_key", "trace_path"]
+__all__ = ["RunRow", "RunStore", "call_key", "is_database_url", "trace_path"]
+
+_PG_SCHEMA = """
+CREATE TABLE IF NOT EXISTS agency_runs (
+    run_id TEXT PRIMARY KEY,
+    workflow TEXT NOT NULL,
+    status TEXT NOT NULL,
+    cost DOUBLE PRECISION NOT NULL DEFAULT 0,
+    started DOUBLE PRECISION NOT NULL,
+    updated DOUBLE PRECISION NOT NULL,
+    error TEXT,
+    source TEXT
+);
+CREATE TABLE IF NOT EXISTS agency_calls (
+    run_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    step TEXT NOT NULL,
+    answer TEXT NOT NULL,
+    created DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (run_id, key)
+);
+"""
+
+
+def is_database_url(checkpoint: str | Path) -> bool:
+    """Whether ``checkpoint`` names a Postgres database rather than a SQLite file."""
+    return str(checkpoint).startswith(("postgres://", "postgresql://"))
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS agency_runs (
@@ -74,17 +103,30 @@ def call_key(*parts: Any) -> str:
 
 def trace_path(checkpoint: str | Path, run_id: str) -> Path:
     """Where run ``run_id``'s events are written."""
+    if is_database_url(checkpoint):
+        return Path(".agency") / "runs.traces" / f"{run_id}.jsonl"
     path = Path(checkpoint)
     return path.with_name(path.name + ".traces") / f"{run_id}.jsonl"
 
 
 class RunStore:
-    """The run index and call journal of the checkpoint file ``checkpoint``. Thread-safe."""
+    """The run index and call journal of ``checkpoint`` (a SQLite file or a Postgres URL).
+    Thread-safe."""
 
     def __init__(self, checkpoint: str | Path) -> None:
+        self._pg = is_database_url(checkpoint)
+        self.path: Path | None = None
+        """The SQLite file of the index and the journal, beside the checkpoint (None for
+        Postgres: the same database)."""
+        if self._pg:
+            import psycopg
+
+            self._lock = threading.Lock()
+            self._db: Any = psycopg.connect(str(checkpoint), autocommit=True)
+            self._db.execute(_PG_SCHEMA)
+            return
         checkpoint = Path(checkpoint)
         self.path = checkpoint.with_name(checkpoint.name + ".index")
-        """The SQLite file of the index and the journal, beside the checkpoint."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -102,9 +144,10 @@ class RunStore:
             self._db.close()
 
     @contextmanager
-    def _cursor(self) -> Iterator[sqlite3.Cursor]:
+    def _cursor(self) -> Iterator[Any]:
         with self._lock:
-            yield self._db.cursor()
+            cursor = self._db.cursor()
+            yield _Placeholders(cursor) if self._pg else cursor
 
     # -- runs ---------------------------------------------------------------------------
     def start(self, run_id: str, workflow: str, source: str | None = None) -> None:
@@ -163,8 +206,9 @@ class RunStore:
         """Commit a call's answer (before the step returns, so a crash cannot lose it)."""
         with self._cursor() as cur:
             cur.execute(
-                "INSERT OR REPLACE INTO agency_calls (run_id, key, step, answer, created) "
-                "VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO agency_calls (run_id, key, step, answer, created) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (run_id, key) DO UPDATE SET "
+                "step = excluded.step, answer = excluded.answer, created = excluded.created",
                 (run_id, key, step, json.dumps(answer, default=str), time.time()),
             )
 
@@ -175,6 +219,16 @@ class RunStore:
                 "SELECT COUNT(*) FROM agency_calls WHERE run_id = ?", (run_id,)
             ).fetchone()
         return int(count)
+
+
+class _Placeholders:
+    """A psycopg cursor that takes SQLite's ``?`` placeholders (one SQL text for both)."""
+
+    def __init__(self, cursor: Any) -> None:
+        self._cursor = cursor
+
+    def execute(self, sql: str, params: Any = ()) -> Any:
+        return self._cursor.execute(sql.replace("?", "%s"), params)
 
 
 class TraceWriter:

@@ -60,7 +60,9 @@ class WorkflowsConfig(ConfigModel):
     """The ``[workflows]`` table: defaults for every workflow run."""
 
     checkpoint: str | None = None
-    """The SQLite file runs are checkpointed in (default ``.agency/runs.sqlite``)."""
+    """Where runs are checkpointed: a SQLite file (default ``.agency/runs.sqlite``) or a
+    Postgres URL, ``postgresql://user@host/db`` (``pip install 'agency[postgres]'``), so a
+    run started on one machine resumes on another."""
     max_concurrency: Int | None = Field(default=None, gt=0)
     """The most steps that run at once, for workflows that set none."""
 

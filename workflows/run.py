@@ -1,6 +1,7 @@
 """Running a `Workflow`: runs, resumes, events, traces. Contracts:
 
-- A run's state is checkpointed in SQLite after every step (LangGraph ``durability="sync"``),
+- A run's state is checkpointed in SQLite (or Postgres, for a ``postgresql://`` checkpoint:
+  runs then resume on any machine that reaches it) after every step (LangGraph ``durability="sync"``),
   its model answers in the call journal as they arrive (`agency.workflows._store`). `resume`
   continues from the checkpoint: steps that finished are not run again, and a step that runs
   again after a crash finds its answer in the journal instead of paying twice.
@@ -26,9 +27,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from agency._aio import run_sync
-from agency.errors import BudgetExceeded
+from agency.errors import BudgetExceeded, redact
 from agency.workflows._nodes import COST, STEPS, RunContext, bind, event, unbind
-from agency.workflows._store import RunStore, TraceWriter, trace_path
+from agency.workflows._store import RunStore, TraceWriter, is_database_url, trace_path
 
 if TYPE_CHECKING:
     from agency.workflows._nodes import AgencyLike
@@ -98,7 +99,7 @@ class Run:
     interrupts: list[dict[str, Any]] = field(default_factory=list)
     """The questions of the ``interrupt`` steps it waits on: ``{"step", "question"}``."""
     checkpoint: str | None = None
-    """The SQLite file it is checkpointed in."""
+    """Where it is checkpointed: a SQLite file or a Postgres URL."""
 
     def raise_for_status(self) -> Run:
         """Raise `WorkflowFailed` unless the run completed; returns the run."""
@@ -182,11 +183,10 @@ class Runner:
         """Run (or with ``resume``, continue ``run_id``), yielding events as they happen
         (``tokens=False`` leaves out the token events: `run` has no one to show them to, and
         each costs a trip through LangGraph's stream)."""
-        from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-
         wf = self.workflow
         run_id = run_id or uuid.uuid4().hex[:12]
-        Path(self.checkpoint).parent.mkdir(parents=True, exist_ok=True)
+        if not is_database_url(self.checkpoint):
+            Path(self.checkpoint).parent.mkdir(parents=True, exist_ok=True)
         store = RunStore(self.checkpoint)
         trace = TraceWriter(trace_path(self.checkpoint, run_id))
         spans = _Spans(wf.name, run_id)
@@ -219,7 +219,7 @@ class Runner:
 
         token = bind(ctx)
         try:
-            async with AsyncSqliteSaver.from_conn_string(self.checkpoint) as saver:
+            async with _saver(self.checkpoint) as saver:
                 graph = wf.compile(checkpointer=saver)
                 command: Any = dict(inputs or {})
                 if resume:
@@ -230,7 +230,8 @@ class Runner:
                         raise ValueError(f"inputs missing: {missing} (the workflow needs {wf.inputs})")
                     if (await graph.aget_state(config)).values:
                         raise ValueError(
-                            f"run {run_id!r} already exists in {self.checkpoint}: resume it, "
+                            f"run {run_id!r} already exists in {redact(self.checkpoint)}: "
+                            "resume it, "
                             "or choose another run id"
                         )
                 await asyncio.to_thread(store.start, run_id, wf.name, self.source)
@@ -306,6 +307,28 @@ class Runner:
                 run.status = "failed"
                 run.error = f"steps never ran: {never}; resume to run them"
         return run
+
+
+@contextlib.asynccontextmanager
+async def _saver(checkpoint: str) -> AsyncIterator[Any]:
+    """LangGraph's checkpointer for ``checkpoint``: SQLite for a file, Postgres for a URL
+    (``langgraph-checkpoint-postgres``; its tables are made on first use)."""
+    if is_database_url(checkpoint):
+        try:
+            from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+        except ImportError as exc:
+            raise ImportError(
+                "a postgres:// checkpoint needs langgraph-checkpoint-postgres: "
+                "pip install 'agency[postgres]'"
+            ) from exc
+        async with AsyncPostgresSaver.from_conn_string(checkpoint) as saver:
+            await saver.setup()
+            yield saver
+        return
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    async with AsyncSqliteSaver.from_conn_string(checkpoint) as saver:
+        yield saver
 
 
 async def _resume_command(

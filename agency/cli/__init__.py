@@ -24,6 +24,7 @@ from rich.table import Table
 
 from agency.cli import _a2a as a2a_cli
 from agency.cli import _workflows as wf_cli
+from agency.errors import redact
 
 __all__ = ["app", "default_spec", "main"]
 
@@ -291,15 +292,15 @@ def resume(
     Steps that finished are not run, nor paid for, again; --input STEP=ANSWER answers an
     interrupt step; --budget raises the run's budget.
     """
-    from agency.workflows._store import RunStore
+    from agency.workflows._store import RunStore, is_database_url
 
     answers = wf_cli.parse_inputs(inputs)
     try:
         checkpoint = checkpoint or wf_cli.default_checkpoint(config)
     except ValueError as exc:
         wf_cli.fail(wf_cli.reason(exc))
-    if not Path(checkpoint).is_file():
-        wf_cli.fail(f"no runs at {checkpoint}: pass --checkpoint with the file the run used")
+    if not is_database_url(checkpoint) and not Path(checkpoint).is_file():
+        wf_cli.fail(f"no runs at {redact(checkpoint)}: pass --checkpoint with the file the run used")
     store = RunStore(checkpoint)
     try:
         row = store.run(run_id)
@@ -307,7 +308,7 @@ def resume(
         store.close()
     if row is None:
         wf_cli.fail(
-            f"no run {run_id!r} in {checkpoint}: see `agency runs --checkpoint {checkpoint}`"
+            f"no run {run_id!r} in {redact(checkpoint)}: see `agency runs --checkpoint ...`"
         )
     if not row.source:
         wf_cli.fail(f"run {run_id!r} was not started from a file: use Workflow.resume")
@@ -337,7 +338,7 @@ def runs(
     config: _ConfigOption = None,
 ) -> None:
     """The runs of a checkpoint file: id, workflow, status, cost, started, duration."""
-    from agency.workflows._store import RunStore, read_trace, trace_path
+    from agency.workflows._store import RunStore, is_database_url, read_trace, trace_path
 
     try:
         checkpoint = checkpoint or wf_cli.default_checkpoint(config)
@@ -346,7 +347,7 @@ def runs(
     if trace is not None:
         events = read_trace(trace_path(checkpoint, trace))
         if not events:
-            wf_cli.fail(f"no trace of run {trace!r} beside {checkpoint}", 1)
+            wf_cli.fail(f"no trace of run {trace!r} beside {redact(checkpoint)}", 1)
         for ev in events:
             if _out.is_terminal:
                 line = wf_cli.trace_line(ev)
@@ -354,7 +355,7 @@ def runs(
             else:
                 sys.stdout.write(json.dumps(ev, ensure_ascii=False, default=str) + "\n")
         return
-    if not Path(checkpoint).is_file():
+    if not is_database_url(checkpoint) and not Path(checkpoint).is_file():
         _err.print(f"no runs yet ({checkpoint} does not exist)", markup=False, highlight=False)
         return
     store = RunStore(checkpoint)

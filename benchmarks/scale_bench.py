@@ -1,0 +1,215 @@
+"""What sharing provider state in Redis costs, and that a fleet holds its limits.
+
+    python benchmarks/scale_bench.py [--quick]
+
+Upstream: nginx on 127.0.0.1 with canned OpenAI answers (`_nginx`); state: a redis-server
+started here (`_redis`). Tables:
+
+1. Per-call cost of ``[state] backend = "redis"`` over the in-process default, for one
+   `Agency` entry with an RPM limit and a budget (so breaker, limiter and budget all work on
+   every call): sync and async at c=1 (ms a call, and the difference), async at c=50
+   (calls/s), and the Redis round trips a call waits for.
+2. A simulated fleet: N = 1, 2, 4, 8 processes calling as fast as they can for a few seconds
+   under one ``rpm``, with the Redis backend and with the in-process one: the calls the
+   upstream received against what the limit allows (the bucket's burst plus its refill).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
+
+from _nginx import MODEL, Nginx
+from _redis import RedisServer
+
+
+def _config(base: str, state: dict[str, Any], *, rpm: int, budget: float) -> dict[str, Any]:
+    entry = {
+        "name": "p0",
+        "provider": "openai",
+        "api_key": "sk-bench",
+        "text_model": MODEL,
+        "base_url": f"{base}/v1",
+        "rpm": rpm,
+    }
+    fallback = {"max_attempts": 1, "max_wait_ms": 0}
+    llm = {"providers": [entry], "fallback": fallback, "budget": {"max_cost_total": budget}}
+    return {"llm": llm, "state": state}
+
+
+def _model(config: dict[str, Any]) -> Any:
+    from agency import Agency, AgencyConfig
+
+    return Agency(AgencyConfig.from_dict(config)).chat_model()
+
+
+def per_call(base: str, redis_url: str, calls: int) -> list[tuple[str, float, float, float]]:
+    """(backend, sync ms, async ms, async c=50 calls/s) per backend."""
+    from agency.resilience import _store
+
+    rows = []
+    for name, state in (("memory", {}), ("redis", {"backend": "redis", "url": redis_url})):
+        model = _model(_config(base, state, rpm=10**9, budget=1e9))
+        for _ in range(200):
+            model.invoke("Say hello", max_tokens=20)
+        start = time.perf_counter()
+        for _ in range(calls):
+            model.invoke("Say hello", max_tokens=20)
+        sync = (time.perf_counter() - start) / calls * 1e3
+
+        async def run(model: Any = model) -> tuple[float, float]:
+            for _ in range(200):
+                await model.ainvoke("Say hello", max_tokens=20)
+            start = time.perf_counter()
+            for _ in range(calls):
+                await model.ainvoke("Say hello", max_tokens=20)
+            single = (time.perf_counter() - start) / calls * 1e3
+            left = calls * 2
+
+            async def worker() -> None:
+                nonlocal left
+                while left > 0:
+                    left -= 1
+                    await model.ainvoke("Say hello", max_tokens=20)
+
+            start = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(50)))
+            return single, calls * 2 / (time.perf_counter() - start)
+
+        single, rate = asyncio.run(run())
+        rows.append((name, sync, single, rate))
+        for store in list(_store._LIVE):
+            store.flush()
+    return rows
+
+
+def round_trips(base: str, redis_url: str, calls: int = 300) -> float:
+    """Redis round trips one call waits for (sync), counted on the store."""
+    from agency.resilience._store import RedisState
+
+    waited = 0
+    original = RedisState.run
+
+    def counting(self: RedisState, *args: Any) -> Any:
+        nonlocal waited
+        waited += 1
+        return original(self, *args)
+
+    RedisState.run = counting  # type: ignore[method-assign]
+    try:
+        model = _model(_config(base, {"backend": "redis", "url": redis_url}, rpm=10**9, budget=1e9))
+        model.invoke("Say hello", max_tokens=20)
+        waited = 0
+        for _ in range(calls):
+            model.invoke("Say hello", max_tokens=20)
+    finally:
+        RedisState.run = original  # type: ignore[method-assign]
+    return waited / calls
+
+
+_WORKER = """
+import json, sys, time
+from agency import Agency, AgencyConfig
+config, seconds, go = json.loads(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+model = Agency(AgencyConfig.from_dict(config)).chat_model()
+print("ready", flush=True)
+while not __import__("os").path.exists(go):
+    time.sleep(0.005)
+ok = refused = 0
+end = time.monotonic() + seconds
+while time.monotonic() < end:
+    try:
+        model.invoke("Say hello", max_tokens=20)
+        ok += 1
+    except Exception:
+        refused += 1
+    time.sleep(0.002)
+print(json.dumps({"ok": ok, "refused": refused}), flush=True)
+"""
+
+
+def fleet(
+    base: str, redis_url: str, n: int, state: dict[str, Any], rpm: int, seconds: float, tmp: Path
+) -> int:
+    """Calls the upstream received from ``n`` processes under one ``rpm`` (every refusal
+    happens before sending, tests/resilience/test_fleet.py)."""
+    import redis
+
+    redis.Redis.from_url(redis_url).flushall()
+    go = tmp / f"go-{n}-{time.monotonic_ns()}"
+    config = json.dumps(_config(base, state, rpm=rpm, budget=1e9))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WORKER, config, str(seconds), str(go)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(n)
+    ]
+    for p in procs:
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+    go.touch()
+    total = 0
+    for p in procs:
+        out, _ = p.communicate(timeout=120)
+        total += json.loads(out.strip().splitlines()[-1])["ok"]
+    return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer calls, shorter fleets")
+    args = parser.parse_args()
+    calls, seconds = (500, 2.0) if args.quick else (3000, 5.0)
+    console = Console()
+    console.print(
+        f"python {sys.version.split()[0]}, {os.cpu_count()} cores; nginx and "
+        "redis-server on 127.0.0.1"
+    )
+    import tempfile
+
+    with Nginx() as up, RedisServer() as rs, tempfile.TemporaryDirectory() as tmp:
+        rows = per_call(up.base, rs.url, calls)
+        waits = round_trips(up.base, rs.url)
+        t = Table(title="per call: one entry with an rpm limit and a budget")
+        for col in ("state", "sync c=1 ms", "async c=1 ms", "async c=50 calls/s"):
+            t.add_column(col, justify="right" if col != "state" else "left")
+        for name, sync, single, rate in rows:
+            t.add_row(name, f"{sync:.3f}", f"{single:.3f}", f"{rate:,.0f}")
+        (_, s0, a0, _), (_, s1, a1, _) = rows
+        t.add_row("redis - memory", f"{s1 - s0:+.3f}", f"{a1 - a0:+.3f}", "")
+        console.print(t)
+        console.print(
+            f"Redis round trips a call waits for: {waits:.2f} (the admission; "
+            "verdicts, refunds, settlements and counters are queued off the path)"
+        )
+
+        rpm = 60
+        t = Table(title=f"a fleet under one rpm = {rpm}, {seconds:g} s of calls as fast as allowed")
+        for col in ("processes", "limit allows", "redis: upstream got", "memory: upstream got"):
+            t.add_column(col, justify="right")
+        allows = rpm + rpm * seconds / 60
+        for n in (1, 2, 4, 8):
+            shared = fleet(
+                up.base, rs.url, n, {"backend": "redis", "url": rs.url}, rpm, seconds, Path(tmp)
+            )
+            alone = fleet(up.base, rs.url, n, {}, rpm, seconds, Path(tmp))
+            t.add_row(str(n), f"{allows:.0f}", str(shared), str(alone))
+        console.print(t)
+
+
+if __name__ == "__main__":
+    main()
