@@ -6,6 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
+# Real servers (redis-server, ...) started by the tests that ask for them: tests/servers.py.
+pytest_plugins = ["servers"]
+
 # tests/ has no __init__.py: pytest puts tests/ on sys.path and the fakes import as ``fakes``.
 # (Should tests/ become a package, the relative form applies.) Import fakes the same way in
 # test modules, e.g. ``from fakes.openai_server import Reply`` -- mixing ``fakes.`` and

@@ -28,10 +28,13 @@ _EXPORTS: dict[str, str] = {
     "Workflow": "agency.workflows.graph",
     "WorkflowError": "agency.workflows.graph",
     "WorkflowFailed": "agency.workflows.run",
+    "BatchResult": "agency.workflows.batch",
+    "run_batch": "agency.workflows.batch",
 }
 
 __all__ = [
     "DEFAULT_CHECKPOINT",
+    "BatchResult",
     "Event",
     "Run",
     "Runner",
@@ -40,6 +43,7 @@ __all__ = [
     "Workflow",
     "WorkflowError",
     "WorkflowFailed",
+    "run_batch",
 ]
 
 

@@ -246,14 +246,36 @@ def run_workflow(
     checkpoint: _CheckpointOption = None,
     budget: _BudgetOption = None,
     json_out: _JsonOption = False,
+    batch: Annotated[
+        str | None,
+        typer.Option("--batch", help="Run once per line of this JSON-lines file of inputs."),
+    ] = None,
+    out: Annotated[
+        str | None,
+        typer.Option("--out", help="--batch: append each run's result here (JSON lines)."),
+    ] = None,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", min=1, help="--batch: runs at a time.")
+    ] = 8,
+    ray: Annotated[
+        bool, typer.Option("--ray", help="--batch: run as Ray tasks (a local cluster).")
+    ] = False,
+    ray_address: Annotated[
+        str | None,
+        typer.Option("--ray-address", help="--batch --ray: join this Ray cluster instead."),
+    ] = None,
 ) -> None:
     """Run a workflow file: progress on stderr, the final output on stdout.
 
     Exit 0 when it completes; 1 failed, 3 waits for an answer (interrupt), 4 over budget,
-    2 a bad file or option.
+    2 a bad file or option. With --batch: once per input, results to --out as they finish;
+    running it again skips the inputs already in --out (exit 1 if a run failed).
     """
     import uuid
 
+    if batch is not None:
+        _run_batch(file, batch, out, config, checkpoint, concurrency, ray, ray_address)
+        return
     values = wf_cli.parse_inputs(inputs)
     try:
         wf, ag, checkpoint = wf_cli.open_workflow(file, config, checkpoint)
@@ -276,6 +298,37 @@ def run_workflow(
         inputs=values,
         budget_usd=budget,
     )
+
+
+def _run_batch(
+    file: str,
+    batch: str,
+    out: str | None,
+    config: str | None,
+    checkpoint: str | None,
+    concurrency: int,
+    ray: bool,
+    ray_address: str | None,
+) -> None:
+    from agency.workflows.batch import run_batch
+
+    try:
+        done = run_batch(
+            file, batch, engine="ray" if ray or ray_address else "local",
+            concurrency=concurrency, out=out, checkpoint=checkpoint, config=config,
+            address=ray_address,
+        )
+    except (ValueError, OSError, TypeError, ImportError) as exc:  # ConfigError is a ValueError
+        wf_cli.fail(wf_cli.reason(exc))
+    where = f"; results in {done.out}" if done.out else ""
+    _err.print(
+        f"{done.completed} completed, {done.failed} failed, {done.skipped} already done{where}",
+        markup=False, highlight=False,
+    )
+    if out is None:
+        for record in done.results:
+            sys.stdout.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+    raise typer.Exit(1 if done.failed else 0)
 
 
 @app.command()

@@ -9,19 +9,18 @@ own and the fleet goes past it (the counterfactual, measured, not assumed).
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 from fakes.openai_server import FakeOpenAI
+from servers import RedisServer
 
 from agency import Agency, AgencyConfig
 from agency.errors import AgencyError
@@ -30,63 +29,6 @@ from agency.resilience.breaker import BreakerPolicy
 WORKER = Path(__file__).with_name("_fleet_worker.py")
 SECRET = "sk-fleet-secret-0123456789"
 PROCESSES = 4
-
-
-class RedisServer:
-    """A redis-server in a temp dir on 127.0.0.1; `stop` and `start` keep its port."""
-
-    def __init__(self, directory: Path) -> None:
-        if shutil.which("redis-server") is None:
-            pytest.fail("redis-server is not installed: bash scripts/setup.sh --dev installs it")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.dir = directory
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.dir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis.from_url(self.url)
-        for _ in range(200):
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                time.sleep(0.02)
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-            self.proc = None
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _config(fake: FakeOpenAI, state: dict[str, Any] | None, **llm: Any) -> dict[str, Any]:
