@@ -12,6 +12,8 @@ started here (`_redis`). Tables:
 2. A simulated fleet: N = 1, 2, 4, 8 processes calling as fast as they can for a few seconds
    under one ``rpm``, with the Redis backend and with the in-process one: the calls the
    upstream received against what the limit allows (the bucket's burst plus its refill).
+3. `run_batch` of a one-step workflow over the same upstream: ``local`` (asyncio, one
+   process) against ``ray`` (a local cluster of 2 CPUs, its start timed apart), runs/s.
 """
 
 from __future__ import annotations
@@ -169,6 +171,61 @@ def fleet(
     return total
 
 
+def batch(base: str, redis_url: str, n: int, tmp: Path) -> list[tuple[str, float, float]]:
+    """(engine, seconds to start, runs/s) of `run_batch` over ``n`` inputs (workflow steps
+    stream their answers: the upstream's SSE path, a few hundred chunks each)."""
+    from agency.workflows import run_batch
+
+    flow = tmp / "one_step.toml"
+    flow.write_text(
+        f"""
+[workflow]
+name = "one-step"
+inputs = ["n"]
+
+[[llm.providers]]
+name = "p0"
+provider = "openai"
+api_key = "sk-bench"
+base_url = "{base}/stream/v1"
+text_model = "{MODEL}"
+
+[state]
+backend = "redis"
+url = "{redis_url}"
+
+[[step]]
+name = "answer"
+prompt = "Say hello to {{n}}"
+max_tokens = 20
+"""
+    )
+    rows = []
+    for engine in ("local", "ray"):
+        started = 0.0
+        if engine == "ray":
+            import ray
+
+            begin = time.perf_counter()
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            started = time.perf_counter() - begin
+        inputs = [{"n": f"{engine}-{i}"} for i in range(n)]
+        begin = time.perf_counter()
+        done = run_batch(
+            flow,
+            inputs,
+            engine=engine,
+            concurrency=8,
+            progress=False,
+            checkpoint=str(tmp / f"{engine}.sqlite"),
+        )
+        assert done.completed == n, [r["error"] for r in done.results if r["error"]][:3]
+        rows.append((engine, started, n / (time.perf_counter() - begin)))
+        if engine == "ray":
+            ray.shutdown()
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer calls, shorter fleets")
@@ -208,6 +265,14 @@ def main() -> None:
             )
             alone = fleet(up.base, rs.url, n, {}, rpm, seconds, Path(tmp))
             t.add_row(str(n), f"{allows:.0f}", str(shared), str(alone))
+        console.print(t)
+
+        runs = 100 if args.quick else 400
+        t = Table(title=f"run_batch: a one-step workflow over {runs} inputs, concurrency 8")
+        for col in ("engine", "start s", "runs/s"):
+            t.add_column(col, justify="right" if col != "engine" else "left")
+        for engine, started, rate in batch(up.base, rs.url, runs, Path(tmp)):
+            t.add_row(engine, f"{started:.1f}" if started else "", f"{rate:,.0f}")
         console.print(t)
 
 

@@ -11,10 +11,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 
-__all__ = ["RedisServer", "free_port", "redis_server"]
+__all__ = ["ChromaServer", "RedisServer", "free_port", "redis_server"]
 
 
 def free_port() -> int:
@@ -81,3 +82,48 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+class ChromaServer:
+    """chromadb's own ``chroma run`` over a directory, on a free port of 127.0.0.1."""
+
+    def __init__(self, directory: Path) -> None:
+        import sys
+
+        chroma = shutil.which("chroma", path=str(Path(sys.executable).parent))
+        if chroma is None:
+            pytest.fail("the chroma CLI is not installed: bash scripts/setup.sh --dev")
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [
+                chroma,
+                "run",
+                "--path",
+                str(directory),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while True:  # waiting for readiness: poll the heartbeat until it answers
+            assert self.proc.poll() is None, "chroma run exited"
+            try:
+                url = f"http://127.0.0.1:{self.port}/api/v2/heartbeat"
+                if httpx.get(url, timeout=1).is_success:
+                    return
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "chroma run did not answer"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()

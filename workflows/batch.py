@@ -25,6 +25,7 @@ Contract:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -142,6 +143,28 @@ _BACKOFF_S = 0.25
 """Seconds before the next try, times the tries so far."""
 
 
+class _NotCheckpointed(Exception):
+    """The run was recorded as started but died before its first checkpoint: start it."""
+
+
+def _resumed(resume: Callable[..., Any], run_id: str, checkpoint: str) -> Any:
+    try:
+        return resume(run_id, checkpoint=checkpoint)
+    except ValueError as exc:
+        if "no run" in str(exc):
+            raise _NotCheckpointed from exc
+        raise
+
+
+async def _aresumed(aresume: Callable[..., Any], run_id: str, checkpoint: str) -> Any:
+    try:
+        return await aresume(run_id, checkpoint=checkpoint)
+    except ValueError as exc:
+        if "no run" in str(exc):
+            raise _NotCheckpointed from exc
+        raise
+
+
 def _transient(exc: BaseException) -> bool:
     """A failure of the checkpoint rather than of the run: a SQLite file busy with another
     worker's write, or the run started meanwhile by a task of a killed driver (then the next
@@ -171,9 +194,11 @@ def _one(
     wf = _open(source, config)
     for attempt in range(1, _ATTEMPTS + 1):
         try:
+            run = None
             if _started(checkpoint, run_id):
-                run = wf.resume(run_id, checkpoint=checkpoint)
-            else:
+                with contextlib.suppress(_NotCheckpointed):
+                    run = _resumed(wf.resume, run_id, checkpoint)
+            if run is None:
                 run = wf.run(inputs, run_id=run_id, checkpoint=checkpoint)
         except Exception as exc:  # one run's failure is its result, not the batch's
             if attempt < _ATTEMPTS and _transient(exc):
@@ -300,9 +325,11 @@ async def _locally(
         async with gate:
             for attempt in range(1, _ATTEMPTS + 1):
                 try:
+                    run = None
                     if await asyncio.to_thread(_started, checkpoint, run_id):
-                        run = await wf.aresume(run_id, checkpoint=checkpoint)
-                    else:
+                        with contextlib.suppress(_NotCheckpointed):
+                            run = await _aresumed(wf.aresume, run_id, checkpoint)
+                    if run is None:
                         run = await wf.arun(inputs, run_id=run_id, checkpoint=checkpoint)
                     record = _result(run_id, inputs, run)
                 except Exception as exc:  # one run's failure is its result

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import deque
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -73,6 +74,14 @@ def _policy_of(model: FallbackChatModel, pool: ProviderPool) -> Any:
     return policy
 
 
+@dataclass(frozen=True)
+class _Ask:
+    """What `_Call._choose` needs its driver to ask the fleet (`shared.Fleet.admit`)."""
+
+    fleet: Any
+    args: tuple[Any, ...]
+
+
 class _Call:
     """The decisions of one call; no I/O (the drivers send, stream and sleep)."""
 
@@ -111,6 +120,26 @@ class _Call:
     def next(self) -> _Step | float | None:
         """The next attempt; or seconds to sleep before asking again; or ``None`` when the
         call has nothing left to try."""
+        chooser, verdict = self._choose(), None
+        while True:
+            try:
+                ask = chooser.send(verdict)
+            except StopIteration as chosen:
+                return chosen.value  # type: ignore[no-any-return]
+            verdict = ask.fleet.admit(*ask.args)
+
+    async def anext(self) -> _Step | float | None:
+        """The async twin of `next`: a fleet's admission is awaited, not waited for."""
+        chooser, verdict = self._choose(), None
+        while True:
+            try:
+                ask = chooser.send(verdict)
+            except StopIteration as chosen:
+                return chosen.value  # type: ignore[no-any-return]
+            verdict = await ask.fleet.aadmit(*ask.args)
+
+    def _choose(self) -> Generator[_Ask, Any, _Step | float | None]:
+        """`next`, asking its driver for each fleet admission (the one I/O of choosing)."""
         pool, policy = self.pool, self.policy
         while self.attempts < policy.max_attempts:
             if self.order:
@@ -130,7 +159,12 @@ class _Call:
             if not self._capable(state):
                 continue
             if state.fleet is not None:
-                admitted = self._admit_fleet(state)
+                tokens = self.prompt_tokens + self._max_tokens(state)
+                worst = None
+                if pool.budget is not None:
+                    worst = state.worst_case_cost(self.prompt_tokens, self._max_tokens(state))
+                verdict = yield _Ask(state.fleet, (tokens, worst, self.model.role, pool.budget))
+                admitted = self._admitted(state, tokens, verdict)
                 if isinstance(admitted, _Step):
                     return admitted
                 if admitted:
@@ -200,16 +234,11 @@ class _Call:
             step.splice = Splice(self.emitted)
         return step
 
-    def _admit_fleet(self, state: ProviderState) -> _Step | bool:
-        """Breaker, limiter and budget of a fleet's state in one round trip: the step, or
-        True when refused (recorded, or deferred as for a local limiter), or False when the
-        store did not answer (the per-object path then decides, as ``[state]`` says)."""
-        tokens = self.prompt_tokens + self._max_tokens(state)
-        budget = self.pool.budget
-        worst = None
-        if budget is not None:
-            worst = state.worst_case_cost(self.prompt_tokens, self._max_tokens(state))
-        verdict = state.fleet.admit(tokens, worst, self.model.role, budget)
+    def _admitted(self, state: ProviderState, tokens: int, verdict: Any) -> _Step | bool:
+        """A fleet's verdict on an attempt (breaker, limiter and budget, one round trip): the
+        step, or True when refused (recorded, or deferred as for a local limiter), or False
+        when the store did not answer (the per-object path then decides, as ``[state]``
+        says)."""
         if verdict is None:
             return False
         model = state.model

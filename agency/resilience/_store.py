@@ -17,6 +17,7 @@ that lost them (restarted) gets them again.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import logging
@@ -116,6 +117,8 @@ class RedisState:
         self._wake = threading.Condition()
         self._io = threading.Lock()  # one pipeline at a time: writes keep their order
         self._writer: threading.Thread | None = None
+        # redis.asyncio clients are bound to their event loop: one per loop.
+        self._async_clients: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
         _LIVE.add(self)
 
     def key(self, *parts: str) -> str:
@@ -137,6 +140,45 @@ class RedisState:
             batch = self._drain()
             batch.append((script, tuple(keys), tuple(args)))
             return self._send(batch)[-1]
+
+    async def arun(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """`run` for async code, on a client of the running loop: awaited, so the loop goes
+        on meanwhile. Queued writes are left to the writer thread (they may land after it)."""
+        if not self.up:
+            raise StoreDown
+        if not self._shas:
+            self._load()
+        client = self._async_client()
+        try:
+            try:
+                result = await client.evalsha(self._shas[script], len(keys), *keys, *args)
+            except self._no_script:  # a restarted server: load the scripts again
+                self._load()
+                result = await client.evalsha(self._shas[script], len(keys), *keys, *args)
+        except self._script_error:
+            raise  # the script's own error: a bug to see, not a store that is down
+        except self.errors as exc:
+            self._failed(exc)
+            raise StoreDown from exc
+        if self._warned:
+            self._warned = False
+            log.warning("state store %s answers again", safe_url(self.policy.url))
+        return result
+
+    def _async_client(self) -> Any:
+        loop = asyncio.get_running_loop()
+        client = self._async_clients.get(loop)
+        if client is None:
+            from redis import asyncio as aioredis
+
+            client = aioredis.Redis.from_url(
+                self.policy.url,
+                socket_timeout=self.policy.timeout_s,
+                socket_connect_timeout=self.policy.timeout_s,
+                health_check_interval=0,
+            )
+            self._async_clients[loop] = client
+        return client
 
     def later(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> None:
         """Queue a write; the writer thread (or the next `run`) sends it."""

@@ -155,7 +155,7 @@ class FallbackChatModel(QuietInvokeMixin, StructuredOutputMixin, BaseChatModel):
         self, messages: list[BaseMessage], kwargs: dict[str, Any], *, stream: bool
     ) -> AsyncIterator[ChatGenerationChunk]:
         call = _Call(self, messages, kwargs)
-        while (step := call.next()) is not None:
+        while (step := await call.anext()) is not None:
             if isinstance(step, float):
                 await self._pool.asleep(step)
                 continue

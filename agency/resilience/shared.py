@@ -421,6 +421,33 @@ class Fleet:
     ) -> Verdict | None:
         """The verdict; ``None`` when the store does not answer (then the breaker, limiter and
         budget decide one by one, each as ``[state]`` says for a store that is down)."""
+        ask = self._ask(tokens, worst_case, role, budget)
+        if not isinstance(ask, tuple):
+            return ask
+        try:
+            out = self._store.run("ADMIT", ask[0], ask[1])
+        except StoreDown:
+            return None
+        return self._verdict(out, ask[2], role, budget)
+
+    async def aadmit(
+        self, tokens: int, worst_case: float | None, role: str | None, budget: Budget | None
+    ) -> Verdict | None:
+        """The async twin of `admit`: the round trip is awaited, the event loop goes on."""
+        ask = self._ask(tokens, worst_case, role, budget)
+        if not isinstance(ask, tuple):
+            return ask
+        try:
+            out = await self._store.arun("ADMIT", ask[0], ask[1])
+        except StoreDown:
+            return None
+        return self._verdict(out, ask[2], role, budget)
+
+    def _ask(
+        self, tokens: int, worst_case: float | None, role: str | None, budget: Budget | None
+    ) -> Verdict | tuple[tuple[str, ...], tuple[Any, ...], int] | None:
+        """The script's keys, arguments and the nanodollars held; or the verdict without one
+        (over the per-request cap; ``None`` for a process-local budget)."""
         nanos, limits, key = -1, ("", -1, -1), self._store.key("budget")
         if isinstance(budget, SharedBudget) and worst_case is not None:
             nanos = _to_nanos(worst_case, "worst-case cost")
@@ -435,10 +462,10 @@ class Fleet:
         keys = (*self.breaker._keys, *self.limiter._key, key)
         p = self.limiter.policy
         args = (breaker_args(self.breaker.policy), p.rpm or 0, p.tpm or 0, tokens, nanos, *limits)
-        try:
-            out = [_text(v) for v in self._store.run("ADMIT", keys, args)]
-        except StoreDown:
-            return None
+        return keys, args, nanos
+
+    def _verdict(self, raw: Any, nanos: int, role: str | None, budget: Budget | None) -> Verdict:
+        out = [_text(v) for v in raw]
         if out[0] == "breaker":
             return Verdict("breaker", wait=float(out[1]))
         if out[0] == "limiter":

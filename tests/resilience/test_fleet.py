@@ -232,3 +232,28 @@ def test_breaker_policy_is_the_agencys(openai_fake: FakeOpenAI, redis_server: Re
     while other.health()["p0"]["breaker"]["state"] != "open":
         assert time.monotonic() < deadline
         time.sleep(0.01)
+
+
+async def test_async_calls_are_admitted_by_the_fleet_too(
+    openai_fake: FakeOpenAI, redis_server: RedisServer
+) -> None:
+    """`ainvoke` awaits its admission (redis.asyncio): two Agencies, 40 concurrent calls,
+    one budget and one rpm between them."""
+    import asyncio
+
+    state = {"backend": "redis", "url": redis_server.url}
+    config = _config(openai_fake, state, entry={"rpm": 15}, budget={"max_cost_total": 1.0})
+    models = [Agency(AgencyConfig.from_dict(config)).chat_model() for _ in range(2)]
+    outcomes = await asyncio.gather(
+        *(models[i % 2].ainvoke("hi", max_tokens=20) for i in range(40)), return_exceptions=True
+    )
+    ok = [o for o in outcomes if not isinstance(o, BaseException)]
+    assert len(ok) == 15 == _sent(openai_fake)  # the rpm bucket's burst, for both together
+    assert all(isinstance(o, AgencyError) for o in outcomes if isinstance(o, BaseException))
+    client = redis_server.client()
+    deadline = time.monotonic() + 2
+    while int(client.hget("agency:budget", "open") or 0) != 0:  # every hold settled
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    assert int(client.hget("agency:budget", "reserved") or 0) == 0
+    assert 0 < int(client.hget("agency:budget", "spent") or 0) / 1e9 <= 1.0

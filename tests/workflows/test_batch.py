@@ -132,13 +132,17 @@ def test_bad_inputs_name_the_line(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------- Ray
+# The cluster and its drivers agree on no token auth: a ~/.ray/auth_token left by another
+# local cluster would otherwise be sent to one that expects none.
+_RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``ray start --head`` with two CPUs on 127.0.0.1; its address."""
     ray = Path(sys.executable).with_name("ray")
     port = free_port()
     temp = tmp_path_factory.mktemp("ray")
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, **_RAY_ENV}
     subprocess.run(
         [
             str(ray),
@@ -187,7 +191,10 @@ def test_a_batch_on_ray_survives_its_driver_being_killed(
         "--checkpoint",
         str(tmp_path / "runs.sqlite"),
     ]
-    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {**os.environ, **_RAY_ENV}
+    driver = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
     deadline = time.monotonic() + 180
     while not out.exists() or len(out.read_text().splitlines()) < 40:
         assert driver.poll() is None, driver.communicate()
@@ -199,7 +206,7 @@ def test_a_batch_on_ray_survives_its_driver_being_killed(
     assert 40 <= len(written) < 200
     asked_then = {n: asked(openai_fake, f"ITEM <{n}>") for n in range(200)}
 
-    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert again.returncode == 0, again.stderr
     assert f"{len(written)} already done" in again.stderr
     records = _lines(out)
@@ -212,3 +219,20 @@ def test_a_batch_on_ray_survives_its_driver_being_killed(
         assert asked(openai_fake, f"ITEM <{n}>") <= 2  # at most a run in flight at the kill
     fleet_calls = redis_server.client().hget("agency:stats:main", "calls")
     assert fleet_calls is not None and int(fleet_calls) >= 200 - len(written)
+
+
+def test_a_run_recorded_but_never_checkpointed_is_started(
+    openai_fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    """A worker killed between recording a run and its first checkpoint: the next try
+    starts it (there is nothing to resume)."""
+    from agency.workflows._store import RunStore
+
+    flow = _flow_file(tmp_path, openai_fake)
+    checkpoint = str(tmp_path / "r.sqlite")
+    run_batch(flow, [{"n": 0}], checkpoint=checkpoint)  # makes the files
+    store = RunStore(checkpoint)
+    store.start(batch_run_id("item", {"n": 7}), "item")
+    store.close()
+    done = run_batch(flow, [{"n": 7}], checkpoint=checkpoint)
+    assert done.completed == 1 and asked(openai_fake, "ITEM <7>") == 1
