@@ -109,7 +109,10 @@ def serve(
         http=_AbortableH11Protocol,
         ws="none",
         timeout_graceful_shutdown=graceful_shutdown,
-        timeout_keep_alive=5,
+        # Longer than any client keeps an idle connection (httpx 5 s, aiohttp 15 s): a server
+        # that closes first races a client reusing the connection ("Server disconnected
+        # without sending a response"), as hosted APIs with their long keep-alives do not.
+        timeout_keep_alive=30,
         access_log=False,
     )
     server = uvicorn.Server(config)
