@@ -245,6 +245,31 @@ end
 local function stats(h, argv, from)
   for i = from, #argv, 2 do redis.call('HINCRBY', h, argv[i], argv[i + 1]) end
 end
+
+-- Queued writes, in order: from ARGV[ai] on, per write its kind (BREAKER, LIMITER, BUDGET,
+-- STATS), its number of keys and of arguments, then the arguments; from KEYS[ki] on, every
+-- write's keys. Each write runs as its own script would.
+local function writes(keys, argv, ki, ai)
+  while ai <= #argv do
+    local kind, nk, na = argv[ai], tonumber(argv[ai + 1]), tonumber(argv[ai + 2])
+    ai = ai + 3
+    local k, a = {}, {}
+    for j = 1, nk do k[j] = keys[ki]; ki = ki + 1 end
+    for j = 1, na do a[j] = argv[ai]; ai = ai + 1 end
+    if kind == 'BREAKER' then
+      breaker(k[1], k[2], a[1], policy(a[3]), tonumber(a[2]))
+    elseif kind == 'LIMITER' then
+      local extra = {}
+      for j = 5, #a do table.insert(extra, a[j]) end
+      limiter(k[1], a[1], tonumber(a[2]), tonumber(a[3]), tonumber(a[4]), extra)
+    elseif kind == 'BUDGET' then
+      budget(k[1], a[1], tonumber(a[2]), a[3], tonumber(a[4]), tonumber(a[5]),
+             tonumber(a[6] or '0'))
+    elseif kind == 'STATS' then
+      stats(k[1], a, 1)
+    end
+  end
+end
 """
 
 BREAKER = (
@@ -291,28 +316,7 @@ return 1
 BATCH = (
     _LIBRARY
     + """
--- Queued writes in one script: ARGV holds, per write, its kind (BREAKER, LIMITER, BUDGET,
--- STATS), its number of keys and of arguments, then the arguments; KEYS holds every write's
--- keys in order. Each write runs as its own script would.
-local ki, ai = 1, 1
-while ai <= #ARGV do
-  local kind, nk, na = ARGV[ai], tonumber(ARGV[ai + 1]), tonumber(ARGV[ai + 2])
-  ai = ai + 3
-  local k, a = {}, {}
-  for j = 1, nk do k[j] = KEYS[ki]; ki = ki + 1 end
-  for j = 1, na do a[j] = ARGV[ai]; ai = ai + 1 end
-  if kind == 'BREAKER' then
-    breaker(k[1], k[2], a[1], policy(a[3]), tonumber(a[2]))
-  elseif kind == 'LIMITER' then
-    local extra = {}
-    for j = 5, #a do table.insert(extra, a[j]) end
-    limiter(k[1], a[1], tonumber(a[2]), tonumber(a[3]), tonumber(a[4]), extra)
-  elseif kind == 'BUDGET' then
-    budget(k[1], a[1], tonumber(a[2]), a[3], tonumber(a[4]), tonumber(a[5]), tonumber(a[6] or '0'))
-  elseif kind == 'STATS' then
-    stats(k[1], a, 1)
-  end
-end
+writes(KEYS, ARGV, 1, 1)
 return 1
 """
 )
@@ -324,11 +328,13 @@ ADMIT = (
 -- Before a call, in one round trip: the breaker lets it through, the limiter has room, the
 -- budget holds its worst case; all three or none (nothing is taken from the others when one
 -- says no).
--- KEYS: breaker hash, breaker outcomes, limiter hash, budget hash.
+-- KEYS: breaker hash, breaker outcomes, limiter hash, budget hash (then the keys of the
+--       queued writes run first, as BATCH runs them).
 -- ARGV: breaker policy, rpm, tpm, tokens, nanos (-1: no budget), role, role limit,
---       total limit.
+--       total limit (then the queued writes).
 -- Returns {'ok'} | {'breaker', retry_in, state, probes, cooldown}
 --       | {'limiter', wait} | {'budget', scope, limit, left}.
+writes(KEYS, ARGV, 5, 9)  -- this process's queued writes first: it reads its own writes
 local p = policy(ARGV[1])
 local rpm, tpm, tokens = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local nanos = tonumber(ARGV[5])

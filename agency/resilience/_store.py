@@ -256,14 +256,17 @@ class RedisState:
         if not self._shas:
             self._load()
         writes = batch[:-1] if answer else batch
-        commands: list[_Command] = []
-        if writes:
-            keys: list[str] = []
-            args: list[Any] = []
-            for script, k, a in writes:
-                keys += k
-                args += (script, len(k), len(a), *a)
-            commands.append(("BATCH", tuple(keys), tuple(args)))
+        keys: list[str] = []
+        args: list[Any] = []
+        for script, k, a in writes:
+            keys += k
+            args += (script, len(k), len(a), *a)
+        if answer and batch[-1][0] == "ADMIT":
+            # The admission runs the queued writes first, in the same script: one command.
+            _, k, a = batch[-1]
+            result = self._execute([("ADMIT", (*k, *keys), (*a, *args))])[0]
+            return [result] * len(batch)
+        commands: list[_Command] = [("BATCH", tuple(keys), tuple(args))] if writes else []
         if answer:
             commands.append(batch[-1])
         results = self._execute(commands)
