@@ -59,7 +59,9 @@ __all__ = [
     "SECONDS_PER_MINUTE",
     "RateLimitPolicy",
     "RateLimiter",
+    "Window",
     "parse_duration",
+    "parse_limit_headers",
 ]
 
 SECONDS_PER_MINUTE: Final = 60.0
@@ -202,6 +204,31 @@ def _parse_retry_after(headers: Mapping[str, str], wall_now: float) -> float | N
             moment = moment.replace(tzinfo=UTC)
         seconds = max(moment.timestamp() - wall_now, 0.0)
     return min(seconds, MAX_RETRY_AFTER_S)
+
+
+Window = tuple[str, _Kind, float, float | None, float]
+"""One server window from the headers: (family, kind, remaining, limit, seconds to reset)."""
+
+
+def parse_limit_headers(
+    headers: Mapping[str, str], wall_now: float
+) -> tuple[float | None, list[Window]]:
+    """The ``retry-after`` (seconds) and the server windows a response's headers report (any
+    letter case); malformed values are left out."""
+    lower = {key.lower(): value for key, value in headers.items()}
+    retry_after = _parse_retry_after(lower, wall_now)
+    # A count without a reset time (e.g. a 429's bare "remaining: 0") holds until the
+    # retry-after sent with it, or else for a minute: RPM/TPM windows are a minute long.
+    fallback_reset = DEFAULT_RESET_S if retry_after is None else retry_after
+    found: list[Window] = []
+    for family, kind, limit_h, remaining_h, reset_h in _HEADER_FAMILIES:
+        remaining = _parse_number(lower.get(remaining_h))
+        if remaining is None:
+            continue
+        reset = _parse_reset(lower.get(reset_h), wall_now)
+        limit = _parse_number(lower.get(limit_h))
+        found.append((family, kind, remaining, limit, fallback_reset if reset is None else reset))
+    return retry_after, found
 
 
 @dataclass(frozen=True)
@@ -372,22 +399,7 @@ class RateLimiter:
         """
         if not headers:
             return
-        lower = {key.lower(): value for key, value in headers.items()}
-        wall_now = self._wall_clock()
-        retry_after = _parse_retry_after(lower, wall_now)
-        # A count without a reset time (e.g. a 429's bare "remaining: 0") holds until the
-        # retry-after sent with it, or else for a minute: RPM/TPM windows are a minute long.
-        fallback_reset = DEFAULT_RESET_S if retry_after is None else retry_after
-        found: list[tuple[str, _Kind, float, float | None, float]] = []
-        for family, kind, limit_h, remaining_h, reset_h in _HEADER_FAMILIES:
-            remaining = _parse_number(lower.get(remaining_h))
-            if remaining is None:
-                continue
-            reset = _parse_reset(lower.get(reset_h), wall_now)
-            limit = _parse_number(lower.get(limit_h))
-            found.append(
-                (family, kind, remaining, limit, fallback_reset if reset is None else reset)
-            )
+        retry_after, found = parse_limit_headers(headers, self._wall_clock())
         if not found and retry_after is None:
             return
         with self._lock:

@@ -35,14 +35,10 @@ from agency.resilience._store import RedisState, StatePolicy, StoreDown, safe_ur
 from agency.resilience.breaker import COOLDOWN_GROWTH, BreakerPolicy, BreakerState, CircuitBreaker
 from agency.resilience.budget import Budget, BudgetPolicy, Reservation, _to_nanos, _usd
 from agency.resilience.limits import (
-    _HEADER_FAMILIES,
-    DEFAULT_RESET_S,
     MAX_RETRY_AFTER_S,
     RateLimiter,
     RateLimitPolicy,
-    _parse_number,
-    _parse_reset,
-    _parse_retry_after,
+    parse_limit_headers,
 )
 
 __all__ = [
@@ -208,30 +204,18 @@ class SharedLimiter(RateLimiter):
     def observe_headers(self, headers: Mapping[str, str]) -> None:
         if not headers:
             return
-        lower = {key.lower(): value for key, value in headers.items()}
-        wall_now = self._wall_clock()
-        retry_after = _parse_retry_after(lower, wall_now)
-        fallback_reset = DEFAULT_RESET_S if retry_after is None else retry_after
-        windows: list[Any] = []
-        for family, kind, limit_h, remaining_h, reset_h in _HEADER_FAMILIES:
-            remaining = _parse_number(lower.get(remaining_h))
-            if remaining is None:
-                continue
-            reset = _parse_reset(lower.get(reset_h), wall_now)
-            limit = _parse_number(lower.get(limit_h))
-            windows += [
-                family,
-                kind,
-                remaining,
-                -1 if limit is None else limit,
-                fallback_reset if reset is None else reset,
-            ]
-        if not windows and retry_after is None:
+        retry_after, found = parse_limit_headers(headers, self._wall_clock())
+        if not found and retry_after is None:
             return
-        if self._store.up:
-            self._later("observe", 0, -1 if retry_after is None else retry_after, *windows)
-        else:
+        if not self._store.up:
             super().observe_headers(headers)
+            return
+        windows = [
+            value
+            for family, kind, remaining, limit, reset in found
+            for value in (family, kind, remaining, -1 if limit is None else limit, reset)
+        ]
+        self._later("observe", 0, -1 if retry_after is None else retry_after, *windows)
 
     def snapshot(self) -> dict[str, Any]:
         try:
