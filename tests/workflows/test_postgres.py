@@ -158,3 +158,18 @@ def test_agency_runs_lists_the_runs_of_a_postgres_checkpoint(
     result = CliRunner().invoke(cli.app, ["runs", "--checkpoint", postgres])
     assert result.exit_code == 0, result.output
     assert "pg3" in result.output and "completed" in result.output
+
+
+def test_run_times_keep_their_precision_in_postgres(postgres: str) -> None:
+    """Postgres' REAL is 4 bytes: a Unix time in it would lose its seconds."""
+    import psycopg
+
+    RunStore(postgres).close()
+    with psycopg.connect(postgres) as conn:
+        types = dict(
+            conn.execute(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_name = 'agency_runs' AND column_name IN ('started', 'updated')"
+            ).fetchall()
+        )
+    assert types == {"started": "double precision", "updated": "double precision"}
