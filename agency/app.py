@@ -136,12 +136,8 @@ class Agency:
         from agency.resilience import shared
 
         self._shared = shared
-        policy = shared.StatePolicy(
-            backend=st.backend, url=st.url.get_secret_value(), prefix=st.prefix,
-            timeout_s=st.timeout_s, retry_s=st.retry_s,
-            breakers_on_failure=st.breakers_on_failure,
-            limiters_on_failure=st.limiters_on_failure, budgets_on_failure=st.budgets_on_failure,
-        )  # fmt: skip
+        # The same fields: [state] as read, with its URL (a secret in the config) in hand.
+        policy = shared.StatePolicy(**{**dict(st), "url": st.url.get_secret_value()})
         return shared.RedisState(policy)
 
     @classmethod

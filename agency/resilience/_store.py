@@ -29,10 +29,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from agency.errors import ConfigError
+from agency.errors import ConfigError, redact
 from agency.resilience import _lua
 
-__all__ = ["MAX_QUEUED_WRITES", "WRITE_LINGER_S", "RedisState", "StatePolicy", "StoreDown", "safe_url"]
+__all__ = ["MAX_QUEUED_WRITES", "WRITE_LINGER_S", "RedisState", "StatePolicy", "StoreDown"]
 
 log = logging.getLogger("agency.state")
 
@@ -160,9 +160,7 @@ class RedisState:
         except self.errors as exc:
             self._failed(exc)
             raise StoreDown from exc
-        if self._warned:
-            self._warned = False
-            log.warning("state store %s answers again", safe_url(self.policy.url))
+        self._answered()
         return result
 
     def _async_client(self) -> Any:
@@ -239,9 +237,7 @@ class RedisState:
             self._requeue(batch[:-1] if answer else batch)
             self._failed(exc)
             raise StoreDown from exc
-        if self._warned:
-            self._warned = False
-            log.warning("state store %s answers again", safe_url(self.policy.url))
+        self._answered()
         writes = len(batch) - 1 if answer else len(batch)
         for command, result in zip(batch[:writes], results[:writes], strict=True):
             if isinstance(result, Exception):  # a bug in a script: say so, never retry it
@@ -314,6 +310,11 @@ class RedisState:
             with self._io, contextlib.suppress(StoreDown):
                 self._send(self._drain(), answer=False)
 
+    def _answered(self) -> None:
+        if self._warned:
+            self._warned = False
+            log.warning("state store %s answers again", redact(self.policy.url))
+
     def _failed(self, exc: BaseException) -> None:
         self._down_until = time.monotonic() + self.policy.retry_s
         if not self._warned:
@@ -322,17 +323,9 @@ class RedisState:
             log.warning(
                 "state store %s unreachable (%s); going on with local state (breakers %s, "
                 "limiters %s, budgets %s); retrying every %gs",
-                safe_url(p.url), type(exc).__name__, p.breakers_on_failure,
+                redact(p.url), type(exc).__name__, p.breakers_on_failure,
                 p.limiters_on_failure, p.budgets_on_failure, p.retry_s,
             )  # fmt: skip
-
-
-def safe_url(url: str) -> str:
-    """``url`` without its password (logs never show secrets)."""
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest:
-        rest = "***@" + rest.rpartition("@")[2]
-    return scheme + sep + rest
 
 
 _LIVE: weakref.WeakSet[RedisState] = weakref.WeakSet()

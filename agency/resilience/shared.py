@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from agency.errors import BudgetExceeded
-from agency.resilience._store import RedisState, StatePolicy, StoreDown, safe_url
+from agency.resilience._store import RedisState, StatePolicy, StoreDown
 from agency.resilience.breaker import COOLDOWN_GROWTH, BreakerPolicy, BreakerState, CircuitBreaker
 from agency.resilience.budget import Budget, BudgetPolicy, Reservation, _to_nanos, _usd
 from agency.resilience.limits import (
@@ -52,7 +52,6 @@ __all__ = [
     "StoreDown",
     "Verdict",
     "breaker_args",
-    "safe_url",
 ]
 
 # --------------------------------------------------------------------------- breakers
@@ -247,8 +246,7 @@ class SharedLimiter(RateLimiter):
 class _SharedReservation(Reservation):
     """A hold taken in the store (given back there, even after an outage)."""
 
-    __slots__ = ("shared",)
-    shared: bool
+    __slots__ = ()
 
 
 class SharedBudget(Budget):
@@ -294,13 +292,12 @@ class SharedBudget(Budget):
     def _held(self, nanos: int, role: str | None) -> Reservation:
         """The reservation of a hold the store has taken."""
         reservation = _SharedReservation(self, nanos, role, priced=True)
-        reservation.shared = True
         with self._lock:
             self._open += 1
         return reservation
 
     def _close(self, reservation: Reservation, actual: int, *, settled: bool) -> None:
-        if not getattr(reservation, "shared", False):
+        if not isinstance(reservation, _SharedReservation):
             super()._close(reservation, actual, settled=settled)
             return
         with self._lock:

@@ -29,7 +29,6 @@ from agency.resilience.shared import (
     SharedLimiter,
     SharedStats,
     StatePolicy,
-    safe_url,
 )
 
 
@@ -316,12 +315,14 @@ def test_state_config_errors_name_the_field_and_the_fix(tmp_path: Any) -> None:
         AgencyConfig.from_dict({"state": {"timeout_s": 0}})
 
 
-def test_a_redis_password_stays_out_of_reprs_and_logs() -> None:
+def test_a_redis_password_stays_out_of_reprs_and_logs(caplog: pytest.LogCaptureFixture) -> None:
     config = AgencyConfig.from_dict(
         {"state": {"backend": "redis", "url": "redis://:hunter2@10.0.0.5:6379/0"}}
     )
     assert "hunter2" not in repr(config) and "hunter2" not in str(config.model_dump())
-    assert safe_url("redis://:hunter2@10.0.0.5:6379/0") == "redis://***@10.0.0.5:6379/0"
+    store = RedisState(StatePolicy(backend="redis", url="redis://:hunter2@127.0.0.1:1/0"))
+    store._failed(ConnectionError("refused"))
+    assert "hunter2" not in caplog.text and "redis://:***@127.0.0.1:1/0" in caplog.text
 
 
 def test_the_memory_backend_imports_nothing_new() -> None:
