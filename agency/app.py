@@ -22,7 +22,7 @@ import warnings
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from langchain_core.caches import BaseCache
 
@@ -457,6 +457,18 @@ class Agency:
             messages,
             max_tokens=max_tokens or state.model.max_tokens,
         )
+
+    def force_breaker(
+        self, name: str, state: Literal["open", "closed"], seconds: float = 3600.0
+    ) -> dict[str, Any]:
+        """An operator's override of provider ``name``'s breaker: open for ``seconds``, or
+        closed now; its snapshot after. `KeyError` for an unknown provider."""
+        found = self._pool.states.get(name)
+        if found is None:
+            raise KeyError(f"no provider {name!r} (known: {sorted(self._pool.states)})")
+        found.breaker.force(state, seconds)
+        snapshot: dict[str, Any] = found.breaker.snapshot()
+        return snapshot
 
     def available_providers(self) -> list[str]:
         """Entries that a call may use now (configured, breaker not open)."""

@@ -23,6 +23,9 @@ from rich.console import Console
 from rich.table import Table
 
 from agency.cli import _a2a as a2a_cli
+from agency.cli import _experiments as experiments_cli
+from agency.cli import _keys as keys_cli
+from agency.cli import _serve as serve_cli
 from agency.cli import _workflows as wf_cli
 from agency.errors import redact
 
@@ -439,6 +442,10 @@ def runs(
 
 
 app.add_typer(a2a_cli.app, name="a2a")
+app.command("serve")(serve_cli.serve)
+app.add_typer(experiments_cli.experiments_app, name="experiments")
+app.add_typer(keys_cli.keys_app, name="keys")
+app.command("audit")(keys_cli.audit)
 
 
 def main() -> None:

@@ -101,6 +101,11 @@ local function breaker(h, w, op, p, seconds)
     if pr > 0 then pr = pr - 1 end
   elseif op == 'open_for' then
     open_for(seconds)
+  elseif op == 'force_open' then
+    trip(seconds, 'forced open')
+  elseif op == 'force_closed' then
+    st = 'closed'; redis.call('DEL', w); cons = 0; lastf = -1e18; cd = p.base; pr = 0; untl = 0
+    reason = 'forced closed'
   end
   if op ~= 'read' then
     redis.call('HSET', h, 'st', st, 'until', tostring(untl), 'cd', tostring(cd), 'pr', pr,

@@ -40,6 +40,7 @@ from agency.errors import ConfigError, classify
 
 __all__ = [
     "COOLDOWN_GROWTH",
+    "FORCED_OPEN_S",
     "BreakerPolicy",
     "BreakerState",
     "CircuitBreaker",
@@ -54,6 +55,8 @@ _HALF_OPEN: Final = "half_open"
 
 COOLDOWN_GROWTH: Final = 2.0
 """Factor the cooldown grows by each time a half-open probe fails."""
+FORCED_OPEN_S: Final = 3600.0
+"""How long an operator's ``force("open")`` holds a breaker open unless told otherwise."""
 
 def counts_as_failure(exc: BaseException) -> bool:
     """Whether ``exc`` is evidence that the provider is unhealthy (record it as a failure).
@@ -291,6 +294,16 @@ class CircuitBreaker:
             now = self._clock()
             self._refresh(now)
             self._open_for(now, seconds)
+
+    def force(self, state: Literal["open", "closed"], seconds: float = FORCED_OPEN_S) -> None:
+        """An operator's override: hold the breaker open for ``seconds`` (no cap; a probe is
+        allowed after), or close it now, forgetting its failures."""
+        with self._lock:
+            if state == "open":
+                self._trip(self._clock(), seconds, "forced open")
+            else:
+                self._close()
+                self._reason = "forced closed"
 
     # -- internals (called with the lock held) ---------------------------------------------
 

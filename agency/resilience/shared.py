@@ -32,7 +32,13 @@ from typing import Any, Literal
 
 from agency.errors import BudgetExceeded
 from agency.resilience._store import RedisState, StatePolicy, StoreDown
-from agency.resilience.breaker import COOLDOWN_GROWTH, BreakerPolicy, BreakerState, CircuitBreaker
+from agency.resilience.breaker import (
+    COOLDOWN_GROWTH,
+    FORCED_OPEN_S,
+    BreakerPolicy,
+    BreakerState,
+    CircuitBreaker,
+)
 from agency.resilience.budget import Budget, BudgetPolicy, Reservation, _to_nanos, _usd
 from agency.resilience.limits import (
     MAX_RETRY_AFTER_S,
@@ -138,6 +144,12 @@ class SharedBreaker(CircuitBreaker):
 
     def open_for(self, seconds: float) -> None:
         self._report("open_for", lambda: super(SharedBreaker, self).open_for(seconds), seconds)
+
+    def force(self, state: Literal["open", "closed"], seconds: float = FORCED_OPEN_S) -> None:
+        self._report(
+            f"force_{state}", lambda: super(SharedBreaker, self).force(state, seconds), seconds
+        )
+        self._store.flush()  # an operator's order is seen by the fleet at once
 
     def _report(self, op: str, local: Callable[[], None], seconds: float = 0.0) -> None:
         """A verdict nobody waits for: queued for the store; while it rests, the local state."""
