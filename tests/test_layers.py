@@ -28,9 +28,9 @@ END = "<!-- layers:end -->"
 
 # What each layer is, for the README; the names come from the contract.
 ROLES = {
-    "app": "the top: the `Agency` facade, the CLI (later the gateway) compose the rest, lazily",
+    "app": "the top: the `Agency` facade, the CLI and the gateway compose the rest, lazily",
     "workflows": "workflows: steps and graphs of steps, compiled to LangGraph",
-    "agents": "roles and the task router; agents and A2A (coming)",
+    "agents": "roles and the task router; agents, teams, MCP tools and A2A",
     "memory": "vector memory on chromadb, the semantic cache",
     "core": "core: providers, LangChain models, resilience, config, errors, pricing",
 }

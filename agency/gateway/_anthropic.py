@@ -230,7 +230,7 @@ class EventWriter:
     def start(self) -> bytes:
         """``message_start`` (usage arrives in ``message_delta``) and a ``ping``."""
         self._started = True
-        head = {
+        head: dict[str, Any] = {
             "id": self._id,
             "type": "message",
             "role": "assistant",
@@ -281,7 +281,7 @@ class EventWriter:
             index = call.get("index") or 0
             if self._block != ("tool", index):
                 self._tools = True
-                block = {
+                block: dict[str, Any] = {
                     "type": "tool_use",
                     "id": call.get("id") or f"toolu_{index}",
                     "name": call.get("name") or "",

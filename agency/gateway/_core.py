@@ -58,6 +58,7 @@ class Ticket:
     stream: bool = False
     experiment: str | None = None
     arm: str | None = None
+    role: str | None = None
     reservation: Any = None
     prompt: str | None = None
 
@@ -85,6 +86,8 @@ class Answer:
             out["x-agency-cost-usd"] = f"{self.cost:.8f}"
         if ticket.arm is not None:
             out["x-agency-experiment"] = f"{ticket.experiment}:{ticket.arm}"
+        if ticket.role is not None:
+            out["x-agency-role"] = ticket.role
         return out
 
 
@@ -358,7 +361,7 @@ class Gateway:
                 exp, key_id=key.id if key else None, user=call.user, request_id=request_id
             )
             ticket.experiment, ticket.arm = exp.name, arm.name
-        model, _role = self.model_for(call.model, call.messages, arm)
+        model, ticket.role = self.model_for(call.model, call.messages, arm)
         self.reserve(ticket, model, call)
         if self.config.log_prompts or (key is not None and key.log_prompts):
             ticket.prompt = "\n".join(f"{m.type}: {m.text}" for m in call.messages)
@@ -408,7 +411,7 @@ class Gateway:
             last: Any = None
             usage: Any = None
             async for chunk in model._arun(call.messages, kwargs, stream=True):
-                message = chunk.message
+                message: Any = chunk.message
                 if message.usage_metadata is not None:
                     usage = message.usage_metadata
                 if isinstance(message.content, str) and message.content:
@@ -488,7 +491,7 @@ class Gateway:
                 mapped = from_exception(error)
                 status, failure = mapped.status, mapped.failure
         status = status or 200
-        usage = (answer.message.usage_metadata if answer is not None else None) or {}
+        usage: Any = (answer.message.usage_metadata if answer is not None else None) or {}
         cached = (usage.get("input_token_details") or {}).get("cache_read")
         key = ticket.key
         self.audit.record(

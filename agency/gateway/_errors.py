@@ -20,6 +20,7 @@ from agency.errors import (
     BadRequest,
     BudgetExceeded,
     CapabilityError,
+    CircuitOpen,
     ConfigError,
     ContentFiltered,
     ContextWindowExceeded,
@@ -157,8 +158,11 @@ def from_exception(exc: BaseException) -> GatewayError:
     for err in mapped:
         if err.status == 400:
             return err
-    if all(m.failure == "rate_limit" for m in mapped):
-        out = mapped[0]
+    # A candidate skipped because its breaker holds a provider's retry-after is the same
+    # story as the rate limit that opened it.
+    called = [m for m, e in zip(mapped, errors, strict=True) if not isinstance(e, CircuitOpen)]
+    if called and all(m.failure == "rate_limit" for m in called):
+        out = called[0]
         out.retry_after = _min_retry(errors)
         return out
     text = " ".join(str(exc).split())

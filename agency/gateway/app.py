@@ -147,6 +147,8 @@ async def _chat(request: Request, wire: _Wire) -> Response:
     headers = {"x-request-id": rid}
     if ticket.arm is not None:
         headers["x-agency-experiment"] = f"{ticket.experiment}:{ticket.arm}"
+    if ticket.role is not None:
+        headers["x-agency-role"] = ticket.role
     if call.ignored:
         headers["x-agency-ignored-params"] = ",".join(call.ignored)
     answer_id = wire.prefix + rid[4:]
@@ -214,9 +216,9 @@ async def embeddings(request: Request) -> Response:
         gw.refused("embeddings", model, key, rid, err, started)
         return error_response(err, None, rid)
     except Exception as exc:
-        err = from_exception(exc)
-        gw.refused("embeddings", model, key, rid, err, started)
-        return error_response(err, None, rid)
+        failed = from_exception(exc)
+        gw.refused("embeddings", model, key, rid, failed, started)
+        return error_response(failed, None, rid)
     body = _openai.embeddings_response(
         vectors, model=model, encoding=encoding, prompt_tokens=tokens
     )

@@ -38,9 +38,9 @@ def ids(rows: list[dict[str, Any]]) -> list[str]:
 def test_query_filters_newest_first(log: AuditLog) -> None:
     log.record(rec("r1", 100.0, key_id="vk_aaaaaaaaaaaa", key_name="team-a", model="gpt"))
     log.record(rec("r2", 200.0, key_id="vk_bbbbbbbbbbbb", key_name="team-b", status=429,
-                   error_kind="rate_limit", experiment="exp1", arm="a"))  # fmt: skip
+                   error_kind="rate_limit", experiment="exp1", arm="a"))
     log.record(rec("r3", 300.0, key_id="vk_aaaaaaaaaaaa", key_name="team-a", model_asked="auto",
-                   experiment="exp1", arm="b", provider="groq", model="llama"))  # fmt: skip
+                   experiment="exp1", arm="b", provider="groq", model="llama"))
     log.record(rec("r4", 400.0, model_asked="openai:gpt-4o", cache_hit=True, stream=True))
     log.flush()
     assert ids(log.query()) == ["r4", "r3", "r2", "r1"]
@@ -65,7 +65,7 @@ def test_query_filters_newest_first(log: AuditLog) -> None:
 
 def test_the_columns_are_the_contract(log: AuditLog) -> None:
     log.record(rec("r1", 1.0, prompt="hi", response="hello", input_tokens=3, output_tokens=4,
-                   cached_tokens=1, cost_usd=0.5, attempts=2, user="u1"))  # fmt: skip
+                   cached_tokens=1, cost_usd=0.5, attempts=2, user="u1"))
     log.flush()
     db = sqlite3.connect(log.path)
     cols = [r[1] for r in db.execute("PRAGMA table_info(requests)")]
@@ -78,7 +78,7 @@ def test_the_columns_are_the_contract(log: AuditLog) -> None:
         "model", "attempts", "input_tokens", "output_tokens", "cached_tokens", "cost_usd",
         "latency_ms", "cache_hit", "stream", "status", "error_kind", "experiment", "arm", "user",
         "prompt", "response",
-    ]  # fmt: skip
+    ]
     assert feedback_cols == ["request_id", "time", "score", "comment"]
     assert any("(time)" in (s or "") for s in indexes)
     assert any("(key_id)" in (s or "") for s in indexes)
@@ -190,7 +190,7 @@ def test_summary_on_known_data(log: AuditLog) -> None:
     for i in range(10):
         log.record(rec(f"a{i}", 600.0 + i, latency_ms=float(i + 1), cost_usd=0.01,
                        input_tokens=10, output_tokens=5, key_id="vk_a", key_name="a",
-                       status=500 if i == 0 else 200))  # fmt: skip
+                       status=500 if i == 0 else 200))
     log.record(rec("b0", 725.0, latency_ms=100.0, cost_usd=1.0, key_id="vk_b", key_name="b"))
     log.record(rec("b1", 730.0, latency_ms=200.0, status=429, input_tokens=7))
     log.record(rec("old", 100.0, latency_ms=5000.0, cost_usd=50.0, key_id="vk_c"))  # before since
@@ -202,7 +202,7 @@ def test_summary_on_known_data(log: AuditLog) -> None:
     assert first["p50_ms"] == pytest.approx(5.5) and first["p95_ms"] == pytest.approx(9.55)
     assert first["cost_usd"] == pytest.approx(0.1) and first["tokens"] == 150
     assert second == {"t": 720.0, "requests": 2, "errors": 1, "p50_ms": pytest.approx(150.0),
-                      "p95_ms": pytest.approx(195.0), "cost_usd": 1.0, "tokens": 7}  # fmt: skip
+                      "p95_ms": pytest.approx(195.0), "cost_usd": 1.0, "tokens": 7}
     assert s["top_keys"] == [
         {"key_id": "vk_b", "key_name": "b", "requests": 1, "cost_usd": 1.0},
         {"key_id": "vk_a", "key_name": "a", "requests": 10, "cost_usd": pytest.approx(0.1)},

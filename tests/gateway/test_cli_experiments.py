@@ -68,12 +68,12 @@ def _fill_audit(path: Path) -> None:
                 model_asked="role:code", latency_ms=float(rng.lognormal(6, 0.4)),
                 status=502 if failed else 200, key_id=f"vk_{i % 7}", cost_usd=0.001,
                 experiment="cheap-vs-strong", arm=arm,
-            ))  # fmt: skip
+            ))
         for i in range(20):
             log.record(AuditRecord(
                 request_id=f"s{i}", time=1_700_000_500.0, endpoint="/v1/chat/completions",
                 model_asked="auto", latency_ms=5.0, status=500, experiment="stopped", arm="x",
-            ))  # fmt: skip
+            ))
         log.flush()
         for i in range(0, 400, 3):
             assert log.add_feedback(f"r{i}", 1.0 if i % 2 else 0.5)
@@ -90,7 +90,7 @@ def test_list_shows_each_experiment_with_its_arms(configured: Path) -> None:
         ["cheap-vs-strong", "role:code", "key", "yes",
          "a (weight 1): openai; b (weight 3): groq > openai"],
         ["stopped", "auto", "user", "no", "x (weight 1): openai; y (weight 1): anthropic"],
-    ]  # fmt: skip
+    ]
     as_json = json.loads(runner.invoke(app, ["experiments", "list", "--json"]).stdout)
     assert [e["name"] for e in as_json] == ["cheap-vs-strong", "stopped"]
     assert as_json[0]["arms"][1] == {"name": "b", "chain": ["groq", "openai"], "weight": 3.0}

@@ -41,7 +41,7 @@ def table(result: Result) -> list[dict[str, str]]:
 
 def test_create_prints_the_secret_alone_and_it_verifies(app: typer.Typer) -> None:
     result = run(app, "keys", "create", "--name", "team-a", "--budget-usd", "5", "--rpm", "60",
-                 "--models", "role:code, auto", "--expires", "30d", "--log-prompts")  # fmt: skip
+                 "--models", "role:code, auto", "--expires", "30d", "--log-prompts")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert len(lines) == 1
@@ -53,7 +53,7 @@ def test_create_prints_the_secret_alone_and_it_verifies(app: typer.Typer) -> Non
         assert key is not None and key.name == "team-a" and key.id in result.stderr
         assert (key.budget_usd, key.rpm, key.models, key.log_prompts) == (
             5.0, 60, ("role:code", "auto"), True,
-        )  # fmt: skip
+        )
         assert key.expires_at == pytest.approx(key.created_at + 30 * 86400)
     finally:
         store.close()
@@ -145,14 +145,14 @@ def _record_requests() -> None:
     now = time.time()
     common: dict[str, Any] = {"endpoint": "/v1/chat/completions", "latency_ms": 12.5}
     log.record(AuditRecord("req-old", now - 7200, model_asked="auto", status=200,
-                           key_id="vk_aaaaaaaaaaaa", key_name="team-a", **common))  # fmt: skip
+                           key_id="vk_aaaaaaaaaaaa", key_name="team-a", **common))
     log.record(AuditRecord("req-a", now - 60, model_asked="role:code", status=200,
                            key_id="vk_aaaaaaaaaaaa", key_name="team-a", provider="openai",
                            model="gpt-4o-mini", input_tokens=10, output_tokens=3,
-                           cost_usd=0.0025, attempts=1, **common))  # fmt: skip
+                           cost_usd=0.0025, attempts=1, **common))
     log.record(AuditRecord("req-b", now - 30, model_asked="auto", status=429,
                            error_kind="rate_limit", key_id="vk_bbbbbbbbbbbb", key_name="team-b",
-                           **common))  # fmt: skip
+                           **common))
     log.close()
 
 
@@ -165,13 +165,13 @@ def test_audit_prints_recorded_rows(app: typer.Typer) -> None:
     assert rows[1]["cost_usd"] == "0.0025" and rows[0]["status"] == "429 rate_limit"
     assert [r["request_id"] for r in table(run(app, "audit", "--key", "team-a"))] == [
         "req-a", "req-old",
-    ]  # fmt: skip
+    ]
     assert [r["request_id"] for r in table(run(app, "audit", "--since", "1h"))] == [
         "req-b", "req-a",
-    ]  # fmt: skip
+    ]
     assert [r["request_id"] for r in table(run(app, "audit", "--model", "auto"))] == [
         "req-b", "req-old",
-    ]  # fmt: skip
+    ]
     assert [r["request_id"] for r in table(run(app, "audit", "--limit", "1"))] == ["req-b"]
 
     as_json = run(app, "audit", "--json", "--key", "vk_bbbbbbbbbbbb")

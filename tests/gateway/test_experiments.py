@@ -56,7 +56,7 @@ def test_assignment_is_sticky_per_key_and_ignores_the_request() -> None:
     experiments = Experiments([exp])
     for key in (f"key-{i}" for i in range(200)):
         arms = {experiments.assign(exp, key_id=key, user=None, request_id=f"r{j}").name
-                for j in range(5)}  # fmt: skip
+                for j in range(5)}
         assert len(arms) == 1
         # A fresh index (another process, a restart) gives the same arm.
         again = Experiments([exp]).assign(exp, key_id=key, user="u", request_id="other")
@@ -98,7 +98,7 @@ def test_experiments_with_other_names_shuffle_independently() -> None:
         (ex.assign(one, key_id=k, user=None, request_id="r").name,
          ex.assign(two, key_id=k, user=None, request_id="r").name)
         for k in keys
-    )  # fmt: skip
+    )
     # Independent halves: each of the four combinations near 1,000 (sd ~27).
     assert set(pairs) == {("a", "a"), ("a", "b"), ("b", "a"), ("b", "b")}
     assert all(abs(count - 1000) < 5 * math.sqrt(4000 * 0.25 * 0.75) for count in pairs.values())
@@ -110,7 +110,7 @@ def test_shares_follow_the_weights(weights: tuple[float, ...]) -> None:
     ex = Experiments([exp])
     n = 20_000
     counts = Counter(ex.assign(exp, key_id=f"id-{i}", user=None, request_id="r").name
-                     for i in range(n))  # fmt: skip
+                     for i in range(n))
     for i, weight in enumerate(weights):
         share = weight / sum(weights)
         sigma = math.sqrt(n * share * (1 - share))
@@ -133,11 +133,11 @@ def test_assignment_does_not_depend_on_pythons_hash_seed() -> None:
             env={**os.environ, "PYTHONHASHSEED": seed},
         ).stdout.strip()
         for seed in ("1", "2")
-    }  # fmt: skip
+    }
     exp = ExperimentConfig(
         name="e", model="m",
         arms=[ArmConfig(name="a", chain=["x"]), ArmConfig(name="b", chain=["y"], weight=2)],
-    )  # fmt: skip
+    )
     here = "".join(
         Experiments([exp]).assign(exp, key_id=f"k{i}", user=None, request_id="r").name
         for i in range(64)
@@ -167,7 +167,7 @@ def _rows(
             "status": 502 if rng.random() < error_rate else 200,
             "latency_ms": float(rng.lognormal(latency_log_mean, 0.5)),
             "cost_usd": float(rng.gamma(2.0, cost_scale)),
-        })  # fmt: skip
+        })
         if rng.random() < feedback_share:
             scores[rid] = float(rng.normal(score_mean, 0.25))
     return rows, scores
@@ -179,7 +179,7 @@ def _estimates(report: ExperimentReport) -> list[Estimate]:
         for arm in report.arms
         for e in (arm.error_rate, arm.latency_p50_ms, arm.latency_p95_ms, arm.cost_usd,
                   arm.feedback)
-    ]  # fmt: skip
+    ]
 
 
 def test_a_planted_difference_is_found_on_every_metric() -> None:
@@ -198,7 +198,7 @@ def test_a_planted_difference_is_found_on_every_metric() -> None:
     assert tests["cost"] == tests["feedback"] == "Welch's t-test"
     verdicts = "\n".join(report.verdicts)
     assert re.search(r"^b: error rate higher than a \(\d+\.\d% vs \d\.\d%, p[<=]0\.\d{3}\)$",
-                     verdicts, re.M), verdicts  # fmt: skip
+                     verdicts, re.M), verdicts
     assert re.search(r"^b: latency higher than a \(p50 \d+ ms vs \d+ ms, p", verdicts, re.M)
     assert re.search(r"^b: cost per request higher than a \(\$0\.00\d+ vs \$", verdicts, re.M)
     assert re.search(r"^b: feedback higher than a \(", verdicts, re.M)
@@ -256,7 +256,7 @@ def test_wilson_interval_matches_the_literature(
     errors: int, n: int, low: float, high: float
 ) -> None:
     rows = [{"request_id": f"r{i}", "arm": "a", "status": 500 if i < errors else 200}
-            for i in range(n)]  # fmt: skip
+            for i in range(n)]
     rate = build_report("x", rows, {}).arms[0].error_rate
     assert rate.value == pytest.approx(errors / n)
     assert rate.low == pytest.approx(low, abs=5e-5)
@@ -267,7 +267,7 @@ def test_wilson_interval_matches_the_literature(
 def test_small_counts_use_fishers_exact_test() -> None:
     rows = [{"request_id": f"a{i}", "arm": "a", "status": 200} for i in range(10)]
     rows += [{"request_id": f"b{i}", "arm": "b", "status": 500 if i < 5 else 200}
-             for i in range(10)]  # fmt: skip
+             for i in range(10)]
     comparison = build_report("x", rows, {}).comparisons[0]
     assert comparison.metric == "error_rate" and comparison.test == "Fisher's exact test"
     # Two-sided: (C(10,0)C(10,5) + C(10,5)C(10,0)) / C(20,5) = 504 / 15504.
@@ -278,7 +278,7 @@ def test_small_counts_use_fishers_exact_test() -> None:
 
 def test_mean_interval_is_students_t() -> None:
     rows = [{"request_id": f"r{i}", "arm": "a", "status": 200, "cost_usd": float(c)}
-            for i, c in enumerate([1, 2, 3, 4, 5])]  # fmt: skip
+            for i, c in enumerate([1, 2, 3, 4, 5])]
     rows.append({"request_id": "r9", "arm": "a", "status": 200, "cost_usd": None})
     arm = build_report("x", rows, {}).arms[0]
     # mean 3, s = 1.5811, t(0.975, 4) = 2.7764: 3 -/+ 1.9633
@@ -305,9 +305,9 @@ def test_intervals_contain_their_estimates() -> None:
 
 def test_latency_is_of_successful_requests_and_small_samples_are_permuted() -> None:
     rows = [{"request_id": f"a{i}", "arm": "a", "status": 200, "latency_ms": 100.0 + i}
-            for i in range(9)]  # fmt: skip
+            for i in range(9)]
     rows += [{"request_id": f"b{i}", "arm": "b", "status": 200, "latency_ms": 200.0 + i}
-             for i in range(9)]  # fmt: skip
+             for i in range(9)]
     rows.append({"request_id": "a-fail", "arm": "a", "status": 504, "latency_ms": 30_000.0})
     report = build_report("x", rows, {})
     a = report.arms[0]
@@ -322,7 +322,7 @@ def test_latency_is_of_successful_requests_and_small_samples_are_permuted() -> N
 def test_large_samples_use_order_statistic_intervals() -> None:
     rng = np.random.default_rng(5)
     rows = [{"request_id": f"r{i}", "arm": "a", "status": 200, "latency_ms": float(v)}
-            for i, v in enumerate(rng.uniform(0, 1000, 30_000))]  # fmt: skip
+            for i, v in enumerate(rng.uniform(0, 1000, 30_000))]
     arm = build_report("x", rows, {}).arms[0]
     p50, p95 = arm.latency_p50_ms, arm.latency_p95_ms
     assert p50.low is not None and p50.high is not None
@@ -333,7 +333,7 @@ def test_large_samples_use_order_statistic_intervals() -> None:
 
 def test_empty_and_tiny_arms_show_na_and_render() -> None:
     rows = [{"request_id": "a1", "arm": "a", "status": 200, "latency_ms": 10.0,
-             "cost_usd": 0.001}]  # fmt: skip
+             "cost_usd": 0.001}]
     report = build_report("x", rows, {"a1": 1.0}, arms=["a", "b"])
     a, b = report.arms
     assert b.requests == 0 and b.error_rate == Estimate(None, None, None, 0)

@@ -67,7 +67,7 @@ def test_verify_rejects_wrong_malformed_and_other_ids(store: KeyStore) -> None:
     assert store.verify(prefix + "-" + secret_b.rsplit("-", 1)[1]) is None
     for bad in ["", "sk-agency-", "Bearer " + secret_a, secret_a + " ", secret_a.upper(),
                 "sk-agency-zzzzzzzzzzzz-" + token, "sk-agency-000000000000-" + token,
-                secret_a + "x" * 300, None, 42]:  # fmt: skip
+                secret_a + "x" * 300, None, 42]:
         assert store.verify(bad) is None  # type: ignore[arg-type]
     assert store.verify(secret_a) == key_a and store.verify(secret_b) == key_b
 

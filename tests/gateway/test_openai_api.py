@@ -14,11 +14,10 @@ import openai
 import pytest
 from fakes._openapi import validate_request
 from fakes.openai_server import Reply
+from gateway_harness import Running
 from langchain_core.messages import HumanMessage
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel
-
-from gateway_harness import Running
 
 SPEC = "openai-openapi.yaml"
 WEATHER = {
@@ -26,8 +25,11 @@ WEATHER = {
     "function": {
         "name": "get_weather",
         "description": "Weather in a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
-                       "required": ["city"]},  # fmt: skip
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
     },
 }
 PNG = (
@@ -37,8 +39,12 @@ PNG = (
 
 
 def _client(run: Running, key: str | None = None) -> openai.OpenAI:
-    return openai.OpenAI(base_url=run.url + "/v1", api_key=key or run.key(),
-                         _strict_response_validation=True, max_retries=0)  # fmt: skip
+    return openai.OpenAI(
+        base_url=run.url + "/v1",
+        api_key=key or run.key(),
+        _strict_response_validation=True,
+        max_retries=0,
+    )
 
 
 def _valid(schema: str, body: Any) -> None:
@@ -67,11 +73,17 @@ def test_chat_json_validates_and_says_who_answered(start_gateway: Callable[..., 
 def test_stream_with_usage_chunk(start_gateway: Callable[..., Running]) -> None:
     run = start_gateway()
     key = run.key()
-    with httpx.stream("POST", run.url + "/v1/chat/completions",
-                      headers={"authorization": f"Bearer {key}"},
-                      json={"model": "primary", "stream": True,
-                            "stream_options": {"include_usage": True},
-                            "messages": [{"role": "user", "content": "stream me"}]}) as r:  # fmt: skip
+    with httpx.stream(
+        "POST",
+        run.url + "/v1/chat/completions",
+        headers={"authorization": f"Bearer {key}"},
+        json={
+            "model": "primary",
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": "stream me"}],
+        },
+    ) as r:
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
         events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
@@ -85,9 +97,11 @@ def test_stream_with_usage_chunk(start_gateway: Callable[..., Running]) -> None:
     assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
     # And the SDK's own stream reader agrees.
     stream = _client(run, key).chat.completions.create(
-        model="primary", messages=[{"role": "user", "content": "stream me"}], stream=True,
+        model="primary",
+        messages=[{"role": "user", "content": "stream me"}],
+        stream=True,
         stream_options={"include_usage": True},
-    )  # fmt: skip
+    )
     got = list(stream)
     assert "".join(c.choices[0].delta.content or "" for c in got if c.choices) == text
     assert got[-1].usage is not None and got[-1].usage.total_tokens > 0
@@ -96,15 +110,28 @@ def test_stream_with_usage_chunk(start_gateway: Callable[..., Running]) -> None:
 @pytest.mark.parametrize("stream", [False, True])
 def test_parallel_tool_calls(start_gateway: Callable[..., Running], stream: bool) -> None:
     run = start_gateway()
-    run.primary.script(Reply(tool_calls=[{"name": "get_weather", "arguments": {"city": "Paris"}},
-                                         {"name": "get_weather", "arguments": {"city": "Oslo"}}]))  # fmt: skip
+    two = Reply(
+        tool_calls=[
+            {"name": "get_weather", "arguments": {"city": "Paris"}},
+            {"name": "get_weather", "arguments": {"city": "Oslo"}},
+        ]
+    )
+    run.primary.script(two, two)
     client = _client(run)
-    args = {"model": "primary", "tools": [WEATHER], "tool_choice": "auto",
-            "parallel_tool_calls": True,
-            "messages": [{"role": "user", "content": "weather in Paris and Oslo?"}]}  # fmt: skip
+    args = {
+        "model": "primary",
+        "tools": [WEATHER],
+        "tool_choice": "auto",
+        "parallel_tool_calls": True,
+        "messages": [{"role": "user", "content": "weather in Paris and Oslo?"}],
+    }
     if stream:
         calls: dict[int, dict[str, str]] = {}
         finish = None
+        stream_ = client.chat.completions.with_raw_response.create(**args, stream=True)
+        lines = [ln[6:] for ln in stream_.http_response.iter_lines() if ln.startswith("data: {")]
+        for line in lines:
+            _valid("CreateChatCompletionStreamResponse", json.loads(line))
         for chunk in client.chat.completions.create(**args, stream=True):
             for tc in chunk.choices[0].delta.tool_calls or []:
                 slot = calls.setdefault(tc.index, {"id": "", "name": "", "args": ""})
@@ -115,7 +142,9 @@ def test_parallel_tool_calls(start_gateway: Callable[..., Running], stream: bool
         got = [(c["name"], json.loads(c["args"])) for _, c in sorted(calls.items())]
         assert all(c["id"] for c in calls.values())
     else:
-        out = client.chat.completions.create(**args)
+        raw = client.chat.completions.with_raw_response.create(**args)
+        _valid("CreateChatCompletionResponse", json.loads(raw.http_response.text))
+        out = raw.parse()
         finish = out.choices[0].finish_reason
         tool_calls = out.choices[0].message.tool_calls or []
         got = [(t.function.name, json.loads(t.function.arguments)) for t in tool_calls]  # type: ignore[union-attr]
@@ -130,15 +159,28 @@ def test_tool_results_round_trip_and_images(start_gateway: Callable[..., Running
     out = _client(run).chat.completions.create(
         model="primary",
         messages=[
-            {"role": "user", "content": [{"type": "text", "text": "what is this?"},
-                                         {"type": "image_url", "image_url": {"url": PNG}}]},
-            {"role": "assistant", "content": None, "tool_calls": [
-                {"id": "call_1", "type": "function",
-                 "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "what is this?"},
+                    {"type": "image_url", "image_url": {"url": PNG}},
+                ],
+            },
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                    }
+                ],
+            },
             {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
         ],
         tools=[WEATHER],
-    )  # fmt: skip
+    )
     assert out.choices[0].message.content
     sent = run.primary.requests[-1].body["messages"]
     assert sent[0]["content"][1]["image_url"]["url"] == PNG
@@ -148,12 +190,21 @@ def test_tool_results_round_trip_and_images(start_gateway: Callable[..., Running
 
 def test_response_format_json_schema(start_gateway: Callable[..., Running]) -> None:
     run = start_gateway()
-    schema = {"type": "object", "properties": {"city": {"type": "string"}},
-              "required": ["city"], "additionalProperties": False}  # fmt: skip
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+        "additionalProperties": False,
+    }
     run.primary.script(Reply(content='{"city": "Paris"}'))
-    fmt = {"type": "json_schema", "json_schema": {"name": "place", "schema": schema, "strict": True}}
+    fmt = {
+        "type": "json_schema",
+        "json_schema": {"name": "place", "schema": schema, "strict": True},
+    }
     out = _client(run).chat.completions.create(
-        model="primary", messages=[{"role": "user", "content": "a city"}], response_format=fmt  # type: ignore[arg-type]
+        model="primary",
+        messages=[{"role": "user", "content": "a city"}],
+        response_format=fmt,  # type: ignore[arg-type]
     )
     assert json.loads(out.choices[0].message.content or "") == {"city": "Paris"}
     assert run.primary.requests[-1].body["response_format"] == fmt
@@ -169,9 +220,11 @@ def test_embeddings_float_and_base64(start_gateway: Callable[..., Running]) -> N
     assert [d.index for d in floats.data] == [0, 1]
     assert floats.usage.prompt_tokens > 0
     _valid("CreateEmbeddingResponse", json.loads(raw.http_response.text))
-    b64 = httpx.post(run.url + "/v1/embeddings", headers={"x-api-key": run.key("b64")},
-                     json={"model": "primary", "input": "a cat",
-                           "encoding_format": "base64"}).json()  # fmt: skip
+    b64 = httpx.post(
+        run.url + "/v1/embeddings",
+        headers={"x-api-key": run.key("b64")},
+        json={"model": "primary", "input": "a cat", "encoding_format": "base64"},
+    ).json()
     packed = base64.b64decode(b64["data"][0]["embedding"])
     vector = struct.unpack(f"<{len(packed) // 4}f", packed)
     assert vector == pytest.approx(floats.data[0].embedding, rel=1e-6)
@@ -220,19 +273,33 @@ def test_chatopenai_invoke_stream_tools(start_gateway: Callable[..., Running]) -
     [
         (b"{not json", 400, "not valid JSON"),
         (b'{"model": "primary"}', 400, "'messages'"),
-        (b'{"model": "nope", "messages": [{"role": "user", "content": "x"}]}', 404, "unknown model"),
+        (
+            b'{"model": "nope", "messages": [{"role": "user", "content": "x"}]}',
+            404,
+            "unknown model",
+        ),
         (b'{"model": "role:nope", "messages": [{"role": "user", "content": "x"}]}', 404, "no role"),
-        (b'{"model": "primary", "n": 2, "messages": [{"role": "user", "content": "x"}]}', 400, "n=1"),
-        (b'{"model": "primary", "messages": [{"role": "wizard", "content": "x"}]}', 400, "messages"),
+        (
+            b'{"model": "primary", "n": 2, "messages": [{"role": "user", "content": "x"}]}',
+            400,
+            "n=1",
+        ),
+        (
+            b'{"model": "primary", "messages": [{"role": "wizard", "content": "x"}]}',
+            400,
+            "messages",
+        ),
     ],
 )
 def test_bad_requests_get_openai_errors(
     start_gateway: Callable[..., Running], body: bytes, status: int, words: str
 ) -> None:
     run = start_gateway()
-    r = httpx.post(run.url + "/v1/chat/completions", content=body,
-                   headers={"authorization": f"Bearer {run.key()}",
-                            "content-type": "application/json"})  # fmt: skip
+    r = httpx.post(
+        run.url + "/v1/chat/completions",
+        content=body,
+        headers={"authorization": f"Bearer {run.key()}", "content-type": "application/json"},
+    )
     assert r.status_code == status
     _valid("ErrorResponse", r.json())
     assert words in r.json()["error"]["message"]

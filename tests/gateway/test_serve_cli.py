@@ -1,0 +1,127 @@
+"""``agency serve`` as people run it: a real process on uvicorn, keys made with ``agency keys``
+in another process, the embedded model when nothing is configured, refusals that say why."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from fakes.openai_server import FakeOpenAI
+from servers import free_port
+
+AGENCY = str(Path(sys.executable).with_name("agency"))
+
+
+@contextmanager
+def serving(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [AGENCY, "serve", "--port", str(port), *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(
+                    f"agency serve did not start: {proc.stderr.read() if proc.stderr else ''}"
+                )
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([AGENCY, *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+def test_serve_with_keys_made_by_the_cli(tmp_path: Path) -> None:
+    with FakeOpenAI().running() as fake:
+        (tmp_path / "agency.toml").write_text(f"""
+[[llm.providers]]
+name = "main"
+provider = "openai"
+api_key = "sk-upstream"
+base_url = "{fake.base_url}"
+text_model = "gpt-4o-mini"
+
+[gateway]
+health_interval_s = 0
+""")
+        with serving(["--config", "agency.toml"], tmp_path) as url:
+            made = _cli("keys", "create", "--name", "team-a", "--budget-usd", "5", cwd=tmp_path)
+            assert made.returncode == 0, made.stderr
+            key = made.stdout.strip()
+            assert key.startswith("sk-agency-") and "only once" in made.stderr
+            client = openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0)
+            out = client.chat.completions.create(
+                model="main", messages=[{"role": "user", "content": "hi gateway"}]
+            )
+            assert out.choices[0].message.content == "Hello! You said: hi gateway"
+            with pytest.raises(openai.AuthenticationError):
+                openai.OpenAI(base_url=url + "/v1", api_key="sk-nope", max_retries=0).models.list()
+            revoked = _cli("keys", "revoke", "team-a", cwd=tmp_path)
+            assert revoked.returncode == 0
+            deadline = time.monotonic() + 5  # the server notices another process's revoke
+            while time.monotonic() < deadline:
+                try:
+                    client.models.list()
+                except openai.PermissionDeniedError:
+                    break
+                time.sleep(0.1)
+            else:
+                raise AssertionError("the revoked key still works")
+        # Stopped with Ctrl-C: the audit log was flushed on the way out.
+        audit = _cli("audit", "--json", cwd=tmp_path)
+        assert audit.returncode == 0
+        assert '"provider": "main"' in audit.stdout or '"provider":"main"' in audit.stdout
+
+
+def test_refusals_say_why(tmp_path: Path) -> None:
+    open_to_all = _cli("serve", "--no-auth", "--host", "0.0.0.0", cwd=tmp_path)
+    assert open_to_all.returncode == 2 and "loopback" in open_to_all.stderr
+    workers = _cli("serve", "--workers", "2", cwd=tmp_path)
+    assert workers.returncode == 2 and "redis" in workers.stderr
+    (tmp_path / "bad.toml").write_text("[gateway]\nport = 'four'\n")
+    bad = _cli("serve", "--config", "bad.toml", cwd=tmp_path)
+    assert bad.returncode == 2 and "gateway.port" in bad.stderr and "bad.toml" in bad.stderr
+
+
+@pytest.mark.local
+def test_serve_with_no_config_serves_the_embedded_model(tmp_path: Path) -> None:
+    env = {k: "" for k in os.environ if k.endswith("_API_KEY") or k == "DEFAULT_LLM_PROVIDER"}
+    with serving(["--no-auth"], tmp_path, env) as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+        models = [m.id for m in client.models.list().data]
+        assert "local" in models[0]
+        out = client.chat.completions.create(
+            model=models[0], max_tokens=8, messages=[{"role": "user", "content": "Say hi"}]
+        )
+        assert out.choices[0].message.content
+        assert out.usage is not None and out.usage.completion_tokens > 0
