@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from agency.pricing import CostEstimate
     from agency.resilience.balancing import ProviderState
     from agency.resilience.breaker import BreakerPolicy
+    from agency.resilience.budget import Budget
     from agency.resilience.fallback import FallbackChatModel
     from agency.resilience.pool import ProviderPool
     from agency.stats import Stats
@@ -457,6 +458,20 @@ class Agency:
             messages,
             max_tokens=max_tokens or state.model.max_tokens,
         )
+
+    def budget(self, name: str, limit_usd: float, *, spent_usd: float = 0.0) -> Budget:
+        """A budget of its own (a virtual key's, a tenant's) of ``limit_usd`` in all, of which
+        ``spent_usd`` is gone; with ``[state] backend = "redis"`` the fleet shares it under
+        ``name`` (its spending kept in Redis, seeded with ``spent_usd`` by the first process)."""
+        from agency.resilience.budget import Budget, BudgetPolicy
+
+        if self._store is None:
+            return Budget(BudgetPolicy(max_cost_total=max(0.0, limit_usd - spent_usd)))
+        shared = self._shared.SharedBudget(
+            self._store, BudgetPolicy(max_cost_total=limit_usd), name=f"budget:{name}"
+        )
+        shared.seed(spent_usd)
+        return shared
 
     def force_breaker(
         self, name: str, state: Literal["open", "closed"], seconds: float = 3600.0

@@ -52,8 +52,10 @@ def serve(
     import uvicorn
 
     from agency.errors import AgencyError
+    from agency.gateway._tracing import configure_from_env
     from agency.gateway.app import build_gateway, create_app, is_loopback
 
+    configure_from_env()  # OTLP export of [gateway] otel spans, when its endpoint is set
     try:
         gateway = build_gateway(config, auth=False if no_auth else None)
     except AgencyError as exc:

@@ -31,6 +31,7 @@ from agency.gateway._errors import GatewayError, from_exception
 if TYPE_CHECKING:
     from agency.app import Agency
     from agency.gateway._openai import ChatCall
+    from agency.gateway._tracing import Tracing
     from agency.gateway.audit import AuditLog
     from agency.gateway.config import ArmConfig, GatewayConfig
     from agency.gateway.keys import KeyStore, VirtualKey
@@ -60,6 +61,14 @@ class Ticket:
     arm: str | None = None
     role: str | None = None
     reservation: Any = None
+    wall_start_ns: int = 0
+    trace_parent: Any = None
+
+    def __post_init__(self) -> None:
+        if not self.wall_start_ns:  # the wall clock when `started` (perf_counter) was read
+            ago = time.perf_counter() - self.started
+            self.wall_start_ns = time.time_ns() - int(ago * 1e9)
+
     prompt: str | None = None
 
 
@@ -121,6 +130,7 @@ class Gateway:
         master_key: str | None = None,
         config_path: str | None = None,
         clock: Callable[[], float] = time.time,
+        tracing: Tracing | None = None,
     ) -> None:
         from agency.gateway.audit import AuditLog
         from agency.gateway.experiments import Experiments
@@ -134,6 +144,14 @@ class Gateway:
         self.audit: AuditLog = audit if audit is not None else AuditLog(config.path("audit.sqlite"))
         self.experiments = Experiments(config.experiments)
         self.metrics: GatewayMetrics = GatewayMetrics(self)
+        self.tracing: Tracing | None = None
+        """Spans per request when ``[gateway] otel`` is on (or a `Tracing` is given)."""
+        if tracing is not None:
+            self.tracing = tracing
+        elif config.otel:
+            from agency.gateway._tracing import Tracing
+
+            self.tracing = Tracing()
         master = master_key if master_key is not None else os.environ.get("AGENCY_MASTER_KEY")
         self.master_key: str | None = master or None
         self.config_path = config_path
@@ -310,12 +328,11 @@ class Gateway:
     def _budget(self, key: VirtualKey) -> Any:
         found = self._budgets.get(key.id)
         if found is None:
-            from agency.resilience.budget import Budget, BudgetPolicy
-
             assert key.budget_usd is not None
-            left = max(0.0, key.budget_usd - key.spent_usd)
+            # Shared by every worker when [state] is Redis (agency serve --workers N).
+            made = self.agency.budget(f"key:{key.id}", key.budget_usd, spent_usd=key.spent_usd)
             with self._lock:
-                found = self._budgets.setdefault(key.id, Budget(BudgetPolicy(max_cost_total=left)))
+                found = self._budgets.setdefault(key.id, made)
         return found
 
     def reserve(self, ticket: Ticket, model: FallbackChatModel, call: ChatCall) -> None:
@@ -522,6 +539,8 @@ class Gateway:
             )
         )
         self.metrics.observe(ticket, answer, status, failure, latency_ms / 1000)
+        if self.tracing is not None:
+            self.tracing.record(ticket, answer, status, failure)
 
     def refused(
         self,

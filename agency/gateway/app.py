@@ -141,6 +141,8 @@ async def _chat(request: Request, wire: _Wire) -> Response:
         call = wire.parse(await read_json(request, gw))
         model_asked = call.model
         ticket, model = gw.open(wire.endpoint, call, key, rid)
+        if gw.tracing is not None:
+            ticket.trace_parent = gw.tracing.parent(request.headers)
     except GatewayError as err:
         gw.refused(wire.endpoint, model_asked, key, rid, err, started)
         return error_response(err, wire, rid)

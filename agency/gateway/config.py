@@ -87,6 +87,9 @@ class GatewayConfig(ConfigModel):
     health_interval_s: Float = Field(default=15.0, ge=0)
     """Seconds between probes of every provider (a cheap model listing fed to its breaker);
     ``0`` turns them off."""
+    otel: bool = False
+    """Record an OpenTelemetry span per request (``pip install "agency[otel]"``); `agency
+    serve` exports them over OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set."""
     max_body_mb: Float = Field(default=16.0, gt=0)
     """Largest request body accepted, MiB (images travel inline)."""
     experiments: list[ExperimentConfig] = Field(default_factory=list)

@@ -243,6 +243,10 @@ local function budget(h, op, nanos, role, role_limit, total_limit, actual)
     end
     redis.call('HINCRBY', h, 'open', -1)
     return {}
+  elseif op == 'seed' then
+    -- What was spent before this hash existed (e.g. a key's spend kept on disk), once.
+    redis.call('HSETNX', h, 'spent', actual)
+    return {}
   end
   return redis.call('HGETALL', h)
 end

@@ -265,10 +265,17 @@ class SharedBudget(Budget):
     """A `Budget` whose spending and holds are the fleet's; the per-request cap is checked
     locally (it needs no shared state)."""
 
-    def __init__(self, store: RedisState, policy: BudgetPolicy | None = None) -> None:
+    def __init__(
+        self, store: RedisState, policy: BudgetPolicy | None = None, *, name: str = "budget"
+    ) -> None:
         super().__init__(policy)
         self._store = store
-        self._key = (store.key("budget"),)
+        self._key = (store.key(name),)
+
+    def seed(self, spent_usd: float) -> None:
+        """Count ``spent_usd`` as spent before, unless the fleet already keeps this budget's
+        spending (the first process to see it seeds it; later ones leave it)."""
+        self._store.run("BUDGET", self._key, ("seed", 0, "", -1, -1, _to_nanos(spent_usd, "spent")))
 
     def _limits(self, role: str | None) -> tuple[str, int, int]:
         role_limit = self._role_limits.get(role, -1) if role is not None else -1

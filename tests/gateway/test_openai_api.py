@@ -304,3 +304,15 @@ def test_bad_requests_get_openai_errors(
     _valid("ErrorResponse", r.json())
     assert words in r.json()["error"]["message"]
     assert not run.primary.requests  # refused before any provider was called
+
+
+def test_a_provider_model_spec_is_a_model_name(start_gateway: Callable[..., Running]) -> None:
+    run = start_gateway()
+    raw = _client(run).chat.completions.with_raw_response.create(
+        model="openai:gpt-4o", messages=[{"role": "user", "content": "spec please"}]
+    )
+    assert raw.parse().model == "gpt-4o"
+    assert raw.headers["x-agency-provider"] == "openai:gpt-4o"
+    # The spec took the key and base URL of the first openai entry (primary's).
+    assert run.primary.requests[-1].body["model"] == "gpt-4o"
+    assert run.primary.requests[-1].headers["authorization"] == "Bearer sk-upstream-primary"

@@ -3,11 +3,12 @@ API (breakers forced, reload, keys, audit), /metrics, /health and /ready, experi
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 
 import httpx
-from fakes.openai_server import Disconnect, Fail
+from fakes.openai_server import Disconnect, Fail, Stall
 from gateway_harness import MASTER, Running
 
 from agency.resilience.breaker import BreakerPolicy
@@ -134,6 +135,29 @@ def test_reload_keeps_serving_and_refuses_a_bad_file(start_gateway: Callable[...
     assert _post(run, {**CHAT, "model": "role:fast"}, key).status_code == 200
 
 
+def test_reload_lets_requests_in_flight_finish(start_gateway: Callable[..., Running]) -> None:
+    run = start_gateway()
+    key = run.key()
+    run.primary.script(Stall(1.0))
+
+    async def both() -> tuple[httpx.Response, httpx.Response]:
+        async with httpx.AsyncClient(base_url=run.url, timeout=30) as client:
+            slow = asyncio.create_task(
+                client.post(
+                    "/v1/chat/completions", json=CHAT, headers={"authorization": f"Bearer {key}"}
+                )
+            )
+            while not run.primary.requests:  # the slow call reached the upstream
+                await asyncio.sleep(0.01)
+            reload = await client.post("/manage/reload", headers=ADMIN)
+            return await slow, reload
+
+    slow, reload = asyncio.run(both())
+    assert reload.status_code == 200
+    assert slow.status_code == 200 and slow.json()["choices"][0]["message"]["content"]
+    assert _post(run, key=key).status_code == 200  # and the new config serves
+
+
 def test_keys_and_audit_over_the_api(start_gateway: Callable[..., Running]) -> None:
     run = start_gateway()
     made = httpx.post(
@@ -254,3 +278,38 @@ def test_semantic_cache_hit_skips_the_provider(
         == first.json()["choices"][0]["message"]["content"]
     )
     assert len(run.primary.requests) == 1
+
+
+def test_otel_spans_per_request(start_gateway: Callable[..., Running]) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from agency.gateway._tracing import Tracing
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    run = start_gateway()
+    run.gw.tracing = Tracing(provider.get_tracer("test"))
+    key = run.key("traced")
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    r = httpx.post(
+        run.url + "/v1/chat/completions",
+        json=CHAT,
+        headers={
+            "authorization": f"Bearer {key}",
+            "traceparent": f"00-{trace_id}-00f067aa0ba902b7-01",
+        },
+    )
+    assert r.status_code == 200
+    _post(run, {**CHAT, "model": "nope"}, key)
+    ok, refused = exporter.get_finished_spans()
+    assert ok.name == "chat primary" and format(ok.context.trace_id, "032x") == trace_id
+    attrs = dict(ok.attributes or {})
+    assert attrs["agency.provider"] == "primary" and attrs["gen_ai.usage.output_tokens"] > 0
+    assert attrs["gen_ai.response.model"] == "openai:gpt-4o-mini"
+    assert attrs["agency.key_id"].startswith("vk_") and key not in repr(attrs)
+    assert ok.end_time > ok.start_time
+    assert refused.attributes["http.response.status_code"] == 404
+    assert refused.status.status_code.name == "ERROR"

@@ -3,6 +3,7 @@ in another process, the embedded model when nothing is configured, refusals that
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -11,11 +12,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
 import pytest
 from fakes.openai_server import FakeOpenAI
+from langchain_core.messages import HumanMessage
 from servers import free_port
 
 AGENCY = str(Path(sys.executable).with_name("agency"))
@@ -125,3 +128,67 @@ def test_serve_with_no_config_serves_the_embedded_model(tmp_path: Path) -> None:
         )
         assert out.choices[0].message.content
         assert out.usage is not None and out.usage.completion_tokens > 0
+
+
+def test_workers_share_key_budgets_through_redis(tmp_path: Path, redis_server: Any) -> None:
+    """Two worker processes, one key with room for about five calls: twenty concurrent calls
+    never spend more than the key's budget, which lives in Redis (read back from there)."""
+    with FakeOpenAI().running() as fake:
+        (tmp_path / "agency.toml").write_text(f"""
+[[llm.providers]]
+name = "main"
+provider = "openai"
+api_key = "sk-upstream"
+base_url = "{fake.base_url}"
+text_model = "gpt-4o-mini"
+
+[state]
+backend = "redis"
+url = "{redis_server.url}"
+
+[gateway]
+health_interval_s = 0
+""")
+        from agency import Agency
+        from agency.gateway.app import build_gateway
+
+        probe = build_gateway(str(tmp_path / "agency.toml"))
+        model, _ = probe.model_for("main", [])
+        worst = probe.agency.worst_case(model, [HumanMessage("hello")], 50)
+        probe.close()
+        assert worst is not None
+        budget = worst * 5.5
+        made = _cli("keys", "create", "--name", "fleet", "--budget-usd", str(budget), cwd=tmp_path)
+        key = made.stdout.strip()
+        with serving(["--config", "agency.toml", "--workers", "2"], tmp_path) as url:
+
+            async def burst() -> list[int]:
+                async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+                    replies = await asyncio.gather(
+                        *[
+                            client.post(
+                                "/v1/chat/completions",
+                                headers={"authorization": f"Bearer {key}"},
+                                json={
+                                    "model": "main",
+                                    "max_tokens": 50,
+                                    "messages": [{"role": "user", "content": "hello"}],
+                                },
+                            )
+                            for _ in range(20)
+                        ]
+                    )
+                return [r.status_code for r in replies]
+
+            codes = asyncio.run(burst())
+            assert 200 in codes and 429 in codes and set(codes) <= {200, 429}
+        answered = codes.count(200)
+        assert len(fake.requests) == answered
+        with Agency.from_config(tmp_path / "agency.toml") as ag:
+            spent = ag.budget("key:" + _key_id(tmp_path), budget).spent()
+        assert 0 < spent <= budget
+
+
+def _key_id(cwd: Path) -> str:
+    shown = _cli("keys", "list", cwd=cwd).stdout
+    return next(word for word in shown.split() if word.startswith("vk_"))
