@@ -355,19 +355,24 @@ def failover_server(cwd: Path, upstream: Upstream) -> Server:
 
 
 def litellm_problem(python: str) -> str | None:
-    """Why ``python`` cannot run LiteLLM's proxy (None: it can)."""
+    """Why ``python`` cannot run LiteLLM's proxy (None: it seems it can; a failed start is
+    reported by `Server.wait_ready`). Looks for its modules without importing them (seconds)."""
     if not Path(python).exists():
         return f"{python} does not exist"
-    done = subprocess.run(
-        [python, "-c", "import litellm.proxy.proxy_server"],
-        capture_output=True, text=True, timeout=120, check=False,
-        env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"},
-    )  # fmt: skip
-    if done.returncode == 0:
+    code = (
+        "import importlib.util as u; "
+        "print(' '.join(m for m in ('litellm', 'fastapi', 'uvicorn', 'backoff', 'apscheduler', "
+        "'mcp', 'orjson') if u.find_spec(m) is None))"
+    )
+    done = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=60,
+                          check=False)  # fmt: skip
+    missing = done.stdout.strip() if done.returncode == 0 else "python failed"
+    if not missing:
         return None
-    last = (done.stderr.strip().splitlines() or ["?"])[-1]
-    return f"{python} cannot import LiteLLM's proxy ({last}); install its extras: " \
-        f"{python} -m pip install 'litellm[proxy]'"  # fmt: skip
+    return (
+        f"{python} lacks LiteLLM's proxy ({missing}); install it: "
+        f"{python} -m pip install 'litellm[proxy]'"
+    )
 
 
 def litellm_server(python: str, cwd: Path, upstream: Upstream) -> Server:

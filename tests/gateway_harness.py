@@ -63,8 +63,9 @@ class Running:
     backup: FakeOpenAI
     path: Path
 
-    def key(self, name: str = "team", **options: Any) -> str:
-        """A new virtual key's secret."""
+    def key(self, name: str | None = None, **options: Any) -> str:
+        """A new virtual key's secret (named ``team<n>`` unless named)."""
+        name = name or f"team{len(self.gw.keys.list())}"
         secret, _ = self.gw.keys.create(name, **options)
         return secret
 

@@ -14,6 +14,7 @@ picks the role from the last user message).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import secrets
 import threading
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
     from agency.resilience.fallback import FallbackChatModel
 
 __all__ = ["Answer", "Gateway", "Ticket", "new_request_id"]
+
+_log = logging.getLogger("agency.gateway")
 
 
 def new_request_id() -> str:
@@ -109,11 +112,6 @@ def _route_of(message: Any) -> tuple[str | None, str | None, int, float | None]:
         int(route.get("attempts") or 0),
         meta.get("cost"),
     )
-
-
-def _kwargs(model: FallbackChatModel, call: ChatCall) -> dict[str, Any]:
-    params = {k: v for k, v in call.params.items() if k != "stop"}
-    return model._kwargs(call.params.get("stop"), params)
 
 
 class Gateway:
@@ -392,8 +390,9 @@ class Gateway:
             if cached is not None:
                 answer = Answer(cached, "cache", None, 0, 0.0, "hit")
             else:
-                kwargs = _kwargs(model, call)
-                chunks = [c async for c in model._arun(call.messages, kwargs, stream=False)]
+                chunks = [
+                    c async for c in model.achunks(call.messages, stream=False, **call.params)
+                ]
                 message = merge_chunks(chunks).generations[0].message
                 assert isinstance(message, AIMessage)
                 provider, spec, attempts, cost = _route_of(message)
@@ -423,11 +422,10 @@ class Gateway:
                 answer = Answer(cached, "cache", None, 0, 0.0, "hit")
                 yield cached
                 return
-            kwargs = _kwargs(model, call)
             text: list[str] = []
             last: Any = None
             usage: Any = None
-            async for chunk in model._arun(call.messages, kwargs, stream=True):
+            async for chunk in model.achunks(call.messages, stream=True, **call.params):
                 message: Any = chunk.message
                 if message.usage_metadata is not None:
                     usage = message.usage_metadata
@@ -511,7 +509,7 @@ class Gateway:
         usage: Any = (answer.message.usage_metadata if answer is not None else None) or {}
         cached = (usage.get("input_token_details") or {}).get("cache_read")
         key = ticket.key
-        self.audit.record(
+        self._record(
             AuditRecord(
                 request_id=ticket.request_id,
                 time=self._clock() - latency_ms / 1000,
@@ -541,6 +539,14 @@ class Gateway:
         self.metrics.observe(ticket, answer, status, failure, latency_ms / 1000)
         if self.tracing is not None:
             self.tracing.record(ticket, answer, status, failure)
+
+    def _record(self, record: Any) -> None:
+        from agency.gateway.audit import AuditLogError
+
+        try:
+            self.audit.record(record)
+        except AuditLogError as exc:  # shutting down with a stream still open: say so, go on
+            _log.warning("audit row of %s not written: %s", record.request_id, exc)
 
     def refused(
         self,

@@ -68,7 +68,7 @@ async def embed(
 ) -> tuple[list[list[float]], int]:
     """Vectors of ``texts`` and the prompt tokens counted; admitted (the key's model list and
     rate limit) and recorded in the audit log like a chat request."""
-    from agency.pricing import estimate_tokens
+    from agency.pricing import cost_of, estimate_tokens, price_for
 
     ticket = Ticket(request_id, "embeddings", model, started, key=key)
     gw.admit(ticket)
@@ -78,6 +78,7 @@ async def embed(
     # Embeddings APIs rarely report usage to LangChain: counted as the pricing tables do.
     tokens = sum(estimate_tokens(t, provider=emb.provider, model=emb.model) for t in texts)
     usage: Any = {"input_tokens": tokens, "output_tokens": 0, "total_tokens": tokens}
-    answer = Answer(AIMessage("", usage_metadata=usage), emb.provider, emb.model, 1, None, "off")
+    cost = cost_of(usage, price_for(emb.provider, emb.model))
+    answer = Answer(AIMessage("", usage_metadata=usage), emb.provider, emb.model, 1, cost, "off")
     gw.settle(ticket, answer)
     return vectors, tokens

@@ -243,6 +243,27 @@ async def list_models(request: Request) -> Response:
     return _json({"object": "list", "data": data}, 200, {"x-request-id": rid})
 
 
+async def get_model(request: Request) -> Response:
+    """``GET /v1/models/{model}``: one model this gateway answers to, or 404."""
+    gw: Gateway = request.app.state.gateway
+    rid = new_request_id()
+    name = request.path_params["model"]
+    try:
+        gw.authenticate(secret_of(request))
+        if name not in gw.model_names():
+            raise GatewayError(
+                404,
+                f"The model '{name}' does not exist",
+                "invalid_request_error",
+                param="model",
+                code="model_not_found",
+            )
+    except GatewayError as err:
+        return error_response(err, None, rid)
+    body = {"id": name, "object": "model", "created": int(gw.started_at), "owned_by": "agency"}
+    return _json(body, 200, {"x-request-id": rid})
+
+
 async def feedback(request: Request) -> Response:
     """``POST /v1/feedback``: ``{"request_id", "score", "comment"?}`` from the request's key."""
     gw: Gateway = request.app.state.gateway
@@ -320,6 +341,7 @@ def create_app(gateway: Gateway) -> Starlette:
         Route("/embeddings", embeddings, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/models", list_models, methods=["GET"]),
+        Route("/v1/models/{model:path}", get_model, methods=["GET"]),
         Route("/v1/feedback", feedback, methods=["POST"]),
         Route("/health", health, methods=["GET"]),
         Route("/ready", ready, methods=["GET"]),

@@ -181,6 +181,19 @@ class FallbackChatModel(QuietInvokeMixin, StructuredOutputMixin, BaseChatModel):
             return
         raise call.give_up()
 
+    def achunks(
+        self,
+        messages: list[BaseMessage],
+        *,
+        stream: bool,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        """One call's chunks as the loop yields them, without LangChain's callbacks and run
+        tracking: the path of a server that answers over the wire (the gateway). The last
+        chunk carries ``cost`` and the ``agency`` route, as in `astream`."""
+        return self._arun(messages, self._kwargs(stop, kwargs), stream=stream)
+
     def _stream(
         self,
         messages: list[BaseMessage],

@@ -246,6 +246,9 @@ def test_models_list(start_gateway: Callable[..., Running]) -> None:
     ids = [m.id for m in raw.parse().data]
     assert ids == ["primary", "backup", "role:code", "role:cheap", "auto"]
     _valid("ListModelsResponse", json.loads(raw.http_response.text))
+    assert _client(run).models.retrieve("role:code").id == "role:code"
+    with pytest.raises(openai.NotFoundError):
+        _client(run).models.retrieve("gpt-nope")
 
 
 def test_chatopenai_invoke_stream_tools(start_gateway: Callable[..., Running]) -> None:
