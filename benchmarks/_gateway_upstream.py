@@ -18,6 +18,7 @@ gateway's `PRIMARY` points at a closed port and `BACKUP` at ``/v1``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -301,10 +302,8 @@ class Server:
             proc.wait(timeout)
         except (ProcessLookupError, subprocess.TimeoutExpired):
             pass
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         proc.wait()
 
     def __enter__(self) -> Server:
@@ -370,15 +369,16 @@ def litellm_problem(python: str) -> str | None:
     if not missing:
         return None
     return (
-        f"{python} lacks LiteLLM's proxy ({missing}); install it: "
-        f"{python} -m pip install 'litellm[proxy]'"
+        f"{python} lacks LiteLLM's proxy ({missing}); make one with "
+        "bash benchmarks/litellm_proxy_venv.sh"
     )
 
 
 def litellm_server(python: str, cwd: Path, upstream: Upstream) -> Server:
     """``litellm --config litellm.yaml`` (one uvicorn worker, its default) from ``python``'s
     environment, with `CHAT` and `SLOW` on ``upstream``: no database and no master key, as
-    ``agency serve --no-auth`` (LiteLLM asks for an explicit opt-in to that)."""
+    ``agency serve --no-auth`` (LiteLLM asks for an explicit opt-in to that); its upstream
+    connection pool raised from 500 to 4,000 per host (else the memory row stalls at 500)."""
     cwd.mkdir(parents=True, exist_ok=True)
     models = [
         {"model_name": name, "litellm_params": {"model": "openai/gpt-4o-mini",
@@ -396,5 +396,9 @@ def litellm_server(python: str, cwd: Path, upstream: Upstream) -> Server:
         "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true",
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # else it fetches prices from the internet
         "LITELLM_LOG": "ERROR",
+        # its upstream pool holds 500 connections per host by default, so stream 501 would
+        # wait for a free one: raised, so 1,000 streams can be open at once
+        "AIOHTTP_CONNECTOR_LIMIT": "4000",
+        "AIOHTTP_CONNECTOR_LIMIT_PER_HOST": "4000",
     }
     return Server("LiteLLM proxy", argv, port, "/health/liveliness", cwd, env)

@@ -84,13 +84,17 @@ class Sizes:
     """Seconds allowed for all `streams` to start."""
     failover_calls: int
     """Timed calls per model name in the failover row."""
+    sample_s: float
+    """Seconds over which the peak RSS of the held streams is taken."""
+    settle: bool
+    """Wait for the servers to be quiet before each measure (see `_settle`)."""
 
 
-QUICK = Sizes(c1_calls=60, c1_warmup=20, seconds=0.5, streams=40, open_timeout=30,
-              failover_calls=40)  # fmt: skip
+QUICK = Sizes(c1_calls=60, c1_warmup=20, seconds=0.3, streams=40, open_timeout=30,
+              failover_calls=40, sample_s=0.2, settle=False)  # fmt: skip
 """A smoke run: every row, tiny counts."""
-FULL = Sizes(c1_calls=2000, c1_warmup=200, seconds=5.0, streams=1000, open_timeout=120,
-             failover_calls=1000)  # fmt: skip
+FULL = Sizes(c1_calls=2000, c1_warmup=200, seconds=5.0, streams=1000, open_timeout=60,
+             failover_calls=1000, sample_s=1.0, settle=True)  # fmt: skip
 """The published run (about 2 minutes on 2 cores)."""
 
 
@@ -176,9 +180,11 @@ async def _throughput(
     }
 
 
-async def _settle(servers: list[Server], timeout: float = 5.0) -> None:
+async def _settle(servers: list[Server], sizes: Sizes, timeout: float = 5.0) -> None:
     """Wait (at most ``timeout`` s) until the servers are quiet: < 5 % of a core each over
     0.2 s, so one column's leftover work is not billed to the next."""
+    if not sizes.settle:
+        return
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         before = [s.cpu_s() for s in servers]
@@ -187,9 +193,12 @@ async def _settle(servers: list[Server], timeout: float = 5.0) -> None:
             return
 
 
-async def _hold(session: Any, server: Server, n: int, timeout: float) -> dict[str, Any]:
+async def _hold(
+    session: Any, server: Server, n: int, timeout: float, sample_s: float
+) -> dict[str, Any]:
     """Open ``n`` streams of `SLOW` through ``server`` at once, reading them as they come;
-    once every one has its first event, the server tree's peak RSS over 1 s; then close them."""
+    once every one has its first event, the server tree's peak RSS over ``sample_s``
+    seconds; then close them."""
     opened = 0
     all_open = asyncio.Event()
     body = {"model": SLOW, "messages": MESSAGES, "stream": True}
@@ -217,10 +226,11 @@ async def _hold(session: Any, server: Server, n: int, timeout: float) -> dict[st
             if failed:
                 raise failed[0].exception()  # type: ignore[misc]
             await asyncio.sleep(0.05)
-        peak = 0
-        for _ in range(5):
+        peak = server.rss_kib()
+        end = time.monotonic() + sample_s
+        while time.monotonic() < end:
+            await asyncio.sleep(0.1)
             peak = max(peak, server.rss_kib())
-            await asyncio.sleep(0.2)
         return {"opened": opened, "peak_kib": peak}
     finally:
         for t in tasks:
@@ -233,11 +243,11 @@ async def _memory(session: Any, server: Server, sizes: Sizes) -> dict[str, Any]:
     open streams, MiB."""
     for _ in range(20):
         await _post(session, f"{server.base}/v1/chat/completions", CHAT)
-    await _hold(session, server, 10, sizes.open_timeout)  # the stream path's lazy imports
-    await _settle([server])
-    await asyncio.sleep(0.5)
+    await _hold(session, server, 10, sizes.open_timeout, 0)  # the stream path's lazy imports
+    await _settle([server], sizes)
+    await asyncio.sleep(sizes.sample_s / 2)
     idle = server.rss_kib()
-    held = await _hold(session, server, sizes.streams, sizes.open_timeout)
+    held = await _hold(session, server, sizes.streams, sizes.open_timeout, sizes.sample_s)
     return {
         "idle_mib": idle / 1024,
         "streams": sizes.streams,
@@ -257,7 +267,7 @@ async def _failover(session: Any, server: Server, sizes: Sizes) -> dict[str, Any
             raise RuntimeError(f"asking for {PRIMARY}, {r.headers.get('x-agency-provider')} "
                                f"answered, not {BACKUP}")  # fmt: skip
     assert r is not None
-    small = Sizes(sizes.failover_calls, sizes.c1_warmup, 0, 0, 0, 0)
+    small = Sizes(sizes.failover_calls, sizes.c1_warmup, 0, 0, 0, 0, 0, False)
     dead, live = await _c1_pair(session, (url, PRIMARY), (url, BACKUP), small)
     return {
         "failover_attempts": r.headers.get("x-agency-attempts"),
@@ -310,13 +320,13 @@ async def _run(
         for column in ("agency", "litellm"):
             if column not in targets or column in failed:
                 continue
-            await _settle(busy)
+            await _settle(busy, sizes)
             await guarded(column, _c1_into(res, column, session, targets, sizes))
         for level in (50, 200):
             for column, (url, model) in targets.items():
                 if column in failed:
                     continue
-                await _settle(busy)
+                await _settle(busy, sizes)
                 out = await _throughput(session, url, model, level, sizes.seconds)
                 res[column][f"c{level}"] = out
                 if out["ok"] == 0:
@@ -324,7 +334,7 @@ async def _run(
                         raise RuntimeError(f"{column} served nothing at c={level}: "
                                            f"{out['first_error']}")  # fmt: skip
                     failed[column] = f"no answer at c={level}: {out['first_error']}"
-        await _settle(busy)
+        await _settle(busy, sizes)
         res["agency"] |= await _failover(session, servers["failover"], sizes)
     return res
 
@@ -355,7 +365,7 @@ def _cells(res: dict[str, dict[str, Any]], failed: dict[str, str]) -> list[list[
             value = value.get(part) if isinstance(value, dict) else None
         if value is None:
             return "—"
-        return (f"{value:+{fmt}}" if sign else f"{value:{fmt}}")
+        return f"{value:+{fmt}}" if sign else f"{value:{fmt}}"
 
     def row(label: str, key: str, fmt: str, sign: bool = False, direct: bool = True,
             goal: str = "", met: str = "") -> list[str]:  # fmt: skip
@@ -375,21 +385,23 @@ def _cells(res: dict[str, dict[str, Any]], failed: dict[str, str]) -> list[list[
         ratio = ours["c50"]["rps"] / lite["c50"]["rps"]
     fail = ours.get("failover_added_p50_ms")
     streams = ours.get("streams") or lite.get("streams") or 0
-    opened = "/".join(
-        str(res[c].get("streams_opened", "n/a")) for c in ("agency", "litellm") if c not in failed
-    )
+    memory = row(f"RSS growth, {streams:,} open streams, MiB", "streams_mib", ".1f",
+                 direct=False)  # fmt: skip
+    for i, column in enumerate(COLUMNS):
+        opened = res[column].get("streams_opened")
+        if opened is not None and opened < streams:  # the open timeout ran out
+            memory[i + 1] += f" (only {opened:,} open)"
     return [
         row("c=1 p50 latency, ms", "c1_p50_ms", ".3f"),
         row("  added over direct, p50 ms", "c1_added_p50_ms", ".3f", True, False,
             "≤ 1 ms", verdict(None if added is None else added <= 1.0)),
         row("c=1 p95 latency, ms", "c1_p95_ms", ".3f"),
         row("  added over direct, p95 ms", "c1_added_p95_ms", ".3f", True, False),
-        row("throughput c=50, req/s", "c50.rps", ",.0f", goal="≥ 3× LiteLLM",
-            met=verdict(None if ratio is None else ratio >= 3, f"{ratio:.1f}×" if ratio else "")),
+        row("throughput c=50, req/s", "c50.rps", ",.0f", goal="≥ 3x LiteLLM",
+            met=verdict(None if ratio is None else ratio >= 3, f"{ratio:.1f}x" if ratio else "")),
         row("throughput c=200, req/s", "c200.rps", ",.0f"),
         row("RSS idle, MiB", "idle_mib", ".1f", direct=False),
-        row(f"RSS growth, {streams:,} open streams, MiB (opened {opened})", "streams_mib",
-            ".1f", direct=False),
+        memory,
         [f"failover, dead primary: added p50 ms (attempts {ours.get('failover_attempts')})",
          "—", get("agency", "failover_added_p50_ms", ".3f", True), "—", "< 5 ms",
          verdict(None if fail is None else fail < 5.0)],
@@ -462,8 +474,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="tiny counts (a smoke run)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--markdown", action="store_true", help="also print a Markdown table")
-    parser.add_argument("--litellm-python", default=DEFAULT_LITELLM,
-                        help=f"a Python with LiteLLM's proxy installed (default {DEFAULT_LITELLM})")
+    parser.add_argument(
+        "--litellm-python",
+        default=DEFAULT_LITELLM,
+        help=f"a Python with LiteLLM's proxy installed (default {DEFAULT_LITELLM})",
+    )
     parser.add_argument("--no-litellm", action="store_true", help="leave LiteLLM's column out")
     parser.add_argument("--profile", type=Path, help="run our gateway under cProfile, write "
                         "the profile here and print its top functions")  # fmt: skip

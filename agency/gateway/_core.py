@@ -14,6 +14,7 @@ picks the role from the last user message).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import secrets
@@ -44,9 +45,14 @@ __all__ = ["Answer", "Gateway", "Ticket", "new_request_id"]
 _log = logging.getLogger("agency.gateway")
 
 
+_ID_PREFIX = secrets.token_hex(6)
+_ID_COUNTER = itertools.count(int.from_bytes(secrets.token_bytes(3)))
+
+
 def new_request_id() -> str:
-    """``req_`` and 24 random hex digits."""
-    return "req_" + secrets.token_hex(12)
+    """``req_`` and 24 hex digits: this process's random prefix and a counter (unique without
+    a system call per request; request ids are names, not secrets)."""
+    return f"req_{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFFFFFF:012x}"
 
 
 @dataclass(slots=True)
@@ -156,6 +162,7 @@ class Gateway:
         self.started_at = clock()
         self._clock = clock
         self._models: dict[Any, FallbackChatModel] = {}
+        self._named: dict[str, tuple[FallbackChatModel, str | None]] = {}
         self._embedders: dict[str, Any] = {}
         self._budgets: dict[str, Any] = {}
         self._limiters: dict[str, Any] = {}
@@ -165,9 +172,8 @@ class Gateway:
     # -- models ---------------------------------------------------------------------------
     def model_names(self) -> list[str]:
         """What ``GET /v1/models`` lists: entries, ``role:<name>`` chains and ``auto``."""
-        ag = self.agency
-        names = [n for n in ag.health() if n not in ag.unconfigured]
-        names += [f"role:{r}" for r in ag.config.llm.routing]
+        names = self._entries()
+        names += [f"role:{r}" for r in self.agency.config.llm.routing]
         return [*names, "auto"]
 
     def _cached(self, key: Any, make: Callable[[], FallbackChatModel]) -> FallbackChatModel:
@@ -192,6 +198,8 @@ class Gateway:
         """The chat model for the model name ``name`` (or the experiment arm's chain) and the
         role it counts under."""
         ag = self.agency
+        if arm is None and (hit := self._named.get(name)) is not None:
+            return hit
         if arm is not None:
             return self._cached(
                 ("arm", name, tuple(arm.chain)), lambda: ag.chat_model(models=arm.chain)
@@ -212,14 +220,24 @@ class Gateway:
                     param="model",
                     code="model_not_found",
                 )
-            return self._cached(("role", role), lambda: ag.chat_model(role=role)), role
-        entries = [n for n in ag.health() if n not in ag.unconfigured]
-        if name in entries:
+            found: tuple[FallbackChatModel, str | None]
+            found = self._cached(("role", role), lambda: ag.chat_model(role=role)), role
+        elif name in self._entries():
             rest = [n for n in ag.chain() if n != name] if ag.config.llm.fallback.enabled else []
-            return self._cached(("entry", name), lambda: ag.chat_model(models=[name, *rest])), None
-        if ":" in name:
-            return self._cached(("spec", name), lambda: ag.chat_model(models=[name])), None
-        raise GatewayError(
+            found = self._cached(("entry", name), lambda: ag.chat_model(models=[name, *rest])), None
+        elif ":" in name:
+            found = self._cached(("spec", name), lambda: ag.chat_model(models=[name])), None
+        else:
+            raise self._unknown(name)
+        self._named[name] = found  # a name means the same model until a reload
+        return found
+
+    def _entries(self) -> list[str]:
+        ag = self.agency
+        return [e.name for e in ag.config.llm.ordered() if e.name not in ag.unconfigured]
+
+    def _unknown(self, name: str) -> GatewayError:
+        return GatewayError(
             404,
             f'unknown model {name!r}: use one of {self.model_names()} or a "provider:model" spec',
             "invalid_request_error",
@@ -230,6 +248,7 @@ class Gateway:
     def clear_models(self) -> None:
         """Forget the built models (after a reload)."""
         self._models = {}
+        self._named = {}
         self._embedders = {}
 
     def reload(self) -> None:

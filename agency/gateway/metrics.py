@@ -31,6 +31,9 @@ BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
 """The gauge's value per breaker state."""
 
 
+_MAX_CHILDREN = 10_000  # label sets whose metric children are kept at hand
+
+
 class _Live(Collector):
     """Breaker states and loads, read from the agency when Prometheus scrapes."""
 
@@ -92,6 +95,7 @@ class GatewayMetrics:
         )
         self.cache_hits = Counter("agency_gateway_cache_hits", "Semantic cache hits.", registry=r)
         r.register(_Live(gateway))
+        self._children: dict[tuple[str, str, str, int], tuple[Any, Any]] = {}
 
     def observe(
         self,
@@ -103,8 +107,17 @@ class GatewayMetrics:
     ) -> None:
         """Count one settled request."""
         provider = (answer.provider if answer else None) or "none"
-        self.requests.labels(ticket.endpoint, ticket.model_asked, provider, str(status)).inc()
-        self.latency.labels(ticket.endpoint).observe(seconds)
+        labels = (ticket.endpoint, ticket.model_asked, provider, status)
+        children = self._children.get(labels)
+        if children is None:  # labels() looks its child up by name each time: keep them
+            children = (
+                self.requests.labels(ticket.endpoint, ticket.model_asked, provider, str(status)),
+                self.latency.labels(ticket.endpoint),
+            )
+            if len(self._children) < _MAX_CHILDREN:
+                self._children[labels] = children
+        children[0].inc()
+        children[1].observe(seconds)
         if failure is not None:
             self.failures.labels(failure).inc()
         if answer is None:
