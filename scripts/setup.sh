@@ -30,6 +30,8 @@ if [[ "${1:-}" == "--dev" || "${1:-}" == "--bench" ]]; then
         apt_install postgresql
     fi
     command -v chromium >/dev/null || apt_install chromium
+    # nginx: the fast upstream of the gateway benchmark's smoke test (tests/gateway/).
+    command -v nginx >/dev/null || apt_install nginx
 fi
 # --bench: what benchmarks/overhead.py measures against (nginx as the upstream, wrk for its
 # ceiling; Debian packages) and the peers it measures next to agency.
