@@ -166,7 +166,9 @@ def parse_messages(body: Any) -> ChatCall:
     )
 
 
-def _usage(usage: Any) -> dict[str, Any]:
+def _usage(usage: Any, *, delta: bool = False) -> dict[str, Any]:
+    """Anthropic's ``usage`` (``delta``: a ``message_delta``'s, which has no cache breakdown
+    or service tier)."""
     usage = usage or {}
     cached = (usage.get("input_token_details") or {}).get("cache_read") or 0
     created = (usage.get("input_token_details") or {}).get("cache_creation") or 0
@@ -177,6 +179,8 @@ def _usage(usage: Any) -> dict[str, Any]:
         "output_tokens": int(usage.get("output_tokens") or 0),
         "cache_read_input_tokens": int(cached),
         "cache_creation_input_tokens": int(created),
+        "server_tool_use": None,
+        **({} if delta else {"cache_creation": None, "service_tier": None}),
     }
 
 
@@ -189,7 +193,7 @@ def message(answer: AIMessage, *, message_id: str, model: str) -> dict[str, Any]
     content: list[dict[str, Any]] = []
     text = answer.text
     if text:
-        content.append({"type": "text", "text": text})
+        content.append({"type": "text", "text": text, "citations": None})
     for i, call in enumerate(answer.tool_calls):
         content.append(
             {
@@ -271,7 +275,7 @@ class EventWriter:
         text = chunk.content if isinstance(chunk.content, str) else chunk.text
         if text:
             if self._block != ("text", -1):
-                out += self._open(("text", -1), {"type": "text", "text": ""})
+                out += self._open(("text", -1), {"type": "text", "text": "", "citations": None})
             delta = {"type": "text_delta", "text": text}
             out += _event(
                 "content_block_delta",
@@ -303,7 +307,7 @@ class EventWriter:
         delta = {
             "type": "message_delta",
             "delta": {"stop_reason": _stop_reason(self.meta, self._tools), "stop_sequence": None},
-            "usage": _usage(self.usage),
+            "usage": _usage(self.usage, delta=True),
         }
         return (
             out + _event("message_delta", delta) + _event("message_stop", {"type": "message_stop"})
@@ -315,7 +319,12 @@ class EventWriter:
         return _event("error", error_body(err))
 
 
-def error_body(err: GatewayError) -> dict[str, Any]:
-    """Anthropic's error shape: ``{"type": "error", "error": {"type", "message"}}``."""
+def error_body(err: GatewayError, request_id: str | None = None) -> dict[str, Any]:
+    """Anthropic's error shape: ``{"type": "error", "error": {"type", "message"},
+    "request_id"}``."""
     kind = _ERROR_TYPES.get(err.status, "api_error")
-    return {"type": "error", "error": {"type": kind, "message": err.message}}
+    return {
+        "type": "error",
+        "error": {"type": kind, "message": err.message},
+        "request_id": request_id,
+    }

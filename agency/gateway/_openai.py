@@ -273,8 +273,9 @@ class ChunkWriter:
         return b"data: " + orjson.dumps(error_body(err)) + b"\n\ndata: [DONE]\n\n"
 
 
-def error_body(err: GatewayError) -> dict[str, Any]:
-    """OpenAI's error object: ``{"error": {"message", "type", "param", "code"}}``."""
+def error_body(err: GatewayError, request_id: str | None = None) -> dict[str, Any]:
+    """OpenAI's error object: ``{"error": {"message", "type", "param", "code"}}`` (its
+    ``request_id`` travels in the ``x-request-id`` header; OpenAI's body has none)."""
     return {
         "error": {"message": err.message, "type": err.kind, "param": err.param, "code": err.code}
     }

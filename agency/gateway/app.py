@@ -126,7 +126,7 @@ _ANTHROPIC = _Wire(
 
 def error_response(err: GatewayError, wire: _Wire | None, request_id: str) -> Response:
     """``err`` in the wire format's error shape, with its headers."""
-    body = wire.error(err) if wire is not None else _openai.error_body(err)
+    body = wire.error(err, request_id) if wire is not None else _openai.error_body(err)
     headers = {"x-request-id": request_id, **err.response_headers()}
     return _json(body, err.status, headers)
 

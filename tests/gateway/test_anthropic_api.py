@@ -9,6 +9,7 @@ from collections.abc import Callable
 import anthropic
 import httpx
 import pytest
+from fakes._openapi import validate_request
 from fakes.openai_server import Reply
 from gateway_harness import Running
 from langchain_anthropic import ChatAnthropic
@@ -24,6 +25,13 @@ WEATHER = {
     },
 }
 PNG_B64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
+
+
+SPEC = "anthropic-openapi.yaml"
+
+
+def _valid(schema: str, body: object) -> None:
+    assert validate_request(SPEC, schema, body) == [], body
 
 
 def _client(run: Running) -> anthropic.Anthropic:
@@ -45,6 +53,7 @@ def test_message_json(start_gateway: Callable[..., Running]) -> None:
     assert msg.stop_reason == "end_turn"
     assert msg.usage.input_tokens > 0 and msg.usage.output_tokens > 0
     assert raw.headers["x-agency-provider"] == "primary"
+    _valid("Message", json.loads(raw.http_response.text))
     sent = run.primary.requests[-1].body
     assert sent["messages"][0] == {"role": "system", "content": "be brief"}
     assert sent.get("max_completion_tokens", sent.get("max_tokens")) == 64
@@ -71,7 +80,13 @@ def test_stream_events(start_gateway: Callable[..., Running]) -> None:
             "messages": [{"role": "user", "content": "x"}],
         },
     ) as r:
-        names = [line[7:] for line in r.iter_lines() if line.startswith("event: ")]
+        lines = list(r.iter_lines())
+    names = [line[7:] for line in lines if line.startswith("event: ")]
+    for line in lines:
+        if line.startswith("data: "):
+            event = json.loads(line[6:])
+            if event["type"] != "ping":
+                _valid("MessageStreamEvent", event)
     assert names[:2] == ["message_start", "ping"]
     assert names[2] == "content_block_start" and "content_block_delta" in names
     assert names[-3:] == ["content_block_stop", "message_delta", "message_stop"]
@@ -186,6 +201,7 @@ def test_errors_in_anthropic_shape(start_gateway: Callable[..., Running]) -> Non
     )
     assert r.status_code == 400
     assert r.json()["type"] == "error"
+    _valid("ErrorResponse", r.json())
     assert r.json()["error"]["type"] == "invalid_request_error"
     assert "max_tokens" in r.json()["error"]["message"]
     bad_key = anthropic.Anthropic(base_url=run.url, api_key="sk-agency-nope", max_retries=0)
