@@ -10,6 +10,8 @@ The gateway loads only when the command runs (``agency --help`` stays fast).
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from typing import Annotated
 
 import typer
@@ -87,16 +89,24 @@ def serve(
         uvicorn.run(create_app(gateway), host=host, port=port, log_level=log_level)
         return
     gateway.close()
-    # Each worker builds its own gateway from the same file; Redis makes them one.
+    # Each worker builds its own gateway from the same file; Redis makes them one, and
+    # their metrics are summed through files in one directory (prometheus-client's way).
+    from agency.gateway.metrics import MULTIPROC_ENV
+
+    metrics_dir = tempfile.mkdtemp(prefix="agency-metrics-")
+    os.environ[MULTIPROC_ENV] = metrics_dir
     if config:
         os.environ["AGENCY_GATEWAY_CONFIG"] = os.path.abspath(config)
     if no_auth:
         os.environ["AGENCY_GATEWAY_NO_AUTH"] = "1"
-    uvicorn.run(
-        "agency.gateway.app:app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=log_level,
-    )
+    try:
+        uvicorn.run(
+            "agency.gateway.app:app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=log_level,
+        )
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)

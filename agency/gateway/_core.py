@@ -404,6 +404,7 @@ class Gateway:
     async def answer(self, ticket: Ticket, model: FallbackChatModel, call: ChatCall) -> Answer:
         """The whole answer of a non-streamed call (settled and recorded)."""
         self.in_flight += 1
+        self.metrics.in_flight.inc()
         try:
             cached = await self._cache_lookup(model, call)
             if cached is not None:
@@ -424,6 +425,7 @@ class Gateway:
             raise
         finally:
             self.in_flight -= 1
+            self.metrics.in_flight.dec()
         self.settle(ticket, answer)
         return answer
 
@@ -433,6 +435,7 @@ class Gateway:
         """The answer's `AIMessageChunk`\\ s; settled and recorded when the stream ends (or
         fails, or the client goes away)."""
         self.in_flight += 1
+        self.metrics.in_flight.inc()
         answer: Answer | None = None
         error: BaseException | None = None
         try:
@@ -463,6 +466,7 @@ class Gateway:
             raise
         finally:
             self.in_flight -= 1
+            self.metrics.in_flight.dec()
             self.settle(ticket, answer, error=error)
 
     # -- the semantic cache ([llm.cache]), with LangChain's keys so Python callers share it ---

@@ -5,23 +5,26 @@ provider that answered, status), ``agency_gateway_failures_total`` (kind), the l
 histogram ``agency_gateway_request_seconds``, ``agency_gateway_tokens_total`` (direction),
 ``agency_gateway_cost_usd_total`` and ``agency_gateway_cache_hits_total``. Read at scrape time
 from the agency: ``agency_gateway_breaker_state`` per provider (0 closed, 1 half-open, 2 open),
-``agency_gateway_provider_in_flight`` and ``agency_gateway_in_flight``. Each `GatewayMetrics`
-has its own registry, so several gateways live in one process (tests).
+``agency_gateway_provider_in_flight``; ``agency_gateway_in_flight`` counts the gateway's own.
+Each `GatewayMetrics` has its own registry, so several gateways live in one process (tests);
+with ``--workers N`` the counts of every worker are summed (prometheus-client's multiprocess
+mode, `MULTIPROC_ENV`).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from agency.gateway._core import Answer, Gateway, Ticket
 
-__all__ = ["BREAKER_STATES", "CONTENT_TYPE", "LATENCY_BUCKETS_S", "GatewayMetrics"]
+__all__ = ["BREAKER_STATES", "CONTENT_TYPE", "LATENCY_BUCKETS_S", "MULTIPROC_ENV", "GatewayMetrics"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """Prometheus' text exposition format."""
@@ -29,6 +32,9 @@ LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10
 """Histogram buckets: a cache hit's milliseconds to a long generation's minute."""
 BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
 """The gauge's value per breaker state."""
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+"""Set by ``agency serve --workers N`` (before any worker imports prometheus-client): the
+workers write their counts there, and any worker's ``/metrics`` sums them."""
 
 
 _MAX_CHILDREN = 10_000  # label sets whose metric children are kept at hand
@@ -59,9 +65,6 @@ class _Live(Collector):
             load.add_metric([name], row.get("in_flight") or 0)
         yield breaker
         yield load
-        total = GaugeMetricFamily("agency_gateway_in_flight", "Requests in flight at the gateway.")
-        total.add_metric([], self._gateway.in_flight)
-        yield total
 
 
 class GatewayMetrics:
@@ -94,7 +97,14 @@ class GatewayMetrics:
             "agency_gateway_cost_usd", "Cost of answered requests, USD.", ["provider"], registry=r
         )
         self.cache_hits = Counter("agency_gateway_cache_hits", "Semantic cache hits.", registry=r)
-        r.register(_Live(gateway))
+        self.in_flight = Gauge(
+            "agency_gateway_in_flight",
+            "Requests in flight at the gateway.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self._live = _Live(gateway)
+        r.register(self._live)
         self._children: dict[tuple[str, str, str, int], tuple[Any, Any]] = {}
 
     def observe(
@@ -132,5 +142,13 @@ class GatewayMetrics:
             self.cache_hits.inc()
 
     def render(self) -> bytes:
-        """The text exposition of every metric."""
-        return generate_latest(self.registry)
+        """The text exposition of every metric: this process's, or with ``--workers N`` (when
+        ``PROMETHEUS_MULTIPROC_DIR`` is set) every worker's, summed."""
+        if not os.environ.get(MULTIPROC_ENV):
+            return generate_latest(self.registry)
+        from prometheus_client import multiprocess
+
+        fleet = CollectorRegistry()
+        multiprocess.MultiProcessCollector(fleet)
+        fleet.register(self._live)  # breakers live in Redis: any worker reads the fleet's
+        return generate_latest(fleet)

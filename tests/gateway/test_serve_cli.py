@@ -182,6 +182,15 @@ health_interval_s = 0
 
             codes = asyncio.run(burst())
             assert 200 in codes and 429 in codes and set(codes) <= {200, 429}
+            # Whichever worker answers the scrape, /metrics counts the fleet's requests.
+            for _ in range(4):
+                text = httpx.get(url + "/metrics", timeout=10).text
+                counted = sum(
+                    float(line.rsplit(" ", 1)[1])
+                    for line in text.splitlines()
+                    if line.startswith("agency_gateway_requests_total{")
+                )
+                assert counted == 20
         answered = codes.count(200)
         assert len(fake.requests) == answered
         with Agency.from_config(tmp_path / "agency.toml") as ag:
