@@ -72,6 +72,8 @@ class Ticket:
     reservation: Any = None
     wall_start_ns: int = 0
     trace_parent: Any = None
+    route: dict[str, Any] = field(default_factory=dict)
+    """The provider and model being asked right now (a stream's headers name them)."""
 
     def __post_init__(self) -> None:
         if not self.wall_start_ns:  # the wall clock when `started` (perf_counter) was read
@@ -442,12 +444,15 @@ class Gateway:
             cached = await self._cache_lookup(model, call)
             if cached is not None:
                 answer = Answer(cached, "cache", None, 0, 0.0, "hit")
+                ticket.route.update(provider="cache", cache="hit")
                 yield cached
                 return
+            ticket.route["cache"] = "miss" if self._cache_on() else "off"
             text: list[str] = []
             last: Any = None
             usage: Any = None
-            async for chunk in model.achunks(call.messages, stream=True, **call.params):
+            chunks = model.achunks(call.messages, stream=True, route=ticket.route, **call.params)
+            async for chunk in chunks:
                 message: Any = chunk.message
                 if message.usage_metadata is not None:
                     usage = message.usage_metadata

@@ -169,6 +169,10 @@ async def _chat(request: Request, wire: _Wire) -> Response:
         first = None
     except Exception as exc:
         return error_response(from_exception(exc), wire, rid)
+    # Who is answering (a failover after this first chunk is in the audit log, not here).
+    for name in ("provider", "model", "cache"):
+        if ticket.route.get(name):
+            headers[f"x-agency-{name}"] = ticket.route[name]
     writer = wire.writer(answer_id, call.model, call)
     return StreamingResponse(
         _sse(chunks, first, writer),

@@ -152,7 +152,12 @@ class FallbackChatModel(QuietInvokeMixin, StructuredOutputMixin, BaseChatModel):
         raise call.give_up()
 
     async def _arun(
-        self, messages: list[BaseMessage], kwargs: dict[str, Any], *, stream: bool
+        self,
+        messages: list[BaseMessage],
+        kwargs: dict[str, Any],
+        *,
+        stream: bool,
+        route: dict[str, Any] | None = None,
     ) -> AsyncIterator[ChatGenerationChunk]:
         call = _Call(self, messages, kwargs)
         while (step := await call.anext()) is not None:
@@ -165,6 +170,8 @@ class FallbackChatModel(QuietInvokeMixin, StructuredOutputMixin, BaseChatModel):
                 call.limiter_timed_out(step)
                 continue
             request = call.send(step)
+            if route is not None:
+                route["provider"], route["model"] = step.state.name, step.state.spec
             try:
                 async for chunk in step.state.model._adapter.achat(request, stream=stream):
                     out = call.on_chunk(step, chunk)
@@ -187,12 +194,15 @@ class FallbackChatModel(QuietInvokeMixin, StructuredOutputMixin, BaseChatModel):
         *,
         stream: bool,
         stop: list[str] | None = None,
+        route: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         """One call's chunks as the loop yields them, without LangChain's callbacks and run
         tracking: the path of a server that answers over the wire (the gateway). The last
-        chunk carries ``cost`` and the ``agency`` route, as in `astream`."""
-        return self._arun(messages, self._kwargs(stop, kwargs), stream=stream)
+        chunk carries ``cost`` and the ``agency`` route, as in `astream`; ``route``, when
+        given, holds the ``provider`` (entry) and ``model`` (spec) being asked as each
+        attempt starts, so a streamed answer's headers can name them at its first chunk."""
+        return self._arun(messages, self._kwargs(stop, kwargs), stream=stream, route=route)
 
     def _stream(
         self,

@@ -86,6 +86,8 @@ def test_stream_with_usage_chunk(start_gateway: Callable[..., Running]) -> None:
     ) as r:
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
+        assert r.headers["x-agency-provider"] == "primary"
+        assert r.headers["x-agency-model"] == "openai:gpt-4o-mini"
         events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
     assert events[-1] == "[DONE]"
     chunks = [json.loads(e) for e in events[:-1]]
