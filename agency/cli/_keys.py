@@ -65,6 +65,16 @@ def _gateway(config: str | None) -> GatewayConfig:
         fail(reason(exc))
 
 
+def _unknown_models(names: list[str], config: str | None) -> list[str]:
+    """The names no request could be served under by this config (said, not refused: the
+    config may change before the key is used)."""
+    from agency.config import load_config
+
+    llm = load_config(config).llm
+    known = {e.name for e in llm.ordered()} | {f"role:{r}" for r in llm.routing} | {"auto"}
+    return [n for n in names if n not in known and ":" not in n.removeprefix("role:")]
+
+
 def _when(ts: float | None) -> str:
     if ts is None:
         return "-"
@@ -139,7 +149,17 @@ def create(
         fail(f"--budget-usd {budget_usd}: pass 0 or more USD")
     if rpm is not None and rpm <= 0:
         fail(f"--rpm {rpm}: pass a whole number of requests per minute above 0")
-    store = KeyStore(_gateway(config).path("keys.sqlite"))
+    table = _gateway(config)
+    unknown = _unknown_models(model_names, config)
+    if unknown:
+        _err.print(
+            f"note: {', '.join(unknown)} is not a model name of this config (entries, role:<name> "
+            "of [llm.routing], auto, or a provider:model spec): requests for it will get 404",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+    store = KeyStore(table.path("keys.sqlite"))
     try:
         secret, key = store.create(
             name,

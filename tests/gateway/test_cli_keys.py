@@ -193,3 +193,15 @@ def test_parse_since() -> None:
     assert parse_since("2026-12-01T08:30") == time.mktime((2026, 12, 1, 8, 30, 0, 0, 0, -1))
     with pytest.raises(ValueError, match="30m, 1h, 2d"):
         parse_since("later")
+
+
+def test_create_names_model_names_the_config_cannot_serve(app: typer.Typer, tmp_path: Path) -> None:
+    (tmp_path / "agency.toml").write_text(
+        '[[llm.providers]]\nname = "main"\nprovider = "openai"\napi_key = "sk-x"\n'
+        '[llm.routing]\ncode = ["main"]\n'
+    )
+    fine = run(app, "keys", "create", "--name", "ok", "--models", "main,role:code,auto,groq:x")
+    assert fine.exit_code == 0 and "note:" not in fine.stderr
+    odd = run(app, "keys", "create", "--name", "odd", "--models", "role:nope,mian")
+    assert odd.exit_code == 0  # said, not refused: the config may change before the key is used
+    assert "role:nope, mian is not a model name" in odd.stderr
