@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
 
 from agency.chat_models import merge_chunks
 from agency.errors import AgencyError
@@ -445,7 +445,11 @@ class Gateway:
             if cached is not None:
                 answer = Answer(cached, "cache", None, 0, 0.0, "hit")
                 ticket.route.update(provider="cache", cache="hit")
-                yield cached
+                yield AIMessageChunk(
+                    content=cached.content,
+                    usage_metadata=cached.usage_metadata,
+                    response_metadata=cached.response_metadata,
+                )
                 return
             ticket.route["cache"] = "miss" if self._cache_on() else "off"
             text: list[str] = []

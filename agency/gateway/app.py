@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = ["app_from_env", "create_app", "is_loopback"]
 
 _JSON = "application/json"
+_log = logging.getLogger("agency.gateway")
 
 
 def is_loopback(host: str) -> bool:
@@ -56,6 +58,14 @@ def is_loopback(host: str) -> bool:
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(data), status_code=status, media_type=_JSON, headers=headers)
+
+
+def _failure(exc: BaseException) -> GatewayError:
+    """``exc`` as the client sees it; a bug of ours (500) is logged with its traceback."""
+    err = from_exception(exc)
+    if err.failure == "internal":
+        _log.error("gateway: internal error answering a request", exc_info=exc)
+    return err
 
 
 def secret_of(request: Request) -> str | None:
@@ -158,7 +168,7 @@ async def _chat(request: Request, wire: _Wire) -> Response:
         try:
             answer = await gw.answer(ticket, model, call)
         except Exception as exc:
-            return error_response(from_exception(exc), wire, rid)
+            return error_response(_failure(exc), wire, rid)
         served = answer.message.response_metadata.get("model_name") or call.model
         body = wire.whole(answer.message, answer_id, served)
         return _json(body, 200, {**headers, **answer.headers(ticket)})
@@ -168,7 +178,7 @@ async def _chat(request: Request, wire: _Wire) -> Response:
     except StopAsyncIteration:
         first = None
     except Exception as exc:
-        return error_response(from_exception(exc), wire, rid)
+        return error_response(_failure(exc), wire, rid)
     # Who is answering (a failover after this first chunk is in the audit log, not here).
     for name in ("provider", "model", "cache"):
         if ticket.route.get(name):
@@ -191,7 +201,7 @@ async def _sse(chunks: AsyncIterator[Any], first: Any, writer: Any) -> AsyncIter
                 yield out
         yield writer.close()
     except Exception as exc:  # after the first byte the status is sent: the error is an event
-        yield writer.error(from_exception(exc))
+        yield writer.error(_failure(exc))
     finally:
         await chunks.aclose()  # type: ignore[attr-defined]
 
@@ -222,7 +232,7 @@ async def embeddings(request: Request) -> Response:
         gw.refused("embeddings", model, key, rid, err, started)
         return error_response(err, None, rid)
     except Exception as exc:
-        failed = from_exception(exc)
+        failed = _failure(exc)
         gw.refused("embeddings", model, key, rid, failed, started)
         return error_response(failed, None, rid)
     body = _openai.embeddings_response(

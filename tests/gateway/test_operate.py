@@ -313,3 +313,35 @@ def test_otel_spans_per_request(start_gateway: Callable[..., Running]) -> None:
     assert ok.end_time > ok.start_time
     assert refused.attributes["http.response.status_code"] == 404
     assert refused.status.status_code.name == "ERROR"
+
+
+def test_semantic_cache_hit_streams_too(start_gateway: Callable[..., Running], tmp_path) -> None:  # type: ignore[no-untyped-def]
+    run = start_gateway(f'[llm.cache]\nenabled = true\npath = "{tmp_path / "cache"}"\n')
+    key = run.key()
+    body = {**CHAT, "messages": [{"role": "user", "content": "Name three primary colours."}]}
+    answer = _post(run, body, key).json()
+    assert "choices" in answer, answer
+    first = answer["choices"][0]["message"]["content"]
+    with httpx.stream(
+        "POST",
+        run.url + "/v1/chat/completions",
+        json={**body, "stream": True},
+        headers={"authorization": f"Bearer {key}"},
+    ) as r:
+        assert r.headers["x-agency-cache"] == "hit" and r.headers["x-agency-provider"] == "cache"
+        events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
+    text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"])
+    assert text == first and len(run.primary.requests) == 1
+
+
+def test_a_bug_of_ours_is_a_500_and_logged(start_gateway: Callable[..., Running], caplog) -> None:  # type: ignore[no-untyped-def]
+    run = start_gateway()
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("boom")
+
+    run.gw.answer = broken  # type: ignore[method-assign,assignment]
+    with caplog.at_level("ERROR", logger="agency.gateway"):
+        r = _post(run)
+    assert r.status_code == 500 and r.json()["error"]["message"] == "internal error: RuntimeError"
+    assert any(rec.exc_info and "boom" in str(rec.exc_info[1]) for rec in caplog.records)
