@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -26,7 +26,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from agency.gateway.config import ExperimentConfig, GatewayConfig
+if TYPE_CHECKING:  # loaded when a command runs: `agency --help` stays fast
+    from agency.gateway.config import ExperimentConfig, GatewayConfig
 
 __all__ = ["experiments_app"]
 
