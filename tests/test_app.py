@@ -253,3 +253,13 @@ def test_memory_embeds_with_the_agency_embeddings_by_default(openai_fake: FakeOp
     paths = [r.path for r in openai_fake.requests]
     assert any(p.endswith("/embeddings") for p in paths)  # the configured provider embedded it
     assert mem.recall("when is lunch?", k=1)[0].text == "Lunch is at noon"
+
+
+def test_a_budget_of_its_own_counts_what_was_spent_before() -> None:
+    ag = Agency()
+    budget = ag.budget("key:vk_1", 5.0, spent_usd=4.5)
+    assert budget.remaining() == pytest.approx(0.5)
+    with pytest.raises(BudgetExceeded):
+        budget.reserve(0.6)
+    budget.reserve(0.4).settle(0.4)
+    assert budget.remaining() == pytest.approx(0.1)

@@ -589,3 +589,28 @@ class BreakerMachine(RuleBasedStateMachine):
 
 BreakerMachine.TestCase.settings = settings(max_examples=200, stateful_step_count=40, deadline=None)
 test_breaker_state_machine = BreakerMachine.TestCase
+
+
+# -- an operator's override -------------------------------------------------------------------
+
+
+def test_force_open_holds_it_open_past_the_retry_after_cap_then_probes() -> None:
+    breaker, clock = make()
+    breaker.force("open", 7200.0)  # beyond max_retry_after_s: an operator's word is not capped
+    assert breaker.state == "open" and not breaker.allow()
+    assert breaker.snapshot()["reason"] == "forced open"
+    clock.advance(7199.0)
+    assert breaker.state == "open"
+    clock.advance(2.0)
+    assert breaker.state == "half_open" and breaker.allow()  # then the usual probe decides
+
+
+def test_force_closed_forgets_the_failures() -> None:
+    breaker, _ = make(**NO_RATE)
+    trip(breaker)
+    assert breaker.state == "open"
+    breaker.force("closed")
+    snap = breaker.snapshot()
+    assert breaker.state == "closed" and breaker.allow()
+    assert snap["consecutive_failures"] == 0 and snap["failures"] == 0
+    assert snap["reason"] == "forced closed"

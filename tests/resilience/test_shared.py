@@ -332,3 +332,32 @@ def test_the_memory_backend_imports_nothing_new() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_forced_breaker_holds_for_the_whole_fleet() -> None:
+    store = _store()
+    a, b = (SharedBreaker(store, BreakerPolicy(max_retry_after_s=60.0), name="p") for _ in range(2))
+    local = CircuitBreaker(BreakerPolicy(max_retry_after_s=60.0), name="p")
+    for breaker in (a, local):
+        breaker.force("open", 600.0)
+    assert b.state == "open" and 599 < b.retry_in() <= 600  # not capped at max_retry_after_s
+    assert b.snapshot()["reason"] == local.snapshot()["reason"] == "forced open"
+    b.record_failure()
+    a.force("closed")
+    assert a.state == "closed" and b.allow()
+    assert b.snapshot()["consecutive_failures"] == 0
+
+
+def test_a_named_shared_budget_is_seeded_once() -> None:
+    store = _store()
+    first = SharedBudget(store, BudgetPolicy(max_cost_total=1.0), name="budget:key:a")
+    first.seed(0.75)  # what the key had spent before (kept on disk)
+    second = SharedBudget(store, BudgetPolicy(max_cost_total=1.0), name="budget:key:a")
+    second.seed(0.10)  # a later process: the fleet's number stands
+    assert second.spent() == pytest.approx(0.75)
+    with pytest.raises(BudgetExceeded):
+        second.reserve(0.30)
+    second.reserve(0.20).settle(0.20)
+    assert first.spent() == pytest.approx(0.95)
+    other = SharedBudget(store, BudgetPolicy(max_cost_total=1.0), name="budget:key:b")
+    assert other.spent() == 0.0  # another name, another budget
