@@ -440,6 +440,7 @@ class Gateway:
         self.metrics.in_flight.inc()
         answer: Answer | None = None
         error: BaseException | None = None
+        last: Any = None
         try:
             cached = await self._cache_lookup(model, call)
             if cached is not None:
@@ -453,7 +454,6 @@ class Gateway:
                 return
             ticket.route["cache"] = "miss" if self._cache_on() else "off"
             text: list[str] = []
-            last: Any = None
             usage: Any = None
             chunks = model.achunks(call.messages, stream=True, route=ticket.route, **call.params)
             async for chunk in chunks:
@@ -476,7 +476,8 @@ class Gateway:
         finally:
             self.in_flight -= 1
             self.metrics.in_flight.dec()
-            self.settle(ticket, answer, error=error)
+            # A stream cut after the provider began answering may have cost something.
+            self.settle(ticket, answer, error=error, partial=last is not None)
 
     # -- the semantic cache ([llm.cache]), with LangChain's keys so Python callers share it ---
     def _cache_on(self) -> bool:
@@ -519,14 +520,22 @@ class Gateway:
         *,
         error: BaseException | None = None,
         status: int | None = None,
+        partial: bool = False,
     ) -> None:
-        """Close the request's books: the key's spend, the audit row, the metrics."""
+        """Close the request's books: the key's spend, the audit row, the metrics.
+
+        A key's hold is settled at the answer's cost; a request that failed before any
+        provider answered is released (nothing was billed); one cut after a provider began
+        (``partial``) keeps its hold as spent, since its real cost is unknown."""
         from agency.gateway.audit import AuditRecord
 
         latency_ms = (time.perf_counter() - ticket.started) * 1000
         cost = answer.cost if answer is not None else None
         if ticket.reservation is not None:
-            ticket.reservation.settle(cost)
+            if answer is None and not partial:
+                ticket.reservation.release()
+            else:
+                ticket.reservation.settle(cost)
             ticket.reservation = None
         if ticket.key is not None and cost:
             self.keys.add_spend(ticket.key.id, cost)

@@ -157,3 +157,19 @@ def test_secrets_stay_out_of_audit_metrics_and_errors(
     run.gw.audit.flush()
     kept = run.gw.audit.query(key="keeper")[0]
     assert "hello" in kept["prompt"] and kept["response"]
+
+
+def test_a_failed_call_gives_its_hold_back(start_gateway: Callable[..., Running]) -> None:
+    from fakes.openai_server import Fail
+
+    run = start_gateway()
+    key = run.key("holder", budget_usd=1.0)
+    run.primary.script(*[Fail(500)] * 3)
+    down = _post(run, key, {**CHAT, "model": "role:cheap"})
+    assert down.status_code == 503
+    stored = run.gw.keys.get("holder")
+    assert stored is not None
+    budget = run.gw._budgets[stored.id]
+    assert budget.remaining() == pytest.approx(1.0)  # nothing billed, nothing held
+    assert _post(run, key).status_code == 200
+    assert 0 < budget.spent() < 0.001  # the real cost, not the worst case
