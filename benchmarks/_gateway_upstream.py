@@ -21,12 +21,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -34,7 +32,7 @@ from types import TracebackType
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _nginx import ANSWER, stream_body
+from _nginx import SLOW_RATE, Nginx
 
 __all__ = [
     "BACKUP",
@@ -59,41 +57,6 @@ PRIMARY = "primary"
 """The failover gateway's first entry: a closed port."""
 BACKUP = "backup"
 """The failover gateway's second entry: the upstream's ``/v1``."""
-SLOW_RATE = 256
-"""Bytes/s of a paced stream after its first KiB: about one chunk a second, so 1,000 held
-streams cost a gateway ~1,000 chunks/s, not its whole CPU."""
-
-_CONF = """
-worker_processes 1;
-pid {root}/nginx.pid;
-error_log {root}/error.log crit;
-events {{ worker_connections 16384; }}
-http {{
-    access_log off;
-    client_body_temp_path {root}/tmp;
-    proxy_temp_path {root}/tmp;
-    fastcgi_temp_path {root}/tmp;
-    uwsgi_temp_path {root}/tmp;
-    scgi_temp_path {root}/tmp;
-    keepalive_requests 10000000;
-    keepalive_timeout 300s;
-    client_body_buffer_size 64k;
-    sendfile on;
-    tcp_nodelay on;
-    server {{
-        listen 127.0.0.1:{port} backlog=4096;
-        root {root}/www;
-        location /v1/ {{ default_type application/json; error_page 405 =200 $uri; }}
-        location /stream/ {{ default_type text/event-stream; error_page 405 =200 $uri; }}
-        location /slow/ {{
-            default_type text/event-stream;
-            limit_rate_after 1k;
-            limit_rate {rate};
-            error_page 405 =200 $uri;
-        }}
-    }}
-}}
-"""
 
 
 def free_port() -> int:
@@ -116,66 +79,9 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: flo
     raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port} within {timeout:g} s")
 
 
-class Upstream:
-    """``with Upstream() as up:`` nginx serving the canned answers at ``up.base``."""
-
-    def __init__(self) -> None:
-        binary = shutil.which("nginx") or "/usr/sbin/nginx"
-        if not Path(binary).exists():
-            raise SystemExit("nginx is not installed: bash scripts/setup.sh --bench")
-        self.binary = binary
-        """The nginx executable."""
-        self.port = free_port()
-        """Its port on 127.0.0.1."""
-        self.base = f"http://127.0.0.1:{self.port}"
-        """``http://127.0.0.1:PORT`` (paths under it: see the module doc)."""
-        self._dir = tempfile.TemporaryDirectory(prefix="agency-gwbench-nginx-")
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    def version(self) -> str:
-        """``nginx/1.22.1``."""
-        out = subprocess.run([self.binary, "-v"], capture_output=True, text=True, check=False)
-        return (out.stderr or out.stdout).strip().split(": ")[-1]
-
-    def __enter__(self) -> Upstream:
-        root = Path(self._dir.name)
-        root.chmod(0o755)  # nginx's worker drops root and must read the files
-        (root / "tmp").mkdir()
-        stream = stream_body()
-        for rel, text in {
-            "www/v1/chat/completions": json.dumps(ANSWER),
-            "www/stream/v1/chat/completions": stream,
-            "www/slow/v1/chat/completions": stream,
-        }.items():
-            path = root / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-        conf = root / "nginx.conf"
-        conf.write_text(_CONF.format(root=root, port=self.port, rate=SLOW_RATE))
-        self._proc = subprocess.Popen(
-            [self.binary, "-p", str(root), "-c", str(conf), "-g", "daemon off;"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            _wait_port(self.port, self._proc, "nginx", 10)
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._proc is not None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(5)
-            self._proc = None
-        self._dir.cleanup()
+Upstream = Nginx
+"""The benchmark's upstream: `_nginx.Nginx` (``/v1``, ``/stream/v1`` and the paced
+``/slow/v1``)."""
 
 
 def _children() -> dict[int, list[int]]:

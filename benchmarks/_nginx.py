@@ -10,6 +10,8 @@ Paths (``base`` is ``http://127.0.0.1:PORT``):
 - ``/v1/chat/completions``: one chat completion (`ANSWER`);
 - ``/stream/v1/chat/completions``: an SSE stream of `STREAM_CHUNKS` content chunks, the usage
   chunk and ``[DONE]``, as OpenAI frames it;
+- ``/slow/v1/chat/completions``: the same stream paced: its first KiB at once, then
+  `SLOW_RATE` bytes/s (streams held open, for a server's memory per stream);
 - ``/v1/embeddings`` and ``/e100/v1/embeddings``: 1 and 100 vectors of `EMBEDDING_DIM`.
 
 nginx is the Debian package (``scripts/setup.sh --bench`` installs it and wrk).
@@ -92,11 +94,15 @@ def embeddings_body(n: int) -> str:
                        "usage": usage})  # fmt: skip
 
 
+SLOW_RATE = 256
+"""Bytes/s of a paced stream after its first KiB: about one chunk a second, so 1,000 held
+streams cost a server ~1,000 chunks/s, not its whole CPU."""
+
 _CONF = """
 worker_processes 1;
 pid {root}/nginx.pid;
 error_log {root}/error.log crit;
-events {{ worker_connections 8192; }}
+events {{ worker_connections 16384; }}
 http {{
     access_log off;
     client_body_temp_path {root}/tmp;
@@ -116,6 +122,12 @@ http {{
         location /v1/ {{ default_type application/json; error_page 405 =200 $uri; }}
         location /e100/ {{ default_type application/json; error_page 405 =200 $uri; }}
         location /stream/ {{ default_type text/event-stream; error_page 405 =200 $uri; }}
+        location /slow/ {{
+            default_type text/event-stream;
+            limit_rate_after 1k;
+            limit_rate {rate};
+            error_page 405 =200 $uri;
+        }}
     }}
 }}
 """
@@ -147,6 +159,7 @@ class Nginx:
         files = {
             "www/v1/chat/completions": json.dumps(ANSWER),
             "www/stream/v1/chat/completions": stream_body(),
+            "www/slow/v1/chat/completions": stream_body(),
             "www/v1/embeddings": embeddings_body(1),
             "www/e100/v1/embeddings": embeddings_body(100),
         }
@@ -155,7 +168,7 @@ class Nginx:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
         conf = root / "nginx.conf"
-        conf.write_text(_CONF.format(root=root, port=self.port))
+        conf.write_text(_CONF.format(root=root, port=self.port, rate=SLOW_RATE))
         self._proc = subprocess.Popen(
             [self.binary, "-p", str(root), "-c", str(conf), "-g", "daemon off;"],
             stdout=subprocess.DEVNULL,
@@ -178,8 +191,18 @@ class Nginx:
     ) -> None:
         if self._proc is not None:
             self._proc.terminate()
-            self._proc.wait(5)
+            try:
+                self._proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(5)
+            self._proc = None
         self._dir.cleanup()
+
+    def version(self) -> str:
+        """``nginx/1.22.1``."""
+        out = subprocess.run([self.binary, "-v"], capture_output=True, text=True, check=False)
+        return (out.stderr or out.stdout).strip().split(": ")[-1]
 
     def ceiling(self, path: str, connections: int, seconds: float = 3.0) -> float | None:
         """The upstream's own calls/s for POSTs to ``path`` (wrk, one thread), or None

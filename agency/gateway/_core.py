@@ -607,23 +607,6 @@ class Gateway:
         self.audit.flush()
         return self.audit.get(request_id)
 
-    async def embed(
-        self,
-        model: str,
-        texts: list[str],
-        dimensions: int | None,
-        *,
-        key: VirtualKey | None,
-        request_id: str,
-        started: float,
-    ) -> tuple[list[list[float]], int]:
-        """Vectors of ``texts`` by ``model`` and the tokens counted (`agency.gateway._embed`)."""
-        from agency.gateway._embed import embed
-
-        return await embed(
-            self, model, texts, dimensions, key=key, request_id=request_id, started=started
-        )
-
     def close(self) -> None:
         """Flush and close the audit log and the key store."""
         self.audit.close()

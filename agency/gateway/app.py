@@ -32,7 +32,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from agency.gateway import _anthropic, _openai
+from agency.gateway import _anthropic, _embed, _openai
 from agency.gateway._core import Gateway, new_request_id
 from agency.gateway._errors import GatewayError, from_exception
 
@@ -225,8 +225,8 @@ async def embeddings(request: Request) -> Response:
     try:
         key = gw.authenticate(secret_of(request))
         model, texts, encoding, dims = _openai.parse_embeddings(await read_json(request, gw))
-        vectors, tokens = await gw.embed(
-            model, texts, dims, key=key, request_id=rid, started=started
+        vectors, tokens = await _embed.embed(
+            gw, model, texts, dims, key=key, request_id=rid, started=started
         )
     except GatewayError as err:
         gw.refused("embeddings", model, key, rid, err, started)

@@ -60,13 +60,9 @@ def serving(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> It
             proc.stderr.close()
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([AGENCY, *args], cwd=cwd, capture_output=True, text=True, timeout=60)
-
-
-def test_serve_with_keys_made_by_the_cli(tmp_path: Path) -> None:
-    with FakeOpenAI().running() as fake:
-        (tmp_path / "agency.toml").write_text(f"""
+def _toml(fake: FakeOpenAI, extra: str = "") -> str:
+    """One entry, "main", on ``fake``; probes off; ``extra`` TOML appended."""
+    return f"""
 [[llm.providers]]
 name = "main"
 provider = "openai"
@@ -76,7 +72,17 @@ text_model = "gpt-4o-mini"
 
 [gateway]
 health_interval_s = 0
-""")
+
+{extra}"""
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([AGENCY, *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+def test_serve_with_keys_made_by_the_cli(tmp_path: Path) -> None:
+    with FakeOpenAI().running() as fake:
+        (tmp_path / "agency.toml").write_text(_toml(fake))
         with serving(["--config", "agency.toml"], tmp_path) as url:
             made = _cli("keys", "create", "--name", "team-a", "--budget-usd", "5", cwd=tmp_path)
             assert made.returncode == 0, made.stderr
@@ -134,21 +140,8 @@ def test_workers_share_key_budgets_through_redis(tmp_path: Path, redis_server: A
     """Two worker processes, one key with room for about five calls: twenty concurrent calls
     never spend more than the key's budget, which lives in Redis (read back from there)."""
     with FakeOpenAI().running() as fake:
-        (tmp_path / "agency.toml").write_text(f"""
-[[llm.providers]]
-name = "main"
-provider = "openai"
-api_key = "sk-upstream"
-base_url = "{fake.base_url}"
-text_model = "gpt-4o-mini"
-
-[state]
-backend = "redis"
-url = "{redis_server.url}"
-
-[gateway]
-health_interval_s = 0
-""")
+        state = f'[state]\nbackend = "redis"\nurl = "{redis_server.url}"\n'
+        (tmp_path / "agency.toml").write_text(_toml(fake, state))
         from agency import Agency
         from agency.gateway.app import build_gateway
 
