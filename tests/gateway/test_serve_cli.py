@@ -140,7 +140,7 @@ def test_workers_share_key_budgets_through_redis(tmp_path: Path, redis_server: A
     """Two worker processes, one key with room for about five calls: twenty concurrent calls
     never spend more than the key's budget, which lives in Redis (read back from there)."""
     with FakeOpenAI().running() as fake:
-        state = f'[state]\nbackend = "redis"\nurl = "{redis_server.url}"\n'
+        state = f'[state]\nbackend = "redis"\nurl = "{redis_server.url}"\ntimeout_s = 2.0\n'
         (tmp_path / "agency.toml").write_text(_toml(fake, state))
         from agency import Agency
         from agency.gateway.app import build_gateway

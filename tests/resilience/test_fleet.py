@@ -31,6 +31,11 @@ SECRET = "sk-fleet-secret-0123456789"
 PROCESSES = 4
 
 
+# These tests are about sharing, not about a slow store: on a loaded 2-core CI box a burst of
+# async admissions can wait on the event loop past the default 0.25 s and make Redis look down.
+ROOMY = {"timeout_s": 2.0}
+
+
 def _config(fake: FakeOpenAI, state: dict[str, Any] | None, **llm: Any) -> dict[str, Any]:
     entry = {
         "name": "p0",
@@ -87,7 +92,7 @@ def test_one_budget_for_four_processes_is_never_overspent(
     shared = {
         "config": _config(
             openai_fake,
-            {"backend": "redis", "url": redis_server.url},
+            {"backend": "redis", "url": redis_server.url, **ROOMY},
             budget={"max_cost_total": limit},
         ),
         **spec,
@@ -116,7 +121,7 @@ def test_four_processes_under_one_rpm(
 ) -> None:
     rpm, seconds = 20, 3.0
     most = rpm + rpm * seconds / 60 + 1  # the bucket's burst, its refill, the window edge
-    state = {"backend": "redis", "url": redis_server.url}
+    state = {"backend": "redis", "url": redis_server.url, **ROOMY}
     shared = {"config": _config(openai_fake, state, entry={"rpm": rpm}), "pause_s": 0.01}
     reports = _fleet(tmp_path, shared, seconds)
     assert rpm <= _sent(openai_fake) <= most
@@ -136,7 +141,7 @@ def test_a_dead_provider_is_probed_once_per_cooldown_by_the_whole_fleet(
     seconds, breaker = 3.0, {"consecutive_failures": 3, "cooldown_s": 0.5, "max_cooldown_s": 4}
     # Probes after 0.5 s, then 1 s, then 2 s of cooldown: at most 3 within the run.
     probes = 3
-    state = {"backend": "redis", "url": redis_server.url}
+    state = {"backend": "redis", "url": redis_server.url, **ROOMY}
     shared = {"config": _config(openai_fake, state), "breaker": breaker, "pause_s": 0.02}
     openai_fake.script(openai_fake.Fail(503, times=10_000))
     _fleet(tmp_path, shared, seconds)
@@ -199,7 +204,7 @@ def test_api_keys_never_reach_redis(
     watcher = threading.Thread(target=monitor)
     watcher.start()
     ready.wait(5)
-    state = {"backend": "redis", "url": redis_server.url}
+    state = {"backend": "redis", "url": redis_server.url, **ROOMY}
     config = _config(openai_fake, state, entry={"rpm": 100}, budget={"max_cost_total": 1.0})
     model = Agency(AgencyConfig.from_dict(config)).chat_model()
     for _ in range(3):
@@ -217,7 +222,7 @@ def test_api_keys_never_reach_redis(
 
 
 def test_breaker_policy_is_the_agencys(openai_fake: FakeOpenAI, redis_server: RedisServer) -> None:
-    state = {"backend": "redis", "url": redis_server.url}
+    state = {"backend": "redis", "url": redis_server.url, **ROOMY}
     agency = Agency(
         AgencyConfig.from_dict(_config(openai_fake, state)),
         breaker_policy=BreakerPolicy(consecutive_failures=1, cooldown_s=30),
@@ -241,7 +246,7 @@ async def test_async_calls_are_admitted_by_the_fleet_too(
     one budget and one rpm between them."""
     import asyncio
 
-    state = {"backend": "redis", "url": redis_server.url}
+    state = {"backend": "redis", "url": redis_server.url, **ROOMY}
     config = _config(openai_fake, state, entry={"rpm": 15}, budget={"max_cost_total": 1.0})
     models = [Agency(AgencyConfig.from_dict(config)).chat_model() for _ in range(2)]
     outcomes = await asyncio.gather(

@@ -169,7 +169,7 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def test_a_batch_on_ray_survives_its_driver_being_killed(
     openai_fake: FakeOpenAI, ray_cluster: str, redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    state = f'\n[state]\nbackend = "redis"\nurl = "{redis_server.url}"\n'
+    state = f'\n[state]\nbackend = "redis"\nurl = "{redis_server.url}"\ntimeout_s = 2.0\n'
     flow = _flow_file(tmp_path, openai_fake, state)
     inputs = tmp_path / "inputs.jsonl"
     inputs.write_text("".join(json.dumps({"n": i}) + "\n" for i in range(200)))
