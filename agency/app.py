@@ -474,14 +474,17 @@ class Agency:
         return shared
 
     def force_breaker(
-        self, name: str, state: Literal["open", "closed"], seconds: float = 3600.0
+        self, name: str, state: Literal["open", "closed"], seconds: float | None = None
     ) -> dict[str, Any]:
         """An operator's override of provider ``name``'s breaker: open for ``seconds``, or
-        closed now; its snapshot after. `KeyError` for an unknown provider."""
+        closed now (``seconds`` default: `breaker.FORCED_OPEN_S`); its snapshot after.
+        `KeyError` for an unknown provider."""
+        from agency.resilience.breaker import FORCED_OPEN_S
+
         found = self._pool.states.get(name)
         if found is None:
             raise KeyError(f"no provider {name!r} (known: {sorted(self._pool.states)})")
-        found.breaker.force(state, seconds)
+        found.breaker.force(state, FORCED_OPEN_S if seconds is None else seconds)
         snapshot: dict[str, Any] = found.breaker.snapshot()
         return snapshot
 

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from agency.gateway.config import GatewayConfig
     from agency.gateway.keys import VirtualKey
 
-__all__ = ["audit", "keys_app", "parse_since"]
+__all__ = ["audit", "keys_app"]
 
 keys_app = typer.Typer(
     name="keys",
@@ -262,24 +262,6 @@ def _lookup(key: str, config: str | None) -> VirtualKey:
     return found
 
 
-def parse_since(text: str, now: float | None = None) -> float:
-    """``--since``: a duration back from now (``1h``, ``30m``, ``2d``) or a local date or
-    time (``2026-12-01``, ``2026-12-01T08:00``), as unix seconds; `ValueError` otherwise."""
-    from agency.gateway.keys import KeyStoreError, parse_expiry
-
-    try:
-        return (time.time() if now is None else now) - parse_expiry(text)
-    except KeyStoreError:
-        pass
-    try:
-        return datetime.fromisoformat(text.strip()).timestamp()
-    except ValueError:
-        raise ValueError(
-            f"--since {text!r}: write a duration such as 30m, 1h, 2d, or a date or time such "
-            "as 2026-12-01 or 2026-12-01T08:00"
-        ) from None
-
-
 _AUDIT_HEADER = [
     "time", "request_id", "key", "model_asked", "answered_by", "status", "attempts", "tokens",
     "cost_usd", "latency_ms", "cache",
@@ -328,12 +310,12 @@ def audit(
     config: _ConfigOption = None,
 ) -> None:
     """The gateway's audit log, newest first: one row per request."""
-    from agency.gateway.audit import AuditLog
+    from agency.gateway.audit import AuditLog, parse_since
 
     try:
         start = None if since is None else parse_since(since)
     except ValueError as exc:
-        fail(str(exc))
+        fail(f"--{exc}")
     path = _gateway(config).path("audit.sqlite")
     if not Path(path).is_file():
         _err.print(f"no requests recorded yet ({path} does not exist)", markup=False)

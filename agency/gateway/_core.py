@@ -74,13 +74,12 @@ class Ticket:
     trace_parent: Any = None
     route: dict[str, Any] = field(default_factory=dict)
     """The provider and model being asked right now (a stream's headers name them)."""
+    prompt: str | None = None
 
     def __post_init__(self) -> None:
         if not self.wall_start_ns:  # the wall clock when `started` (perf_counter) was read
             ago = time.perf_counter() - self.started
             self.wall_start_ns = time.time_ns() - int(ago * 1e9)
-
-    prompt: str | None = None
 
 
 @dataclass(slots=True)
@@ -93,10 +92,9 @@ class Answer:
     attempts: int
     cost: float | None
     cache: str
-    usage: dict[str, Any] = field(default_factory=dict)
 
-    def headers(self, ticket: Ticket) -> dict[str, str]:
-        """``x-agency-*`` headers: who answered, attempts, cost, cache, experiment arm."""
+    def headers(self) -> dict[str, str]:
+        """``x-agency-*`` headers: who answered, attempts, cost, cache."""
         out = {"x-agency-attempts": str(self.attempts), "x-agency-cache": self.cache}
         if self.provider:
             out["x-agency-provider"] = self.provider
@@ -104,10 +102,6 @@ class Answer:
             out["x-agency-model"] = self.model
         if self.cost is not None:
             out["x-agency-cost-usd"] = f"{self.cost:.8f}"
-        if ticket.arm is not None:
-            out["x-agency-experiment"] = f"{ticket.experiment}:{ticket.arm}"
-        if ticket.role is not None:
-            out["x-agency-role"] = ticket.role
         return out
 
 
@@ -377,14 +371,20 @@ class Gateway:
 
     # -- calls ----------------------------------------------------------------------------
     def open(
-        self, endpoint: str, call: ChatCall, key: VirtualKey | None, request_id: str
+        self,
+        endpoint: str,
+        call: ChatCall,
+        key: VirtualKey | None,
+        request_id: str,
+        started: float,
     ) -> tuple[Ticket, FallbackChatModel]:
-        """Admit ``call`` and pick its model (experiment arm included)."""
+        """Admit ``call`` (arrived at ``started``, `time.perf_counter`) and pick its model
+        (experiment arm included)."""
         ticket = Ticket(
             request_id,
             endpoint,
             call.model,
-            time.perf_counter(),
+            started,
             key=key,
             user=call.user,
             stream=call.stream,
@@ -408,7 +408,8 @@ class Gateway:
         self.in_flight += 1
         self.metrics.in_flight.inc()
         try:
-            cached = await self._cache_lookup(model, call)
+            cache_key = self._cache_key(model, call)
+            cached = await self._cache_lookup(cache_key)
             if cached is not None:
                 answer = Answer(cached, "cache", None, 0, 0.0, "hit")
             else:
@@ -420,8 +421,7 @@ class Gateway:
                 provider, spec, attempts, cost = _route_of(message)
                 cache = "miss" if self._cache_on() else "off"
                 answer = Answer(message, provider, spec, attempts, cost, cache)
-                if cache == "miss":
-                    await self._cache_update(model, call, message)
+                await self._cache_update(cache_key, message)
         except BaseException as exc:
             self.settle(ticket, None, error=exc)
             raise
@@ -442,7 +442,7 @@ class Gateway:
         error: BaseException | None = None
         last: Any = None
         try:
-            cached = await self._cache_lookup(model, call)
+            cached = await self._cache_lookup(self._cache_key(model, call))
             if cached is not None:
                 answer = Answer(cached, "cache", None, 0, 0.0, "hit")
                 ticket.route.update(provider="cache", cache="hit")
@@ -452,7 +452,7 @@ class Gateway:
                     response_metadata=cached.response_metadata,
                 )
                 return
-            ticket.route["cache"] = "miss" if self._cache_on() else "off"
+            cache = ticket.route["cache"] = "miss" if self._cache_on() else "off"
             text: list[str] = []
             usage: Any = None
             chunks = model.achunks(call.messages, stream=True, route=ticket.route, **call.params)
@@ -467,9 +467,7 @@ class Gateway:
             assert last is not None
             provider, spec, attempts, cost = _route_of(last)
             whole = AIMessage(content="".join(text), usage_metadata=usage)
-            answer = Answer(
-                whole, provider, spec, attempts, cost, "miss" if self._cache_on() else "off"
-            )
+            answer = Answer(whole, provider, spec, attempts, cost, cache)
         except BaseException as exc:
             error = exc
             raise
@@ -483,13 +481,20 @@ class Gateway:
     def _cache_on(self) -> bool:
         return bool(self.agency.config.section("llm.cache").enabled)
 
-    async def _cache_lookup(self, model: FallbackChatModel, call: ChatCall) -> AIMessage | None:
+    def _cache_key(self, model: FallbackChatModel, call: ChatCall) -> tuple[str, str] | None:
+        """``(prompt, llm_string)`` as LangChain keys its cache; None when the cache is off or
+        the call has tools (their answers are actions, not text to reuse)."""
         if not self._cache_on() or call.params.get("tools"):
             return None
         from langchain_core.load import dumps
 
         llm_string = model._get_llm_string(stop=call.params.get("stop"), **call.params)
-        found = await self.agency.cache().alookup(dumps(call.messages), llm_string)
+        return dumps(call.messages), llm_string
+
+    async def _cache_lookup(self, key: tuple[str, str] | None) -> AIMessage | None:
+        if key is None:
+            return None
+        found = await self.agency.cache().alookup(*key)
         if not found:
             return None
         message = found[0].message
@@ -499,18 +504,12 @@ class Gateway:
             response_metadata={"finish_reason": "stop"},
         )
 
-    async def _cache_update(
-        self, model: FallbackChatModel, call: ChatCall, message: AIMessage
-    ) -> None:
-        if call.params.get("tools"):
+    async def _cache_update(self, key: tuple[str, str] | None, message: AIMessage) -> None:
+        if key is None:
             return
-        from langchain_core.load import dumps
         from langchain_core.outputs import ChatGeneration
 
-        llm_string = model._get_llm_string(stop=call.params.get("stop"), **call.params)
-        await self.agency.cache().aupdate(
-            dumps(call.messages), llm_string, [ChatGeneration(message=message)]
-        )
+        await self.agency.cache().aupdate(*key, [ChatGeneration(message=message)])
 
     # -- settling -------------------------------------------------------------------------
     def settle(
@@ -519,7 +518,6 @@ class Gateway:
         answer: Answer | None,
         *,
         error: BaseException | None = None,
-        status: int | None = None,
         partial: bool = False,
     ) -> None:
         """Close the request's books: the key's spend, the audit row, the metrics.
@@ -539,14 +537,12 @@ class Gateway:
             ticket.reservation = None
         if ticket.key is not None and cost:
             self.keys.add_spend(ticket.key.id, cost)
-        failure = None
-        if error is not None:
-            if isinstance(error, asyncio.CancelledError | GeneratorExit):
-                status, failure = status or 499, "client_closed"
-            else:
-                mapped = from_exception(error)
-                status, failure = mapped.status, mapped.failure
-        status = status or 200
+        status, failure = 200, None
+        if isinstance(error, asyncio.CancelledError | GeneratorExit):
+            status, failure = 499, "client_closed"
+        elif error is not None:
+            mapped = from_exception(error)
+            status, failure = mapped.status, mapped.failure
         usage: Any = (answer.message.usage_metadata if answer is not None else None) or {}
         cached = (usage.get("input_token_details") or {}).get("cache_read")
         key = ticket.key

@@ -23,12 +23,15 @@ import hmac
 import time
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from agency.gateway._core import Gateway, new_request_id
 from agency.gateway._errors import GatewayError
+from agency.gateway.audit import parse_since
+from agency.resilience.breaker import FORCED_OPEN_S
 
 __all__ = ["require_master", "routes", "summary"]
 
@@ -63,12 +66,22 @@ def _key_json(key: Any) -> dict[str, Any]:
 
 
 def _handler(fn: Any) -> Any:
+    """The route of ``fn(gw, request, body)``: the master key checked, the JSON body (``{}``
+    when none) read, and ``fn`` run in a worker thread, since management work (audit flushes,
+    SQLite reads, a reload building a new `Agency`) must not hold up the requests being
+    served on the event loop."""
+
     async def endpoint(request: Request) -> Response:
-        from agency.gateway.app import _json, error_response
+        from agency.gateway.app import _json, error_response, read_json
 
         try:
             gw = require_master(request)
-            return _json(await fn(gw, request))
+            body: Any = {}
+            if request.method == "POST" and await request.body():
+                body = await read_json(request, gw)
+                if not isinstance(body, dict):
+                    raise GatewayError(400, "send a JSON object", "invalid_request_error")
+            return _json(await run_in_threadpool(fn, gw, request, body))
         except GatewayError as err:
             return error_response(err, None, new_request_id())
 
@@ -77,28 +90,14 @@ def _handler(fn: Any) -> Any:
     return endpoint
 
 
-async def _body(request: Request) -> dict[str, Any]:
-    from agency.gateway.app import read_json
-
-    body = await read_json(request, request.app.state.gateway)
-    if not isinstance(body, dict):
-        raise GatewayError(400, "send a JSON object", "invalid_request_error")
-    return body
-
-
-def _providers(gw: Gateway) -> dict[str, Any]:
+def providers(gw: Gateway, request: Request, body: dict[str, Any]) -> Any:
+    """Health, breaker and limits per provider."""
     return gw.agency.health()
 
 
-async def providers(gw: Gateway, request: Request) -> Any:
-    """Health, breaker and limits per provider."""
-    return _providers(gw)
-
-
-async def breaker(gw: Gateway, request: Request) -> Any:
+def breaker(gw: Gateway, request: Request, body: dict[str, Any]) -> Any:
     """Force a provider's breaker open (for ``seconds``) or closed."""
     name = request.path_params["name"]
-    body = await _body(request)
     state = body.get("state")
     if state not in ("open", "closed"):
         raise GatewayError(
@@ -107,7 +106,7 @@ async def breaker(gw: Gateway, request: Request) -> Any:
             "invalid_request_error",
             param="state",
         )
-    seconds = float(body.get("seconds") or 3600.0)
+    seconds = float(body.get("seconds") or FORCED_OPEN_S)
     try:
         snapshot = gw.agency.force_breaker(name, state, seconds)
     except KeyError as exc:
@@ -115,12 +114,12 @@ async def breaker(gw: Gateway, request: Request) -> Any:
     return {"provider": name, "breaker": snapshot}
 
 
-async def stats(gw: Gateway, request: Request) -> Any:
+def stats(gw: Gateway, request: Request, body: dict[str, Any]) -> Any:
     """The agency's live statistics."""
     return gw.agency.stats().snapshot()
 
 
-async def reload(gw: Gateway, request: Request) -> Any:
+def reload(gw: Gateway, request: Request, body: dict[str, Any]) -> Any:
     """Re-read the configuration; see `Gateway.reload`."""
     try:
         gw.reload()
@@ -131,13 +130,12 @@ async def reload(gw: Gateway, request: Request) -> Any:
     return {"reloaded": True, "providers": sorted(gw.agency.health())}
 
 
-async def keys(gw: Gateway, request: Request) -> Any:
+def keys(gw: Gateway, request: Request, body: dict[str, Any]) -> Any:
     """List keys (GET) or create one (POST; the secret is in the answer, once)."""
     if request.method == "GET":
         return {"keys": [_key_json(k) for k in gw.keys.list()]}
     from agency.gateway.keys import KeyStoreError, parse_expiry
 
-    body = await _body(request)
     try:
         expires = body.get("expires")
         secret, key = gw.keys.create(
@@ -153,7 +151,7 @@ async def keys(gw: Gateway, request: Request) -> Any:
     return {"key": secret, **_key_json(key)}
 
 
-async def key(gw: Gateway, request: Request) -> Any:
+def key(gw: Gateway, request: Request, body: dict[str, Any]) -> Any:
     """Show (GET) or revoke (DELETE) one key."""
     from agency.gateway.keys import UnknownKeyError
 
@@ -169,7 +167,7 @@ async def key(gw: Gateway, request: Request) -> Any:
     return _key_json(found)
 
 
-async def experiments(gw: Gateway, request: Request) -> Any:
+def experiments(gw: Gateway, request: Request, body: dict[str, Any]) -> Any:
     """Configured experiments, or (with a name) one experiment's report."""
     name = request.path_params.get("name")
     configs = {e.name: e for e in gw.config.experiments}
@@ -185,24 +183,23 @@ async def experiments(gw: Gateway, request: Request) -> Any:
     return dataclasses.asdict(report_from_audit(gw.audit, name))
 
 
-def _since(text: str | None) -> float | None:
+def _moment(text: str | None) -> float | None:
+    """Unix seconds as given, or `parse_since`'s ``1h`` / ``2026-12-01``."""
     if not text:
         return None
     try:
         return float(text)
     except ValueError:
-        from agency.gateway.keys import parse_expiry
-
-        return time.time() - parse_expiry(text)
+        return parse_since(text)
 
 
-async def audit(gw: Gateway, request: Request) -> Any:
+def audit(gw: Gateway, request: Request, body: dict[str, Any]) -> Any:
     """Audit rows, newest first: ``?key=&since=1h&until=&model=&status=&limit=100``."""
     q = request.query_params
     try:
         status = int(q["status"]) if "status" in q else None
         limit = int(q.get("limit", "100"))
-        since, until = _since(q.get("since")), _since(q.get("until"))
+        since, until = (_moment(q.get(n)) for n in ("since", "until"))
     except ValueError as exc:
         raise GatewayError(400, f"bad query: {exc}", "invalid_request_error") from exc
     gw.audit.flush()
@@ -221,7 +218,7 @@ def summary(gw: Gateway, *, window_s: float = 3600.0) -> dict[str, Any]:
         "now": now,
         "uptime_s": now - gw.started_at,
         "in_flight": gw.in_flight,
-        "providers": _providers(gw),
+        "providers": gw.agency.health(),
         "traffic": traffic,
         "experiments": [
             {
@@ -235,7 +232,7 @@ def summary(gw: Gateway, *, window_s: float = 3600.0) -> dict[str, Any]:
     }
 
 
-async def summary_route(gw: Gateway, request: Request) -> Any:
+def summary_route(gw: Gateway, request: Request, body: dict[str, Any]) -> Any:
     """The dashboard's data (see `summary`)."""
     return summary(gw)
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
@@ -150,7 +151,7 @@ async def _chat(request: Request, wire: _Wire) -> Response:
         key = gw.authenticate(secret_of(request))
         call = wire.parse(await read_json(request, gw))
         model_asked = call.model
-        ticket, model = gw.open(wire.endpoint, call, key, rid)
+        ticket, model = gw.open(wire.endpoint, call, key, rid, started)
         if gw.tracing is not None:
             ticket.trace_parent = gw.tracing.parent(request.headers)
     except GatewayError as err:
@@ -171,7 +172,7 @@ async def _chat(request: Request, wire: _Wire) -> Response:
             return error_response(_failure(exc), wire, rid)
         served = answer.message.response_metadata.get("model_name") or call.model
         body = wire.whole(answer.message, answer_id, served)
-        return _json(body, 200, {**headers, **answer.headers(ticket)})
+        return _json(body, 200, {**headers, **answer.headers()})
     chunks = gw.stream(ticket, model, call)
     try:
         first = await anext(chunks)
@@ -294,7 +295,8 @@ async def feedback(request: Request) -> Response:
             raise GatewayError(
                 400, 'send {"request_id": "req_...", "score": <number>}', "invalid_request_error"
             )
-        row = gw.request_row(target)
+        # The audit log's flush and SQLite work run off the event loop.
+        row = await run_in_threadpool(gw.request_row, target)
         if row is None or (key is not None and row.get("key_id") != key.id):
             raise GatewayError(
                 404,
@@ -302,7 +304,7 @@ async def feedback(request: Request) -> Response:
                 "invalid_request_error",
                 param="request_id",
             )
-        gw.audit.add_feedback(target, float(score), body.get("comment"))
+        await run_in_threadpool(gw.audit.add_feedback, target, float(score), body.get("comment"))
     except GatewayError as err:
         return error_response(err, None, rid)
     return _json({"ok": True, "request_id": target}, 200, {"x-request-id": rid})

@@ -28,10 +28,11 @@ import time
 import weakref
 from collections import deque
 from dataclasses import dataclass, fields
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["AuditLog", "AuditLogError", "AuditRecord", "percentile"]
+__all__ = ["AuditLog", "AuditLogError", "AuditRecord", "parse_since", "percentile"]
 
 _log = logging.getLogger(__name__)
 
@@ -499,3 +500,21 @@ def _close_all() -> None:
             log.close()
         except (AuditLogError, sqlite3.Error) as exc:
             _log.warning("audit log %s: %s", log.path, exc)
+
+
+def parse_since(text: str, now: float | None = None) -> float:
+    """A window's start as unix seconds: a duration back from now (``1h``, ``30m``, ``2d``)
+    or a local date or time (``2026-12-01``, ``2026-12-01T08:00``); `ValueError` otherwise."""
+    from agency.gateway.keys import KeyStoreError, parse_expiry
+
+    try:
+        return (time.time() if now is None else now) - parse_expiry(text)
+    except KeyStoreError:
+        pass
+    try:
+        return datetime.fromisoformat(text.strip()).timestamp()
+    except ValueError:
+        raise ValueError(
+            f"since {text!r}: write a duration such as 30m, 1h, 2d, or a date or time such "
+            "as 2026-12-01 or 2026-12-01T08:00"
+        ) from None

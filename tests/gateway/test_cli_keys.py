@@ -12,8 +12,8 @@ import pytest
 import typer
 from typer.testing import CliRunner, Result
 
-from agency.cli._keys import audit, keys_app, parse_since
-from agency.gateway.audit import AuditLog, AuditRecord
+from agency.cli._keys import audit, keys_app
+from agency.gateway.audit import AuditLog, AuditRecord, parse_since
 from agency.gateway.keys import KeyStore
 
 runner = CliRunner()
@@ -40,8 +40,22 @@ def table(result: Result) -> list[dict[str, str]]:
 
 
 def test_create_prints_the_secret_alone_and_it_verifies(app: typer.Typer) -> None:
-    result = run(app, "keys", "create", "--name", "team-a", "--budget-usd", "5", "--rpm", "60",
-                 "--models", "role:code, auto", "--expires", "30d", "--log-prompts")
+    result = run(
+        app,
+        "keys",
+        "create",
+        "--name",
+        "team-a",
+        "--budget-usd",
+        "5",
+        "--rpm",
+        "60",
+        "--models",
+        "role:code, auto",
+        "--expires",
+        "30d",
+        "--log-prompts",
+    )
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert len(lines) == 1
@@ -52,7 +66,10 @@ def test_create_prints_the_secret_alone_and_it_verifies(app: typer.Typer) -> Non
         key = store.verify(secret)
         assert key is not None and key.name == "team-a" and key.id in result.stderr
         assert (key.budget_usd, key.rpm, key.models, key.log_prompts) == (
-            5.0, 60, ("role:code", "auto"), True,
+            5.0,
+            60,
+            ("role:code", "auto"),
+            True,
         )
         assert key.expires_at == pytest.approx(key.created_at + 30 * 86400)
     finally:
@@ -144,15 +161,46 @@ def _record_requests() -> None:
     log = AuditLog(".agency/audit.sqlite")
     now = time.time()
     common: dict[str, Any] = {"endpoint": "/v1/chat/completions", "latency_ms": 12.5}
-    log.record(AuditRecord("req-old", now - 7200, model_asked="auto", status=200,
-                           key_id="vk_aaaaaaaaaaaa", key_name="team-a", **common))
-    log.record(AuditRecord("req-a", now - 60, model_asked="role:code", status=200,
-                           key_id="vk_aaaaaaaaaaaa", key_name="team-a", provider="openai",
-                           model="gpt-4o-mini", input_tokens=10, output_tokens=3,
-                           cost_usd=0.0025, attempts=1, **common))
-    log.record(AuditRecord("req-b", now - 30, model_asked="auto", status=429,
-                           error_kind="rate_limit", key_id="vk_bbbbbbbbbbbb", key_name="team-b",
-                           **common))
+    log.record(
+        AuditRecord(
+            "req-old",
+            now - 7200,
+            model_asked="auto",
+            status=200,
+            key_id="vk_aaaaaaaaaaaa",
+            key_name="team-a",
+            **common,
+        )
+    )
+    log.record(
+        AuditRecord(
+            "req-a",
+            now - 60,
+            model_asked="role:code",
+            status=200,
+            key_id="vk_aaaaaaaaaaaa",
+            key_name="team-a",
+            provider="openai",
+            model="gpt-4o-mini",
+            input_tokens=10,
+            output_tokens=3,
+            cost_usd=0.0025,
+            attempts=1,
+            **common,
+        )
+    )
+    log.record(
+        AuditRecord(
+            "req-b",
+            now - 30,
+            model_asked="auto",
+            status=429,
+            error_kind="rate_limit",
+            key_id="vk_bbbbbbbbbbbb",
+            key_name="team-b",
+            **common,
+        )
+    )
     log.close()
 
 
@@ -164,13 +212,16 @@ def test_audit_prints_recorded_rows(app: typer.Typer) -> None:
     assert rows[1]["answered_by"] == "openai:gpt-4o-mini" and rows[1]["tokens"] == "10+3"
     assert rows[1]["cost_usd"] == "0.0025" and rows[0]["status"] == "429 rate_limit"
     assert [r["request_id"] for r in table(run(app, "audit", "--key", "team-a"))] == [
-        "req-a", "req-old",
+        "req-a",
+        "req-old",
     ]
     assert [r["request_id"] for r in table(run(app, "audit", "--since", "1h"))] == [
-        "req-b", "req-a",
+        "req-b",
+        "req-a",
     ]
     assert [r["request_id"] for r in table(run(app, "audit", "--model", "auto"))] == [
-        "req-b", "req-old",
+        "req-b",
+        "req-old",
     ]
     assert [r["request_id"] for r in table(run(app, "audit", "--limit", "1"))] == ["req-b"]
 
