@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -58,30 +59,79 @@ def _model(config: dict[str, Any]) -> Any:
     return Agency(AgencyConfig.from_dict(config)).chat_model()
 
 
+ROUNDS = 11
+"""Per-call figures are the median of this many rounds, memory and Redis taking turns, so a
+busy moment of the machine lands on both backends instead of on one."""
+
+
+class _Pinging:
+    """The in-process model with one bare Redis round trip (a PING) before each call: the
+    floor of any shared state that costs one round trip a call, on this machine, in situ
+    (a blocked process and a woken one cost more here than the PING's own time)."""
+
+    def __init__(self, model: Any, redis_url: str) -> None:
+        import redis
+
+        self.model, self.url = model, redis_url
+        self.conn = redis.Redis.from_url(redis_url).connection_pool.make_connection()
+        self.ping = self.conn.pack_command("PING")
+        self.aconn: Any = None
+
+    def invoke(self, *args: Any, **kwargs: Any) -> Any:
+        self.conn.send_packed_command(self.ping, check_health=False)
+        self.conn.read_response()
+        return self.model.invoke(*args, **kwargs)
+
+    async def ainvoke(self, *args: Any, **kwargs: Any) -> Any:
+        if self.aconn is None:
+            from redis import asyncio as aioredis
+
+            self.aconn = aioredis.Redis.from_url(self.url).connection_pool.make_connection()
+        await self.aconn.send_packed_command(self.ping, check_health=False)
+        await self.aconn.read_response()
+        return await self.model.ainvoke(*args, **kwargs)
+
+
 def per_call(base: str, redis_url: str, calls: int) -> list[tuple[str, float, float, float]]:
-    """(backend, sync ms, async ms, async c=50 calls/s) per backend."""
+    """(backend, sync ms, async ms, async c=50 calls/s) per backend, and the floor (memory
+    with a PING a call, `_Pinging`; no c=50 figure, nan): c=1 figures are medians over
+    `ROUNDS` rounds of ``calls // ROUNDS`` calls, the three taking turns."""
     from agency.resilience import _store
 
-    rows = []
-    for name, state in (("memory", {}), ("redis", {"backend": "redis", "url": redis_url})):
-        model = _model(_config(base, state, rpm=10**9, budget=1e9))
-        for _ in range(200):
-            model.invoke("Say hello", max_tokens=20)
-        start = time.perf_counter()
-        for _ in range(calls):
-            model.invoke("Say hello", max_tokens=20)
-        sync = (time.perf_counter() - start) / calls * 1e3
+    states = {"memory": {}, "redis": {"backend": "redis", "url": redis_url}}
+    models = {name: _model(_config(base, state, rpm=10**9, budget=1e9)) for name, state in
+              states.items()}  # fmt: skip
+    models["memory + a PING"] = _Pinging(models["memory"], redis_url)
+    each = max(calls // ROUNDS, 50)
+    sync: dict[str, list[float]] = {name: [] for name in models}
+    single: dict[str, list[float]] = {name: [] for name in models}
+    rate: dict[str, float] = {}
 
-        async def run(model: Any = model) -> tuple[float, float]:
+    async def timed(model: Any, n: int) -> float:
+        start = time.perf_counter()
+        for _ in range(n):
+            await model.ainvoke("Say hello", max_tokens=20)
+        return (time.perf_counter() - start) / n * 1e3
+
+    async def run() -> None:
+        for model in models.values():
             for _ in range(200):
-                await model.ainvoke("Say hello", max_tokens=20)
-            start = time.perf_counter()
-            for _ in range(calls):
-                await model.ainvoke("Say hello", max_tokens=20)
-            single = (time.perf_counter() - start) / calls * 1e3
+                model.invoke("Say hello", max_tokens=20)
+            await timed(model, 200)
+        for _ in range(ROUNDS):
+            for name, model in models.items():
+                start = time.perf_counter()
+                for _ in range(each):
+                    model.invoke("Say hello", max_tokens=20)
+                sync[name].append((time.perf_counter() - start) / each * 1e3)
+                single[name].append(await timed(model, each))
+        for name, model in models.items():
+            if isinstance(model, _Pinging):
+                rate[name] = float("nan")
+                continue
             left = calls * 2
 
-            async def worker() -> None:
+            async def worker(model: Any = model) -> None:
                 nonlocal left
                 while left > 0:
                     left -= 1
@@ -89,13 +139,51 @@ def per_call(base: str, redis_url: str, calls: int) -> list[tuple[str, float, fl
 
             start = time.perf_counter()
             await asyncio.gather(*(worker() for _ in range(50)))
-            return single, calls * 2 / (time.perf_counter() - start)
+            rate[name] = calls * 2 / (time.perf_counter() - start)
 
-        single, rate = asyncio.run(run())
-        rows.append((name, sync, single, rate))
-        for store in list(_store._LIVE):
-            store.flush()
-    return rows
+    asyncio.run(run())
+    for store in list(_store._LIVE):
+        store.flush()
+    med = statistics.median
+    return [(name, med(sync[name]), med(single[name]), rate[name]) for name in models]
+
+
+def floor(redis_url: str, n: int = 3000) -> tuple[float, float, float]:
+    """A PING's round trip alone on one redis-py connection, sync and asyncio (ms), and the
+    admission script's own time in the server per call during `per_call` (ms, from INFO
+    commandstats)."""
+    import redis
+    from redis import asyncio as aioredis
+
+    client = redis.Redis.from_url(redis_url)
+    server = client.info("commandstats").get("cmdstat_evalsha", {})
+    script = server.get("usec_per_call", 0.0) / 1e3
+    conn = client.connection_pool.make_connection()
+    packed = conn.pack_command("PING")
+    for _ in range(300):
+        conn.send_packed_command(packed, check_health=False)
+        conn.read_response()
+    start = time.perf_counter()
+    for _ in range(n):
+        conn.send_packed_command(packed, check_health=False)
+        conn.read_response()
+    sync = (time.perf_counter() - start) / n * 1e3
+    conn.disconnect()
+
+    async def ping() -> float:
+        aconn = aioredis.Redis.from_url(redis_url).connection_pool.make_connection()
+        for _ in range(300):
+            await aconn.send_packed_command(packed, check_health=False)
+            await aconn.read_response()
+        start = time.perf_counter()
+        for _ in range(n):
+            await aconn.send_packed_command(packed, check_health=False)
+            await aconn.read_response()
+        elapsed = (time.perf_counter() - start) / n * 1e3
+        await aconn.disconnect()
+        return elapsed
+
+    return sync, asyncio.run(ping()), script
 
 
 def round_trips(base: str, redis_url: str, calls: int = 300) -> float:
@@ -110,7 +198,7 @@ def round_trips(base: str, redis_url: str, calls: int = 300) -> float:
         waited += 1
         return original(self, *args)
 
-    RedisState.run = counting  # type: ignore[method-assign]
+    RedisState.run = counting  # type: ignore[method-assign,assignment]
     try:
         model = _model(_config(base, {"backend": "redis", "url": redis_url}, rpm=10**9, budget=1e9))
         model.invoke("Say hello", max_tokens=20)
@@ -240,14 +328,18 @@ def main() -> None:
 
     with Nginx() as up, RedisServer() as rs, tempfile.TemporaryDirectory() as tmp:
         rows = per_call(up.base, rs.url, calls)
+        ping_sync, ping_async, script = floor(rs.url)
         waits = round_trips(up.base, rs.url)
         t = Table(title="per call: one entry with an rpm limit and a budget")
         for col in ("state", "sync c=1 ms", "async c=1 ms", "async c=50 calls/s"):
             t.add_column(col, justify="right" if col != "state" else "left")
         for name, sync, single, rate in rows:
-            t.add_row(name, f"{sync:.3f}", f"{single:.3f}", f"{rate:,.0f}")
-        (_, s0, a0, _), (_, s1, a1, _) = rows
+            t.add_row(name, f"{sync:.3f}", f"{single:.3f}", "" if rate != rate else f"{rate:,.0f}")
+        (_, s0, a0, _), (_, s1, a1, _), (_, s2, a2, _) = rows
         t.add_row("redis - memory", f"{s1 - s0:+.3f}", f"{a1 - a0:+.3f}", "")
+        t.add_row("floor: a PING a call", f"{s2 - s0:+.3f}", f"{a2 - a0:+.3f}", "")
+        t.add_row("a PING alone", f"{ping_sync:.3f}", f"{ping_async:.3f}", "")
+        t.add_row("the script's time in Redis", f"{script:.3f}", f"{script:.3f}", "")
         console.print(t)
         console.print(
             f"Redis round trips a call waits for: {waits:.2f} (the admission; "

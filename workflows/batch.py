@@ -190,7 +190,20 @@ def _open(source: str, config: str | None) -> Any:
 def _one(
     source: str, config: str | None, inputs: dict[str, Any], run_id: str, checkpoint: str
 ) -> dict[str, Any]:
-    """One run (or the resumption of one that had started), as a Ray task runs it."""
+    """One run (or the resumption of one that had started), as a Ray task runs it. What the
+    run queued for the fleet's store is sent before its result returns: Ray kills a job's
+    workers when its driver ends."""
+    try:
+        return _attempts(source, config, inputs, run_id, checkpoint)
+    finally:
+        from agency.resilience import flush_state
+
+        flush_state()
+
+
+def _attempts(
+    source: str, config: str | None, inputs: dict[str, Any], run_id: str, checkpoint: str
+) -> dict[str, Any]:
     wf = _open(source, config)
     for attempt in range(1, _ATTEMPTS + 1):
         try:

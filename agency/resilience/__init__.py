@@ -24,6 +24,7 @@ _EXPORTS: dict[str, str] = {
     "RateLimitPolicy": "agency.resilience.limits",
     "RateLimiter": "agency.resilience.limits",
     "condition_of": "agency.resilience.policy",
+    "flush_state": "agency.resilience._store",
     "order_candidates": "agency.resilience.balancing",
 }
 
@@ -41,6 +42,7 @@ __all__ = [
     "RateLimitPolicy",
     "RateLimiter",
     "condition_of",
+    "flush_state",
     "order_candidates",
 ]
 

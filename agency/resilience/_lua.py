@@ -17,20 +17,47 @@ __all__ = ["ADMIT", "BATCH", "BREAKER", "BUDGET", "LIMITER", "STATS"]
 _LIBRARY = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+-- What one script run has read, so the admission after this process's queued writes reads
+-- the same breaker and limiter once: breaker state by hash, limiter (see load) by hash.
+local states, limiters = {}, {}
 
 -- A breaker policy travels as one argument, its numbers joined by '|' (one value to encode).
+local policies = {}
 local function policy(packed)
+  if policies[packed] then return policies[packed] end
   local n = {}
   for part in string.gmatch(packed, '[^|]+') do table.insert(n, tonumber(part)) end
-  return {window = n[1], window_s = n[2], min_calls = n[3], rate = n[4], consecutive = n[5],
-          base = n[6], max_cd = n[7], probes = n[8], max_ra = n[9], growth = n[10]}
+  policies[packed] = {window = n[1], window_s = n[2], min_calls = n[3], rate = n[4],
+                      consecutive = n[5], base = n[6], max_cd = n[7], probes = n[8],
+                      max_ra = n[9], growth = n[10]}
+  return policies[packed]
+end
+
+-- A breaker's outcomes: the list keeps at least the newest p.window ("time|failed"), trimmed
+-- once it holds twice that; only those, and only the ones younger than window_s, count.
+local function record(w, p, failed)
+  if redis.call('RPUSH', w, tostring(now) .. (failed and '|1' or '|0')) > 2 * p.window then
+    redis.call('LTRIM', w, -p.window, -1)
+  end
 end
 
 -- A breaker: hash h, outcomes list w ("time|failed", oldest first). Returns {allowed, state,
 -- retry_in, cooldown, probes, consecutive, trips, reason, failures, successes, opened_ago}.
 local function breaker(h, w, op, p, seconds)
-  local st = redis.call('HGET', h, 'st') or 'closed'
-  if op == 'allow' and st == 'closed' then return {'1', 'closed'} end
+  local st = states[h]
+  if st == nil then
+    local f = redis.call('HMGET', h, 'st', 'cons')
+    st = {f[1] or 'closed', f[2] or '0'}
+    states[h] = st
+  end
+  if op == 'allow' and st[1] == 'closed' then return {'1', 'closed'} end
+  if op == 'success' and st[1] == 'closed' then
+    -- The common verdict: only the run of failures (cons) and the outcomes change.
+    record(w, p, false)
+    if st[2] ~= '0' then redis.call('HSET', h, 'cons', 0); st[2] = '0' end
+    return {'0', 'closed'}
+  end
+  st = st[1]
   local f = redis.call('HMGET', h, 'until', 'cd', 'pr', 'cons', 'lastf', 'trips', 'reason', 'at')
   local untl, cd, pr = tonumber(f[1]) or 0, tonumber(f[2]) or p.base, tonumber(f[3]) or 0
   local cons, lastf, trips = tonumber(f[4]) or 0, tonumber(f[5]) or -1e18, tonumber(f[6]) or 0
@@ -43,7 +70,7 @@ local function breaker(h, w, op, p, seconds)
   end
   local function outcomes()
     local kept, failures = {}, 0
-    for _, item in ipairs(redis.call('LRANGE', w, 0, -1)) do
+    for _, item in ipairs(redis.call('LRANGE', w, -p.window, -1)) do
       local sep = string.find(item, '|', 1, true)
       if tonumber(string.sub(item, 1, sep - 1)) >= now - p.window_s then
         table.insert(kept, item)
@@ -52,15 +79,9 @@ local function breaker(h, w, op, p, seconds)
     end
     return kept, failures
   end
-  local function push(failed)
+  local function fail()
+    record(w, p, true)
     local kept, failures = outcomes()
-    while #kept >= p.window do
-      if string.sub(table.remove(kept, 1), -1) == '1' then failures = failures - 1 end
-    end
-    table.insert(kept, tostring(now) .. '|' .. (failed and '1' or '0'))
-    if failed then failures = failures + 1 end
-    redis.call('DEL', w)
-    redis.call('RPUSH', w, unpack(kept))
     return #kept, failures
   end
   local function open_for(s)
@@ -76,17 +97,15 @@ local function breaker(h, w, op, p, seconds)
   local allowed = '0'
   if op == 'allow' then
     if st == 'half_open' and pr < p.probes then pr = pr + 1; allowed = '1' end
-  elseif op == 'success' then
-    if st == 'closed' then
-      cons = 0; push(false)
-    elseif st == 'half_open' then
+  elseif op == 'success' then  -- (closed: returned above)
+    if st == 'half_open' then
       st = 'closed'; redis.call('DEL', w); cons = 0; lastf = -1e18; cd = p.base; pr = 0; untl = 0
     end
   elseif op == 'failure' then
     if st == 'closed' then
       if now - lastf > p.window_s then cons = 0 end
       cons = cons + 1; lastf = now
-      local total, failures = push(true)
+      local total, failures = fail()
       if cons >= p.consecutive then
         trip(cd, cons .. ' failures in a row')
       elseif total >= p.min_calls and failures >= p.rate * total then
@@ -108,6 +127,7 @@ local function breaker(h, w, op, p, seconds)
     reason = 'forced closed'
   end
   if op ~= 'read' then
+    states[h] = {st, tostring(cons)}
     redis.call('HSET', h, 'st', st, 'until', tostring(untl), 'cd', tostring(cd), 'pr', pr,
                'cons', cons, 'lastf', tostring(lastf), 'trips', trips, 'reason', reason, 'at', at)
     if op ~= 'allow' then return {allowed, st} end  -- a verdict: nobody reads the answer
@@ -119,92 +139,124 @@ local function breaker(h, w, op, p, seconds)
 end
 
 -- A limiter: hash h with buckets rl/rs, tl/ts, 'blocked' (until) and server windows
--- 'w:<family>' = kind|remaining|reported|limit|until. 'take'/'wait' return the wait in
--- seconds as a string (0: taken); the other ops return {requests, tokens, blocked_for, ...}.
-local function limiter(h, op, rpm, tpm, tokens, extra)
-  local v = redis.call('HMGET', h, 'rl', 'rs', 'tl', 'ts', 'blocked')
+-- 'w:<family>' = kind|remaining|reported|limit|until. Read once per script (load), written
+-- back only when something changed (save). Its TTL (a day) is renewed hourly, not per save.
+local function load(h, rpm, tpm)
+  if limiters[h] then return limiters[h] end
+  local f = {}
+  local all = redis.call('HGETALL', h)
+  for i = 1, #all, 2 do f[all[i]] = all[i + 1] end
   local function bucket(level, stamp, cap)
     level, stamp = tonumber(level), tonumber(stamp)
     if level == nil then return cap end
     if now > stamp then level = math.min(cap, level + (now - stamp) * cap / 60) end
     return level
   end
-  local rl = rpm > 0 and bucket(v[1], v[2], rpm) or 0
-  local tl = tpm > 0 and bucket(v[3], v[4], tpm) or 0
-  local blocked = tonumber(v[5]) or 0
-  local windows = {}
-  local all = redis.call('HGETALL', h)
-  for i = 1, #all, 2 do
-    if string.sub(all[i], 1, 2) == 'w:' then
+  local l = {h = h, rpm = rpm, tpm = tpm, windows = {},
+             rl = rpm > 0 and bucket(f.rl, f.rs, rpm) or 0,
+             tl = tpm > 0 and bucket(f.tl, f.ts, tpm) or 0,
+             blocked = tonumber(f.blocked) or 0, renewed = tonumber(f.x) or 0}
+  for field, value in pairs(f) do
+    if string.sub(field, 1, 2) == 'w:' then
       local parts = {}
-      for part in string.gmatch(all[i + 1], '[^|]+') do table.insert(parts, part) end
+      for part in string.gmatch(value, '[^|]+') do table.insert(parts, part) end
       local win = {kind = parts[1], remaining = tonumber(parts[2]),
                    reported = tonumber(parts[3]), limit = tonumber(parts[4]),
                    untl = tonumber(parts[5])}
-      if now < win.untl then windows[all[i]] = win else redis.call('HDEL', h, all[i]) end
+      if now < win.untl then l.windows[field] = win else redis.call('HDEL', h, field) end
     end
   end
-  local function save()
-    if rpm > 0 then redis.call('HSET', h, 'rl', tostring(rl), 'rs', tostring(now)) end
-    if tpm > 0 then redis.call('HSET', h, 'tl', tostring(tl), 'ts', tostring(now)) end
-    for key, win in pairs(windows) do
-      redis.call('HSET', h, key, win.kind .. '|' .. win.remaining .. '|' .. win.reported
-                 .. '|' .. win.limit .. '|' .. win.untl)
-    end
-    redis.call('EXPIRE', h, 86400)
+  limiters[h] = l
+  return l
+end
+
+local function save(l)
+  local fields = {}
+  if l.rpm > 0 then table.insert(fields, 'rl'); table.insert(fields, tostring(l.rl))
+                    table.insert(fields, 'rs'); table.insert(fields, tostring(now)) end
+  if l.tpm > 0 then table.insert(fields, 'tl'); table.insert(fields, tostring(l.tl))
+                    table.insert(fields, 'ts'); table.insert(fields, tostring(now)) end
+  for key, win in pairs(l.windows) do
+    table.insert(fields, key)
+    table.insert(fields, win.kind .. '|' .. win.remaining .. '|' .. win.reported .. '|'
+                 .. win.limit .. '|' .. win.untl)
   end
+  local renew = now - l.renewed > 3600
+  if renew then
+    l.renewed = now
+    table.insert(fields, 'x'); table.insert(fields, tostring(now))
+  end
+  if #fields > 0 then redis.call('HSET', l.h, unpack(fields)) end
+  if renew then redis.call('EXPIRE', l.h, 86400) end
+end
+
+-- The wait in seconds before `tokens` may go (0: now).
+local function wait_for(l, tokens)
   local need = tokens > 1 and tokens or 1
+  local wait = l.blocked - now
+  if l.rpm > 0 and l.rl < 1 then wait = math.max(wait, (1 - l.rl) / (l.rpm / 60)) end
+  if l.tpm > 0 then
+    local deficit = math.min(need, l.tpm) - l.tl
+    if deficit > 0 then wait = math.max(wait, deficit / (l.tpm / 60)) end
+  end
+  for _, win in pairs(l.windows) do
+    local n = win.kind == 'requests' and 1 or need
+    if win.limit >= 0 then n = math.min(n, win.limit) end
+    if n > win.remaining then wait = math.max(wait, win.untl - now) end
+  end
+  if wait < 1e-9 then wait = 0 end
+  return wait
+end
+
+local function take(l, tokens)
+  if l.rpm > 0 then l.rl = l.rl - 1 end
+  if l.tpm > 0 then l.tl = l.tl - tokens end
+  for _, win in pairs(l.windows) do
+    win.remaining = win.remaining - (win.kind == 'requests' and 1 or tokens)
+  end
+  save(l)
+end
+
+-- One limiter operation. 'take'/'wait' return the wait in seconds as a string (0: taken);
+-- the other ops return {requests, tokens, blocked_for, window...}.
+local function limiter(h, op, rpm, tpm, tokens, extra)
+  local l = load(h, rpm, tpm)
   if op == 'take' or op == 'wait' then
-    local wait = blocked - now
-    if rpm > 0 and rl < 1 then wait = math.max(wait, (1 - rl) / (rpm / 60)) end
-    if tpm > 0 then
-      local deficit = math.min(need, tpm) - tl
-      if deficit > 0 then wait = math.max(wait, deficit / (tpm / 60)) end
-    end
-    for _, win in pairs(windows) do
-      local n = win.kind == 'requests' and 1 or need
-      if win.limit >= 0 then n = math.min(n, win.limit) end
-      if n > win.remaining then wait = math.max(wait, win.untl - now) end
-    end
-    if wait < 1e-9 then wait = 0 end
-    if op == 'take' and wait == 0 then
-      if rpm > 0 then rl = rl - 1 end
-      if tpm > 0 then tl = tl - tokens end
-      for _, win in pairs(windows) do
-        win.remaining = win.remaining - (win.kind == 'requests' and 1 or tokens)
-      end
-      save()
-    end
+    local wait = wait_for(l, tokens)
+    if op == 'take' and wait == 0 then take(l, tokens) end
     return tostring(wait)
   elseif op == 'settle' then
-    if tpm > 0 then tl = math.min(tpm, tl + tokens) end
-    for _, win in pairs(windows) do
+    -- Only tokens come back: without a tpm or a token window nothing changes.
+    local changed = l.tpm > 0
+    if l.tpm > 0 then l.tl = math.min(l.tpm, l.tl + tokens) end
+    for _, win in pairs(l.windows) do
       if win.kind == 'tokens' then
         win.remaining = math.min(win.reported, win.remaining + tokens)
+        changed = true
       end
     end
-    save()
+    if changed then save(l) end
   elseif op == 'block' then
-    blocked = math.max(blocked, now + tokens)
-    redis.call('HSET', h, 'blocked', tostring(blocked))
+    l.blocked = math.max(l.blocked, now + tokens)
+    redis.call('HSET', h, 'blocked', tostring(l.blocked))
   elseif op == 'observe' then
     local retry_after = tonumber(extra[1])
     local i = 2
     while extra[i] do
       local remaining = tonumber(extra[i + 2])
-      windows['w:' .. extra[i]] = {kind = extra[i + 1], remaining = remaining,
-                                   reported = remaining, limit = tonumber(extra[i + 3]),
-                                   untl = now + tonumber(extra[i + 4])}
+      l.windows['w:' .. extra[i]] = {kind = extra[i + 1], remaining = remaining,
+                                     reported = remaining, limit = tonumber(extra[i + 3]),
+                                     untl = now + tonumber(extra[i + 4])}
       i = i + 5
     end
     if retry_after >= 0 then
-      blocked = math.max(blocked, now + retry_after)
-      redis.call('HSET', h, 'blocked', tostring(blocked))
+      l.blocked = math.max(l.blocked, now + retry_after)
+      redis.call('HSET', h, 'blocked', tostring(l.blocked))
     end
-    save()
+    save(l)
   end
-  local out = {tostring(rl), tostring(tl), tostring(math.max(0, blocked - now))}
-  for key, win in pairs(windows) do
+  local out = {tostring(l.rl), tostring(l.tl), tostring(math.max(0, l.blocked - now))}
+  for key, win in pairs(l.windows) do
     table.insert(out, string.sub(key, 3) .. '|' .. win.kind .. '|' .. win.remaining .. '|'
                  .. win.limit .. '|' .. (win.untl - now))
   end
@@ -214,17 +266,18 @@ end
 -- A budget: hash h with 'spent', 'reserved', 'spent:<role>', 'reserved:<role>', counters;
 -- nanodollars. 'reserve' returns {} when held, else {scope, limit, left}.
 local function budget(h, op, nanos, role, role_limit, total_limit, actual)
-  local function get(field) return tonumber(redis.call('HGET', h, field) or '0') end
   if op == 'reserve' then
     if role ~= '' and role_limit >= 0 then
-      local left = role_limit - get('spent:' .. role) - get('reserved:' .. role)
+      local v = redis.call('HMGET', h, 'spent:' .. role, 'reserved:' .. role)
+      local left = role_limit - (tonumber(v[1]) or 0) - (tonumber(v[2]) or 0)
       if nanos > left then
         redis.call('HINCRBY', h, 'refused', 1)
         return {'role:' .. role, tostring(role_limit), tostring(left)}
       end
     end
     if total_limit >= 0 then
-      local left = total_limit - get('spent') - get('reserved')
+      local v = redis.call('HMGET', h, 'spent', 'reserved')
+      local left = total_limit - (tonumber(v[1]) or 0) - (tonumber(v[2]) or 0)
       if nanos > left then
         redis.call('HINCRBY', h, 'refused', 1)
         return {'total', tostring(total_limit), tostring(left)}
@@ -255,27 +308,24 @@ local function stats(h, argv, from)
   for i = from, #argv, 2 do redis.call('HINCRBY', h, argv[i], argv[i + 1]) end
 end
 
--- Queued writes, in order: from ARGV[ai] on, per write its kind (BREAKER, LIMITER, BUDGET,
--- STATS), its number of keys and of arguments, then the arguments; from KEYS[ki] on, every
--- write's keys. Each write runs as its own script would.
-local function writes(keys, argv, ki, ai)
-  while ai <= #argv do
-    local kind, nk, na = argv[ai], tonumber(argv[ai + 1]), tonumber(argv[ai + 2])
-    ai = ai + 3
-    local k, a = {}, {}
-    for j = 1, nk do k[j] = keys[ki]; ki = ki + 1 end
-    for j = 1, na do a[j] = argv[ai]; ai = ai + 1 end
+-- Queued writes, in order, as one JSON argument: a list of [kind, key indexes, arguments]
+-- (kind BREAKER, LIMITER, BUDGET or STATS; the indexes point into KEYS, each key given once).
+-- Each write runs as its own script would.
+local function writes(keys, packed)
+  if not packed then return end
+  for _, w in ipairs(cjson.decode(packed)) do
+    local kind, k, a = w[1], w[2], w[3]
     if kind == 'BREAKER' then
-      breaker(k[1], k[2], a[1], policy(a[3]), tonumber(a[2]))
+      breaker(keys[k[1]], keys[k[2]], a[1], policy(a[3]), tonumber(a[2]))
     elseif kind == 'LIMITER' then
       local extra = {}
       for j = 5, #a do table.insert(extra, a[j]) end
-      limiter(k[1], a[1], tonumber(a[2]), tonumber(a[3]), tonumber(a[4]), extra)
+      limiter(keys[k[1]], a[1], tonumber(a[2]), tonumber(a[3]), tonumber(a[4]), extra)
     elseif kind == 'BUDGET' then
-      budget(k[1], a[1], tonumber(a[2]), a[3], tonumber(a[4]), tonumber(a[5]),
-             tonumber(a[6] or '0'))
+      budget(keys[k[1]], a[1], tonumber(a[2]), a[3], tonumber(a[4]), tonumber(a[5]),
+             tonumber(a[6] or 0))
     elseif kind == 'STATS' then
-      stats(k[1], a, 1)
+      stats(keys[k[1]], a, 1)
     end
   end
 end
@@ -325,7 +375,8 @@ return 1
 BATCH = (
     _LIBRARY
     + """
-writes(KEYS, ARGV, 1, 1)
+-- KEYS: the writes' keys. ARGV: the writes (see writes).
+writes(KEYS, ARGV[1])
 return 1
 """
 )
@@ -337,13 +388,13 @@ ADMIT = (
 -- Before a call, in one round trip: the breaker lets it through, the limiter has room, the
 -- budget holds its worst case; all three or none (nothing is taken from the others when one
 -- says no).
--- KEYS: breaker hash, breaker outcomes, limiter hash, budget hash (then the keys of the
---       queued writes run first, as BATCH runs them).
+-- KEYS: breaker hash, breaker outcomes, limiter hash, budget hash, then the other keys of
+--       the queued writes, which run first (as BATCH runs them).
 -- ARGV: breaker policy, rpm, tpm, tokens, nanos (-1: no budget), role, role limit,
---       total limit (then the queued writes).
+--       total limit, the queued writes (optional, see writes).
 -- Returns {'ok'} | {'breaker', retry_in, state, probes, cooldown}
 --       | {'limiter', wait} | {'budget', scope, limit, left}.
-writes(KEYS, ARGV, 5, 9)  -- this process's queued writes first: it reads its own writes
+writes(KEYS, ARGV[9])  -- this process's queued writes first: it reads its own writes
 local p = policy(ARGV[1])
 local rpm, tpm, tokens = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local nanos = tonumber(ARGV[5])
@@ -355,14 +406,15 @@ end
 local function give_back()
   if b[2] ~= 'closed' then breaker(KEYS[1], KEYS[2], 'release', p, 0) end
 end
-local wait = limiter(KEYS[3], 'wait', rpm, tpm, tokens, {})
-if tonumber(wait) > 0 then give_back(); return {'limiter', wait} end
+local l = load(KEYS[3], rpm, tpm)
+local wait = wait_for(l, tokens)
+if wait > 0 then give_back(); return {'limiter', tostring(wait)} end
 if nanos >= 0 then
   local refused = budget(KEYS[4], 'reserve', nanos, ARGV[6], tonumber(ARGV[7]),
                          tonumber(ARGV[8]), 0)
   if #refused > 0 then give_back(); return {'budget', refused[1], refused[2], refused[3]} end
 end
-limiter(KEYS[3], 'take', rpm, tpm, tokens, {})
+take(l, tokens)
 return {'ok'}
 """
 )

@@ -60,14 +60,15 @@ __all__ = [
     "breaker_args",
 ]
 
+
 # --------------------------------------------------------------------------- breakers
 @functools.cache
-def breaker_args(p: BreakerPolicy) -> bytes:
+def breaker_args(p: BreakerPolicy) -> str:
     """A breaker policy as the scripts take it: one argument, its numbers joined by ``|``."""
     numbers = (p.window, p.window_s, p.min_calls, p.failure_rate, p.consecutive_failures,
                p.cooldown_s, p.max_cooldown_s, p.half_open_probes, p.max_retry_after_s,
                COOLDOWN_GROWTH)  # fmt: skip
-    return "|".join(repr(n) for n in numbers).encode()
+    return "|".join(repr(n) for n in numbers)
 
 
 class SharedBreaker(CircuitBreaker):
@@ -486,7 +487,7 @@ class Fleet:
 # --------------------------------------------------------------------------- stats
 class SharedStats:
     """The fleet's counters per provider (calls, failures, tokens, cost): each process adds
-    its own with one round trip per call; `snapshot` reads the fleet's."""
+    its own, sent about once a second (`COUNTS_LINGER_S`); `snapshot` reads the fleet's."""
 
     FIELDS = ("calls", "ok", "failed", "input_tokens", "output_tokens", "cost_nanos")
 
@@ -505,8 +506,7 @@ class SharedStats:
             "output_tokens": int(usage.get("output_tokens") or 0),
             "cost_nanos": round((cost or 0.0) * 1e9),
         }
-        args = [x for field, n in counts.items() if n for x in (field, n)]
-        self._store.later("STATS", (self._store.key("stats", provider),), args)
+        self._store.count(self._store.key("stats", provider), counts)
 
     def snapshot(self, providers: Sequence[str]) -> dict[str, dict[str, float]]:
         """``{provider: {field: value}}`` for the fleet; ``{}`` while the store is down."""

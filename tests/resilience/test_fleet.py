@@ -9,6 +9,7 @@ own and the fleet goes past it (the counterfactual, measured, not assumed).
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import subprocess
 import sys
@@ -262,3 +263,101 @@ async def test_async_calls_are_admitted_by_the_fleet_too(
         await asyncio.sleep(0.01)
     assert int(client.hget("agency:budget", "reserved") or 0) == 0
     assert 0 < int(client.hget("agency:budget", "spent") or 0) / 1e9 <= 1.0
+
+
+@pytest.mark.parametrize("packer", ["hiredis", "redis-py"])
+def test_the_stores_own_connections_answer_and_outlive_a_server_hangup(
+    packer: str,
+    redis_server: RedisServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Scripts go on the store's own connections (one for sync calls, a few per event loop),
+    packed by hiredis or, without it, by redis-py: the same answers. A connection the server
+    closed while it sat idle (a restart, an idle timeout) is replaced before it is used, so
+    the next call is answered instead of finding the store "down"."""
+    import asyncio
+
+    from agency.resilience import _store
+    from agency.resilience._store import RedisState, StatePolicy
+
+    if packer == "redis-py":
+        monkeypatch.setattr(_store, "_hiredis_pack", None)
+    monkeypatch.setattr(_store, "IDLE_CHECK_S", 0.05)
+    store = RedisState(StatePolicy(backend="redis", url=redis_server.url))
+    key = (store.key("budget"),)
+
+    def reserve(nanos: int) -> list[bytes]:
+        return store.run("BUDGET", key, ("reserve", nanos, "", -1, 10**9))
+
+    async def areserve(nanos: int) -> list[bytes]:
+        return await store.arun("BUDGET", key, ("reserve", nanos, "", -1, 10**9))
+
+    def hang_up() -> None:
+        time.sleep(0.1)  # idle past IDLE_CHECK_S
+        killed = redis_server.client().client_kill_filter(_type="normal", skipme=True)
+        assert killed >= 1
+        time.sleep(0.05)
+
+    async def run_async() -> list[list[bytes]]:
+        first = await areserve(3 * 10**8)
+        hang_up_task = asyncio.to_thread(hang_up)  # the loop runs meanwhile and sees the EOF
+        await hang_up_task
+        return [first, await areserve(3 * 10**8)]
+
+    with caplog.at_level(logging.WARNING, logger="agency.state"):
+        assert reserve(2 * 10**8) == []
+        hang_up()
+        assert reserve(1 * 10**8) == []  # answered on a new connection
+        assert asyncio.run(run_async()) == [[], []]
+        refused = reserve(2 * 10**8)  # 0.9 of 1.0 held: the fleet's one budget says no
+    assert [_text(v) for v in refused] == ["total", "1000000000", "100000000"]
+    ours = [r for r in caplog.records if str(redis_server.port) in r.getMessage()]
+    assert store.up and not ours  # (other tests' stores may still be warning about theirs)
+    assert int(redis_server.client().hget("agency:budget", "reserved")) == 9 * 10**8
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def test_an_async_admission_carries_the_queued_writes_once_even_when_cancelled(
+    redis_server: RedisServer,
+) -> None:
+    """`aadmit` takes this process's queued writes along (one round trip, as sync calls do).
+    A caller cancelled while the command is in flight does not make them count twice: the
+    command goes on, and the writes are not queued again."""
+    import asyncio
+
+    from agency.resilience._store import RedisState, StatePolicy
+    from agency.resilience.budget import BudgetPolicy
+    from agency.resilience.limits import RateLimitPolicy
+    from agency.resilience.shared import Fleet, SharedBreaker, SharedBudget, SharedLimiter
+
+    store = RedisState(StatePolicy(backend="redis", url=redis_server.url, timeout_s=2.0))
+    budget = SharedBudget(store, BudgetPolicy(max_cost_total=1.0))
+    fleet = Fleet(
+        SharedBreaker(store, BreakerPolicy(), name="p"),
+        SharedLimiter(store, RateLimitPolicy(rpm=100), name="p"),
+    )
+    client = redis_server.client()
+
+    def spent() -> float:
+        return int(client.hget("agency:budget", "spent") or 0) / 1e9
+
+    budget.reserve(0.3).settle(0.25)  # queued, not sent
+    assert store.pending == 1 and spent() == 0
+    verdict = await fleet.aadmit(10, 0.1, None, budget)
+    assert verdict is not None and verdict.kind == "ok"
+    assert store.pending == 0 and spent() == pytest.approx(0.25)  # it went with the admission
+
+    budget.reserve(0.2).settle(0.125)
+    client.execute_command("CLIENT", "PAUSE", 300, "ALL")  # the next command waits in Redis
+    caller = asyncio.ensure_future(fleet.aadmit(10, 0.1, None, budget))
+    await asyncio.sleep(0.1)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert store.pending == 0  # not queued again ...
+    await asyncio.sleep(0.5)  # ... the command went on once Redis took it
+    assert store.flush() and spent() == pytest.approx(0.375)  # counted once

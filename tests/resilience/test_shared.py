@@ -237,6 +237,42 @@ def test_the_fleets_counters_add_up() -> None:
     }
 
 
+def test_counters_add_up_in_the_process_and_go_as_one_write(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A call's counters are not a write each: they add up per provider and go as one write
+    per provider after COUNTS_LINGER_S (or at once on a flush, as a snapshot does)."""
+    from agency.resilience import _store as store_module
+
+    monkeypatch.setattr(store_module, "COUNTS_LINGER_S", 0.2)
+    server = fakeredis.FakeServer()
+    store = _store(fakeredis.FakeRedis(server=server))
+    sent: list[str] = []
+    send = store._send
+
+    def spy(batch: list[Any], *, answer: bool = True) -> list[Any]:
+        sent.extend(command[0] for command in batch)
+        return send(batch, answer=answer)
+
+    monkeypatch.setattr(store, "_send", spy)
+    stats = SharedStats(store)
+    for i in range(50):
+        stats.record("p" if i % 2 else "q", ok=True, usage={"input_tokens": 2}, cost=0.001)
+    assert store.pending == 2 and sent == []  # two providers' sums, nothing sent yet
+    deadline = time.monotonic() + 2
+    while store.pending:  # the writer sends them once they have waited their turn
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert sent == ["STATS", "STATS"]
+    reader = SharedStats(_store(fakeredis.FakeRedis(server=server)))  # another process
+    assert reader.snapshot(["p", "q"])["p"] == {
+        "calls": 25, "ok": 25, "failed": 0, "input_tokens": 50, "output_tokens": 0,
+        "cost": pytest.approx(0.025),
+    }  # fmt: skip
+    stats.record("p", ok=False, usage=None, cost=None)
+    assert stats.snapshot(["p"])["p"]["failed"] == 1  # a snapshot sends this process's first
+
+
 # ------------------------------------------------------------------------- store down
 def test_a_store_that_fails_warns_once_rests_and_the_fleet_goes_on(
     caplog: pytest.LogCaptureFixture,
