@@ -311,18 +311,20 @@ class RedisState:
             self._woken()
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Send every queued write now; False if the store did not take them all."""
+        """Send every queued write now, and wait for any in flight (the writer's); False if
+        the store did not take them all."""
         deadline = time.monotonic() + (self.policy.timeout_s * 4 if timeout is None else timeout)
-        while self.pending and time.monotonic() < deadline:
-            if not self.up:
-                time.sleep(min(0.05, max(0.0, self._down_until - time.monotonic())))
-                continue
-            with self._io:
-                try:
-                    self._send(self._drain(counts=True), answer=False)
-                except StoreDown:
+        while True:
+            with self._io:  # taken once at least: a send in flight ends first
+                if not self.pending:
+                    return True
+                if self.up and time.monotonic() < deadline:
+                    with contextlib.suppress(StoreDown):
+                        self._send(self._drain(counts=True), answer=False)
                     continue
-        return not self.pending
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(min(0.05, max(0.0, self._down_until - time.monotonic())))
 
     @property
     def pending(self) -> int:

@@ -259,12 +259,12 @@ def test_counters_add_up_in_the_process_and_go_as_one_write(
     for i in range(50):
         stats.record("p" if i % 2 else "q", ok=True, usage={"input_tokens": 2}, cost=0.001)
     assert store.pending == 2 and sent == []  # two providers' sums, nothing sent yet
+    reader = SharedStats(_store(fakeredis.FakeRedis(server=server)))  # another process
     deadline = time.monotonic() + 2
-    while store.pending:  # the writer sends them once they have waited their turn
+    while reader.snapshot(["p"])["p"]["calls"] < 25:  # the writer sends them in their turn
         assert time.monotonic() < deadline
         time.sleep(0.02)
     assert sent == ["STATS", "STATS"]
-    reader = SharedStats(_store(fakeredis.FakeRedis(server=server)))  # another process
     assert reader.snapshot(["p", "q"])["p"] == {
         "calls": 25, "ok": 25, "failed": 0, "input_tokens": 50, "output_tokens": 0,
         "cost": pytest.approx(0.025),
