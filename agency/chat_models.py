@@ -250,7 +250,7 @@ class AgencyChatModel(QuietInvokeMixin, StructuredOutputMixin, BaseChatModel):
         if self.streaming or kwargs.get("stream"):
             return generate_from_stream(self._stream(messages, stop, run_manager, **kwargs))
         request = self._request(messages, stop, kwargs)
-        return self._priced(merge_chunks(list(self._adapter.chat(request, stream=False))))
+        return self._priced(merge_chunks(self._adapter.complete(request)))
 
     async def _agenerate(
         self,
@@ -262,9 +262,7 @@ class AgencyChatModel(QuietInvokeMixin, StructuredOutputMixin, BaseChatModel):
         if self.streaming or kwargs.get("stream"):
             return await agenerate_from_stream(self._astream(messages, stop, run_manager, **kwargs))
         request = self._request(messages, stop, kwargs)
-        return self._priced(
-            merge_chunks([chunk async for chunk in self._adapter.achat(request, stream=False)])
-        )
+        return self._priced(merge_chunks(await self._adapter.acomplete(request)))
 
     # -- cost ---------------------------------------------------------------------------
     def _cost(self, usage: Any) -> float | None:

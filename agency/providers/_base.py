@@ -213,6 +213,14 @@ class Adapter:
         """Async twin of `chat`."""
         raise CapabilityError(self.chat_hint or f"{self.provider} does not offer chat")
 
+    def complete(self, request: ChatRequest) -> list[ChatGenerationChunk]:
+        """``chat(request, stream=False)``'s chunks, in hand (the same calls and retries)."""
+        return list(self.chat(request, stream=False))
+
+    async def acomplete(self, request: ChatRequest) -> list[ChatGenerationChunk]:
+        """Async twin of `complete`."""
+        return [chunk async for chunk in self.achat(request, stream=False)]
+
     def embed(
         self, texts: Sequence[str], *, model: str, dimensions: int | None = None,
         input_type: InputType | None = None,

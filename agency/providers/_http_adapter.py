@@ -30,6 +30,8 @@ from agency._http import (
     aiter_sse,
     async_client,
     async_request,
+    call_with_retry,
+    call_with_retry_async,
     default_error_info,
     error_from_response,
     error_from_transport,
@@ -366,15 +368,36 @@ class HTTPChatAdapter(HTTPAdapter, ChatAdapter):
     def _reader(self, request: ChatRequest) -> StreamReader:
         """A new reader for one streamed answer."""
 
-    def _complete(self, request: ChatRequest) -> Iterator[ChatGenerationChunk]:
+    def complete(self, request: ChatRequest) -> list[ChatGenerationChunk]:
+        """One request, one chunk: `chat` with ``stream=False`` without its generators (the
+        same retries: the one request is the first chunk)."""
+        if type(self)._complete is not HTTPChatAdapter._complete:  # a wire with its own
+            return super().complete(request)
+        retries = self.connection.max_retries
+        return [call_with_retry(partial(self._complete_one, request), retries)]
+
+    async def acomplete(self, request: ChatRequest) -> list[ChatGenerationChunk]:
+        """Async twin of `complete`."""
+        if type(self)._acomplete is not HTTPChatAdapter._acomplete:
+            return await super().acomplete(request)
+        retries = self.connection.max_retries
+        return [await call_with_retry_async(partial(self._acomplete_one, request), retries)]
+
+    def _complete_one(self, request: ChatRequest) -> ChatGenerationChunk:
         path, body = self._chat_request(request, stream=False)
         parse = partial(self._whole, request=request)
-        yield self._send("POST", path, request.model, body, parse=parse)
+        return self._send("POST", path, request.model, body, parse=parse)  # type: ignore[no-any-return]
+
+    async def _acomplete_one(self, request: ChatRequest) -> ChatGenerationChunk:
+        path, body = self._chat_request(request, stream=False)
+        parse = partial(self._whole, request=request)
+        return await self._asend("POST", path, request.model, body, parse=parse)  # type: ignore[no-any-return]
+
+    def _complete(self, request: ChatRequest) -> Iterator[ChatGenerationChunk]:
+        yield self._complete_one(request)
 
     async def _acomplete(self, request: ChatRequest) -> AsyncIterator[ChatGenerationChunk]:
-        path, body = self._chat_request(request, stream=False)
-        parse = partial(self._whole, request=request)
-        yield await self._asend("POST", path, request.model, body, parse=parse)
+        yield await self._acomplete_one(request)
 
     def _stream(self, request: ChatRequest) -> Iterator[ChatGenerationChunk]:
         path, body = self._chat_request(request, stream=True)

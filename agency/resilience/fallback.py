@@ -136,8 +136,11 @@ class FallbackChatModel(QuietInvokeMixin, StructuredOutputMixin, BaseChatModel):
                 call.limiter_timed_out(step)
                 continue
             request = call.send(step)
+            adapter = step.state.model._adapter
             try:
-                for chunk in step.state.model._adapter.chat(request, stream=stream):
+                # (a whole answer comes in hand, without the stream's generator layers)
+                chunks = adapter.chat(request, stream=True) if stream else adapter.complete(request)
+                for chunk in chunks:
                     out = call.on_chunk(step, chunk)
                     if out is not None:
                         yield out
@@ -172,11 +175,18 @@ class FallbackChatModel(QuietInvokeMixin, StructuredOutputMixin, BaseChatModel):
             request = call.send(step)
             if route is not None:
                 route["provider"], route["model"] = step.state.name, step.state.spec
+            adapter = step.state.model._adapter
             try:
-                async for chunk in step.state.model._adapter.achat(request, stream=stream):
-                    out = call.on_chunk(step, chunk)
-                    if out is not None:
-                        yield out
+                if stream:
+                    async for chunk in adapter.achat(request, stream=True):
+                        out = call.on_chunk(step, chunk)
+                        if out is not None:
+                            yield out
+                else:
+                    for chunk in await adapter.acomplete(request):
+                        out = call.on_chunk(step, chunk)
+                        if out is not None:
+                            yield out
             except (ProviderError, CapabilityError) as exc:
                 call.failed(step, exc)
                 continue
