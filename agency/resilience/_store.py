@@ -2,12 +2,17 @@
 
 Two ways to reach Redis, so that a call waits for one round trip at most:
 
-- `RedisState.run`: an answer is needed now (a call's admission, a snapshot). The writes
-  queued before it go in the same pipeline, ahead of it, so a process reads its own writes.
+- `RedisState.run` / `arun`: an answer is needed now (a call's admission, a snapshot). An
+  admission carries the writes queued before it, run first in the same script, so a process
+  reads its own writes.
 - `RedisState.later`: a write nobody waits for (a breaker's verdict, a limiter's refund, a
-  budget's settlement, counters). A writer thread sends what is queued in one pipeline; a
-  write that fails stays queued, in order, until the store answers again, so a hold on the
-  budget is always given back. Queued writes are sent at exit too (`flush`).
+  budget's settlement); `RedisState.count`: counters, summed in the process and sent about
+  once a second. What no admission takes along, a writer thread sends; a write that fails
+  stays queued, in order, until the store answers again, so a hold on the budget is always
+  given back. Everything queued is sent at exit too (`flush_state`).
+
+Scripts go on the store's own connections (one for sync calls, a few per event loop), packed
+by hiredis: no pool, no retry wrapper, about half of redis-py's own time per call.
 
 When Redis does not answer within ``timeout_s``, a warning is logged once and the store is
 left alone for ``retry_s``: `run` raises `StoreDown` at once meanwhile, and the caller falls
