@@ -154,7 +154,7 @@ class RedisState:
         self._asleep = False  # the writer waits to be woken (see QUIET_S)
         self._last_write = 0.0  # when `later` or `count` was last called
         self._queued_at = 0.0  # when the oldest queued write came
-        self._conn: Any = None  # our own connection for single commands (see _call)
+        self._conn: Any = None  # our own connection for single commands (see _evalsha)
         self._own = client is None
         # redis.asyncio clients are bound to their event loop: one per loop.
         self._async_clients: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
@@ -191,9 +191,7 @@ class RedisState:
         if not self._shas:
             self._load()
         writes = self._drain() if script == "ADMIT" else []
-        if writes:
-            keys = list(keys)
-            args = (*args, _pack(writes, keys))
+        keys, args = _carrying(keys, args, writes)
         sent: list[bool] = []
         try:
             try:
@@ -334,7 +332,7 @@ class RedisState:
     @property
     def pending(self) -> int:
         """Writes queued and not yet sent."""
-        with self._wake:
+        with self._lock:
             return len(self._queue) + len(self._counts)
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -399,15 +397,14 @@ class RedisState:
         if answer and batch[-1][0] == "ADMIT":
             # The admission runs the queued writes first, in the same script: one command.
             _, k, a = batch[-1]
-            keys = list(k)
-            args = (*a, _pack(writes, keys)) if writes else a
-            result = self._execute([("ADMIT", tuple(keys), args)])[0]
+            keys, args = _carrying(k, a, writes)
+            result = self._execute([("ADMIT", keys, args)])[0]
             return [result] * len(batch)
         commands: list[_Command] = []
         if writes:
-            keys = []
-            packed = _pack(writes, keys)
-            commands.append(("BATCH", tuple(keys), (packed,)))
+            touched: list[str] = []
+            packed = _pack(writes, touched)
+            commands.append(("BATCH", tuple(touched), (packed,)))
         if answer:
             commands.append(batch[-1])
         results = self._execute(commands)
@@ -532,6 +529,18 @@ def _idle(conn: Any) -> bool:
     """Whether ``conn`` answered before and has not been used for `IDLE_CHECK_S`."""
     used = getattr(conn, "agency_used", None)
     return used is not None and time.monotonic() - used > IDLE_CHECK_S
+
+
+def _carrying(
+    keys: Sequence[str], args: Sequence[Any], writes: list[_Command]
+) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+    """An admission's keys and arguments with ``writes`` carried along (run first by the
+    script, see `_lua.ADMIT`)."""
+    if not writes:
+        return tuple(keys), tuple(args)
+    every = list(keys)
+    packed = _pack(writes, every)
+    return tuple(every), (*args, packed)
 
 
 def _pack(writes: list[_Command], keys: list[str]) -> bytes:
