@@ -162,25 +162,29 @@ def _aiohttp(base: str) -> Client:
 
 
 FLOOR = "LangChain floor"
+MODEL_FLOOR = "LangChain model floor"
 
 
-def _langchain_floor(base: str, hx: Any) -> Client:
-    """The least any LangChain chat model can cost on these transports: raw aiohttp for a
-    call and raw httpx's line reader for a stream (each the fastest raw row), orjson, and the
-    objects ``_agenerate``/``_astream`` must return (an `AIMessage` with usage in a
+class _FloorParts:
+    """The least a LangChain chat model's own methods can do on these transports: raw aiohttp
+    for a call and raw httpx's line reader for a stream (each the fastest raw row), orjson, and
+    the objects ``_agenerate``/``_astream`` must return (an `AIMessage` with usage in a
     `ChatResult`; an `AIMessageChunk` in a `ChatGenerationChunk` per piece). No checks."""
-    import aiohttp
-    import orjson
-    from langchain_core.messages import AIMessage, AIMessageChunk
-    from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
-    session: aiohttp.ClientSession | None = None
+    def __init__(self, base: str, hx: Any) -> None:
+        self.base, self.hx = base, hx
+        self.session: Any = None
 
-    async def chat() -> Any:
-        nonlocal session
-        if session is None:
-            session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1000))
-        async with session.post(f"{base}/v1/chat/completions", json=BODY, headers=HEADERS) as r:
+    async def result(self) -> Any:
+        import aiohttp
+        import orjson
+        from langchain_core.messages import AIMessage
+        from langchain_core.outputs import ChatGeneration, ChatResult
+
+        if self.session is None:
+            self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1000))
+        url = f"{self.base}/v1/chat/completions"
+        async with self.session.post(url, json=BODY, headers=HEADERS) as r:
             data = orjson.loads(await r.read())
         choice, usage = data["choices"][0], data["usage"]
         message = AIMessage(
@@ -191,14 +195,21 @@ def _langchain_floor(base: str, hx: Any) -> Client:
                 "output_tokens": usage["completion_tokens"],
                 "total_tokens": usage["total_tokens"],
             },
-            response_metadata={"model_name": data["model"], "finish_reason": choice["finish_reason"]},
+            response_metadata={
+                "model_name": data["model"],
+                "finish_reason": choice["finish_reason"],
+            },
         )
-        return ChatResult(generations=[ChatGeneration(message=message)]).generations[0].message
+        return ChatResult(generations=[ChatGeneration(message=message)])
 
-    async def stream() -> AsyncIterator[str]:
+    async def chunks(self) -> AsyncIterator[Any]:
+        import orjson
+        from langchain_core.messages import AIMessageChunk
+        from langchain_core.outputs import ChatGenerationChunk
+
         body = {**BODY, "stream": True}
-        url = f"{base}/stream/v1/chat/completions"
-        async with hx.stream("POST", url, json=body, headers=HEADERS) as r:
+        url = f"{self.base}/stream/v1/chat/completions"
+        async with self.hx.stream("POST", url, json=body, headers=HEADERS) as r:
             async for line in r.aiter_lines():
                 if not line.startswith("data: ") or line == "data: [DONE]":
                     continue
@@ -206,15 +217,59 @@ def _langchain_floor(base: str, hx: Any) -> Client:
                 choices = data["choices"]
                 text = choices[0]["delta"].get("content") if choices else None
                 if text:
-                    message = AIMessageChunk(content=text, id=data["id"])
-                    yield ChatGenerationChunk(message=message).text
+                    yield ChatGenerationChunk(message=AIMessageChunk(content=text, id=data["id"]))
 
-    async def close() -> None:
-        if session is not None:
-            await session.close()
-        await hx.aclose()
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+        await self.hx.aclose()
 
-    return Client(FLOOR, chat, stream, None, close)
+
+def _langchain_floor(base: str, hx: Any) -> Client:
+    """`_FloorParts` called directly: LangChain's objects, none of its machinery."""
+    parts = _FloorParts(base, hx)
+
+    async def chat() -> Any:
+        return (await parts.result()).generations[0].message
+
+    async def stream() -> AsyncIterator[str]:
+        async for chunk in parts.chunks():
+            yield chunk.text
+
+    return Client(FLOOR, chat, stream, None, parts.close)
+
+
+def _langchain_model_floor(base: str, hx: Any) -> Client:
+    """`_FloorParts` as a `BaseChatModel`'s ``_agenerate``/``_astream``, called as users call
+    a model (``ainvoke``/``astream``): the least any LangChain chat model costs that goes
+    through LangChain's own ``ainvoke`` (callbacks, input conversion, output checks)."""
+    from langchain_core.language_models import BaseChatModel
+
+    parts = _FloorParts(base, hx)
+
+    class FloorModel(BaseChatModel):
+        @property
+        def _llm_type(self) -> str:
+            return "floor"
+
+        def _generate(self, *args: Any, **kwargs: Any) -> Any:
+            raise NotImplementedError("async only")
+
+        async def _agenerate(self, *args: Any, **kwargs: Any) -> Any:
+            return await parts.result()
+
+        async def _astream(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+            async for chunk in parts.chunks():
+                yield chunk
+
+    model = FloorModel()
+
+    async def stream() -> AsyncIterator[str]:
+        async for chunk in model.astream("Say hello"):
+            if chunk.text:
+                yield chunk.text
+
+    return Client(MODEL_FLOOR, lambda: model.ainvoke("Say hello"), stream, None, parts.close)
 
 
 def _openai(name: str, base: str, aiohttp: bool) -> Client:
@@ -363,6 +418,7 @@ def clients(base: str) -> list[Client]:
         _openai("openai SDK, aiohttp client", base, aiohttp=True),
         _chat_openai(base),
         _langchain_floor(base, httpx.AsyncClient(limits=limits)),
+        _langchain_model_floor(base, httpx.AsyncClient(limits=limits)),
         *_agency_clients(base),
     ]
     return out
@@ -599,21 +655,22 @@ async def _chat_tables(
     for level in (50, 200):
         rows = {c.name: await concurrent(c.chat, conc, level) for c in cs}
         fastest = max(r[0] for name, r in rows.items() if not name.startswith("raw socket"))
-        floor = rows[FLOOR][0]
+        floor, model_floor = rows[FLOOR][0], rows[MODEL_FLOOR][0]
         t = _table(
             f"non-streamed chat, c={level}",
-            ["client", "calls/s", "x fastest client", f"x {FLOOR}", "p50 ms", "p99 ms",
-             "CPU ms/call"],
+            ["client", "calls/s", "x fastest client", f"x {FLOOR}", f"x {MODEL_FLOOR}",
+             "p50 ms", "p99 ms", "CPU ms/call"],
         )  # fmt: skip
         for name, (rate, lat, cpu) in rows.items():
             t.add_row(name, f"{rate:,.0f}", f"{rate / fastest:.2f}", f"{rate / floor:.2f}",
-                      f"{statistics.median(lat) * 1e3:.2f}", f"{_pct(lat, 0.99) * 1e3:.2f}",
-                      f"{cpu * 1e3:.3f}")  # fmt: skip
+                      f"{rate / model_floor:.2f}", f"{statistics.median(lat) * 1e3:.2f}",
+                      f"{_pct(lat, 0.99) * 1e3:.2f}", f"{cpu * 1e3:.3f}")  # fmt: skip
         console.print(t)
         console.print(
             "(x fastest client: against the fastest row other than the raw socket; "
             f"x {FLOOR}: against raw aiohttp plus the AIMessage and ChatResult every LangChain "
-            "chat model returns)"
+            f"chat model returns; x {MODEL_FLOOR}: the same work as a BaseChatModel's "
+            "_agenerate, called by ainvoke)"
         )
     floor = await langchain_floor()
     console.print(
@@ -634,7 +691,7 @@ async def _stream_table(console: Console, cs: list[Client], n: int) -> None:
     t = _table(
         f"streamed chat, {STREAM_CHUNKS} chunks",
         ["client", "c=1 TTFT p50 ms", "c=1 per chunk us", "per chunk over raw httpx",
-         f"over {FLOOR}", "c=50 streams/s", "c=50 TTFT p50 ms"],
+         f"over {FLOOR}", f"over {MODEL_FLOOR}", "c=50 streams/s", "c=50 TTFT p50 ms"],
     )  # fmt: skip
     rows = {}
     for c in cs:
@@ -654,16 +711,18 @@ async def _stream_table(console: Console, cs: list[Client], n: int) -> None:
         rows[c.name] = (single, rate, ttft)
     base = statistics.median(x[1] for x in rows["raw httpx"][0])
     floor = statistics.median(x[1] for x in rows[FLOOR][0])
+    model_floor = statistics.median(x[1] for x in rows[MODEL_FLOOR][0])
     for name, (single, rate, ttft) in rows.items():
         per_chunk = statistics.median(x[1] for x in single)
         t.add_row(name, f"{statistics.median(x[0] for x in single) * 1e3:.3f}",
                   f"{per_chunk * 1e6:.1f}", f"{per_chunk / base:.2f}x",
-                  f"{per_chunk / floor:.2f}x", f"{rate:,.0f}",
-                  f"{statistics.median(ttft) * 1e3:.2f}")  # fmt: skip
+                  f"{per_chunk / floor:.2f}x", f"{per_chunk / model_floor:.2f}x",
+                  f"{rate:,.0f}", f"{statistics.median(ttft) * 1e3:.2f}")  # fmt: skip
     console.print(t)
     console.print(
         f"({FLOOR}: raw httpx's lines plus the AIMessageChunk and ChatGenerationChunk every "
-        "LangChain chat model yields per piece)"
+        f"LangChain chat model yields per piece; {MODEL_FLOOR}: the same as a BaseChatModel's "
+        "_astream, called by astream)"
     )
 
 
