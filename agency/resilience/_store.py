@@ -233,9 +233,12 @@ class RedisState:
                 except self.errors:
                     await conn.disconnect(nowait=True)
             packed = _command(conn, "EVALSHA", sha, len(keys), *keys, *args)
-            await conn.send_packed_command(packed, check_health=False)
-            sent.append(True)
-            result = await conn.read_response(disconnect_on_error=False)
+            # One deadline for both (the client has no socket timeout: redis-py would put
+            # the send in a Task of its own, and each read under a timer of its own).
+            async with asyncio.timeout(self.policy.timeout_s):
+                await conn.send_packed_command(packed, check_health=False)
+                sent.append(True)
+                result = await conn.read_response(disconnect_on_error=False)
         except self._script_error:
             conn.agency_used = time.monotonic()
             idle.append(conn)  # an answer: the connection is fine
@@ -261,7 +264,8 @@ class RedisState:
         """Read the answer of a command whose caller was cancelled; the connection goes back
         to ``idle`` after it (closed if the answer does not come)."""
         try:
-            await conn.read_response(disconnect_on_error=False)
+            async with asyncio.timeout(self.policy.timeout_s):
+                await conn.read_response(disconnect_on_error=False)
         except self._script_error:
             pass  # an answer
         except BaseException:
@@ -281,7 +285,7 @@ class RedisState:
 
             client = aioredis.Redis.from_url(
                 self.policy.url,
-                socket_timeout=self.policy.timeout_s,
+                socket_timeout=None,  # `_aevalsha` puts one deadline on send and answer
                 socket_connect_timeout=self.policy.timeout_s,
                 health_check_interval=0,
             )
