@@ -361,3 +361,40 @@ async def test_an_async_admission_carries_the_queued_writes_once_even_when_cance
     assert store.pending == 0  # not queued again ...
     await asyncio.sleep(0.5)  # ... the command went on once Redis took it
     assert store.flush() and spent() == pytest.approx(0.375)  # counted once
+
+
+async def test_an_async_admission_gives_up_after_the_stores_timeout(
+    redis_server: RedisServer,
+) -> None:
+    """A Redis that takes the command and does not answer (paused) costs an async caller at
+    most ``timeout_s`` (the one deadline on send and answer), the store is marked down, and
+    the writes that rode along are queued again; the next call after ``retry_s`` is answered
+    on a fresh connection."""
+    import asyncio
+
+    from agency.resilience._store import RedisState, StatePolicy
+    from agency.resilience.budget import BudgetPolicy
+    from agency.resilience.limits import RateLimitPolicy
+    from agency.resilience.shared import Fleet, SharedBreaker, SharedBudget, SharedLimiter
+
+    store = RedisState(
+        StatePolicy(backend="redis", url=redis_server.url, timeout_s=0.2, retry_s=0.2)
+    )
+    budget = SharedBudget(store, BudgetPolicy(max_cost_total=1.0))
+    fleet = Fleet(
+        SharedBreaker(store, BreakerPolicy(), name="p"),
+        SharedLimiter(store, RateLimitPolicy(rpm=100), name="p"),
+    )
+    await fleet.aadmit(10, 0.1, None, budget)  # a connection of the loop's, idle now
+    budget.reserve(0.2).settle(0.125)  # queued: rides with the next admission
+    client = redis_server.client()
+    client.execute_command("CLIENT", "PAUSE", 1500, "ALL")
+    start = time.monotonic()
+    assert await fleet.aadmit(10, 0.1, None, budget) is None  # None: the store is down
+    waited = time.monotonic() - start
+    assert 0.15 <= waited < 0.6  # the deadline, not the pause (1.5 s)
+    assert not store.up and store.pending == 1  # the settlement is queued again
+    client.execute_command("CLIENT", "UNPAUSE")
+    await asyncio.sleep(0.25)  # retry_s
+    verdict = await fleet.aadmit(10, 0.1, None, budget)
+    assert verdict is not None and verdict.kind == "ok" and store.up
