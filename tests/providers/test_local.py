@@ -301,7 +301,10 @@ def test_after_a_tool_result_or_with_tool_choice_none_the_answer_is_text(
 
 def test_an_agent_loop_with_create_agent() -> None:
     """LangChain's own agent runs on the embedded model as a new user would build it (the
-    Agency's default model, default sampling): a call, its result, an answer that uses it."""
+    Agency's default model, default sampling): a call, its result, an answer that uses it.
+    Sampling is random per process, and on a few runs in a hundred the 135M model answers in
+    words instead (`benchmarks/local_tools_eval.py` measures how often it chooses well), so a
+    run may be that answer; one of three tries must be the whole loop."""
     from langchain.agents import create_agent
 
     seen: list[str] = []
@@ -312,11 +315,16 @@ def test_an_agent_loop_with_create_agent() -> None:
         seen.append(city)
         return f"It is sunny and 21 C in {city}."
 
+    loop = ["HumanMessage", "AIMessage", "ToolMessage", "AIMessage"]
     with agency.Agency() as ag:
         agent = create_agent(ag.chat_model(), tools=[get_weather])
-        result = agent.invoke({"messages": [HumanMessage("What's the weather in Paris?")]})
-    kinds = [type(m).__name__ for m in result["messages"]]
-    assert kinds == ["HumanMessage", "AIMessage", "ToolMessage", "AIMessage"]
+        for _ in range(3):
+            result = agent.invoke({"messages": [HumanMessage("What's the weather in Paris?")]})
+            kinds = [type(m).__name__ for m in result["messages"]]
+            assert kinds in (loop, ["HumanMessage", "AIMessage"])  # a loop or words, no other
+            if kinds == loop:
+                break
+    assert kinds == loop
     assert seen == ["Paris"] and "sunny" in result["messages"][-1].text
 
 
