@@ -392,7 +392,7 @@ ADMIT = (
 --       the queued writes, which run first (as BATCH runs them).
 -- ARGV: breaker policy, rpm, tpm, tokens, nanos (-1: no budget), role, role limit,
 --       total limit, the queued writes (optional, see writes).
--- Returns {'ok'} | {'breaker', retry_in, state, probes, cooldown}
+-- Returns {'ok', breaker state} | {'breaker', retry_in, state, probes, cooldown}
 --       | {'limiter', wait} | {'budget', scope, limit, left}.
 writes(KEYS, ARGV[9])  -- this process's queued writes first: it reads its own writes
 local p = policy(ARGV[1])
@@ -415,7 +415,7 @@ if nanos >= 0 then
   if #refused > 0 then give_back(); return {'budget', refused[1], refused[2], refused[3]} end
 end
 take(l, tokens)
-return {'ok'}
+return {'ok', b[2]}
 """
 )
 """A call's admission: breaker, limiter and budget in one script."""

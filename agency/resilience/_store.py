@@ -181,11 +181,20 @@ class RedisState:
             batch.append((script, tuple(keys), tuple(args)))
             return self._send(batch)[-1]
 
-    async def arun(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    async def arun(
+        self,
+        script: str,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        *,
+        orphaned: Callable[[Any], None] | None = None,
+    ) -> Any:
         """`run` for async code, on a connection of the running loop's: awaited, so the loop
         goes on meanwhile. An admission carries the queued writes as in `run`; a command that
         fails gives them back, and so does a caller cancelled before the command left (once it
-        has left, Redis runs it: queueing them again would count them twice)."""
+        has left, Redis runs it: queueing them again would count them twice). The answer of a
+        command whose caller was cancelled after it left goes to ``orphaned`` (read off the
+        caller's path), so what it took can be given back."""
         if not self.up:
             raise StoreDown
         if not self._shas:
@@ -195,11 +204,11 @@ class RedisState:
         sent: list[bool] = []
         try:
             try:
-                result = await self._aevalsha(self._shas[script], keys, args, sent)
+                result = await self._aevalsha(self._shas[script], keys, args, sent, orphaned)
             except self._no_script:  # a restarted server: load the scripts again
                 self._load()
                 sent.clear()
-                result = await self._aevalsha(self._shas[script], keys, args, sent)
+                result = await self._aevalsha(self._shas[script], keys, args, sent, orphaned)
         except self._script_error:
             raise  # the script's own error: a bug to see, not a store that is down
         except self.errors as exc:
@@ -214,7 +223,12 @@ class RedisState:
         return result
 
     async def _aevalsha(
-        self, sha: str, keys: Sequence[str], args: Sequence[Any], sent: list[bool]
+        self,
+        sha: str,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        sent: list[bool],
+        orphaned: Callable[[Any], None] | None = None,
     ) -> Any:
         """One script's answer on an idle connection of the running loop's (a new one when
         none is idle): as `_evalsha`, without the client's pool and retry wrapper. A
@@ -245,7 +259,7 @@ class RedisState:
             raise
         except asyncio.CancelledError:
             if sent:  # Redis runs it: its answer is read off the caller's path, conn kept
-                finish = asyncio.ensure_future(self._answer_of(conn, idle))
+                finish = asyncio.ensure_future(self._answer_of(conn, idle, orphaned))
                 self._finishing.add(finish)
                 finish.add_done_callback(self._finishing.discard)
             else:
@@ -260,20 +274,28 @@ class RedisState:
         idle.append(conn)
         return result
 
-    async def _answer_of(self, conn: Any, idle: list[Any]) -> None:
-        """Read the answer of a command whose caller was cancelled; the connection goes back
-        to ``idle`` after it (closed if the answer does not come)."""
+    async def _answer_of(
+        self, conn: Any, idle: list[Any], orphaned: Callable[[Any], None] | None
+    ) -> None:
+        """Read the answer of a command whose caller was cancelled and hand it to
+        ``orphaned``; the connection goes back to ``idle`` after it (closed if the answer
+        does not come: then nobody knows what the command took, as for a timeout)."""
         try:
             async with asyncio.timeout(self.policy.timeout_s):
-                await conn.read_response(disconnect_on_error=False)
+                answer = await conn.read_response(disconnect_on_error=False)
         except self._script_error:
-            pass  # an answer
+            answer = None  # an answer: the script failed, it took nothing
         except BaseException:
             with contextlib.suppress(Exception):
                 await conn.disconnect(nowait=True)
             return
         conn.agency_used = time.monotonic()
         idle.append(conn)
+        if orphaned is not None and answer is not None:
+            try:
+                orphaned(answer)
+            except Exception:  # off every caller's path: say so, never raise into the loop
+                log.exception("state store: giving back what a cancelled admission took")
 
     def _async_client(self) -> tuple[Any, list[Any]]:
         """The running loop's client (redis.asyncio is bound to a loop) and its idle

@@ -438,11 +438,22 @@ class Fleet:
         ask = self._ask(tokens, worst_case, role, budget)
         if not isinstance(ask, tuple):
             return ask
+        keys, args, nanos = ask
+
+        def orphaned(raw: Any) -> None:  # the caller was cancelled with the command sent
+            verdict = self._verdict(raw, nanos, role, budget)
+            if verdict.kind == "ok":  # nothing was sent upstream: give it all back
+                if _text(raw[1]) == "half_open":
+                    self.breaker.release()
+                self.limiter.settle(tokens, 0)
+                if verdict.reservation is not None:
+                    verdict.reservation.release()
+
         try:
-            out = await self._store.arun("ADMIT", ask[0], ask[1])
+            out = await self._store.arun("ADMIT", keys, args, orphaned=orphaned)
         except StoreDown:
             return None
-        return self._verdict(out, ask[2], role, budget)
+        return self._verdict(out, nanos, role, budget)
 
     def _ask(
         self, tokens: int, worst_case: float | None, role: str | None, budget: Budget | None

@@ -350,8 +350,9 @@ async def test_an_async_admission_carries_the_queued_writes_once_even_when_cance
     verdict = await fleet.aadmit(10, 0.1, None, budget)
     assert verdict is not None and verdict.kind == "ok"
     assert store.pending == 0 and spent() == pytest.approx(0.25)  # it went with the admission
+    verdict.reservation.release()  # (this call is not made)
 
-    budget.reserve(0.2).settle(0.125)
+    budget.reserve(0.2).settle(0.125)  # queued, with the release above
     client.execute_command("CLIENT", "PAUSE", 300, "ALL")  # the next command waits in Redis
     caller = asyncio.ensure_future(fleet.aadmit(10, 0.1, None, budget))
     await asyncio.sleep(0.1)
@@ -361,6 +362,43 @@ async def test_an_async_admission_carries_the_queued_writes_once_even_when_cance
     assert store.pending == 0  # not queued again ...
     await asyncio.sleep(0.5)  # ... the command went on once Redis took it
     assert store.flush() and spent() == pytest.approx(0.375)  # counted once
+    # ... and what it took for a call that never went out is given back: no hold is left
+    assert int(client.hget("agency:budget", "reserved") or 0) == 0
+    assert int(client.hget("agency:budget", "open") or 0) == 0
+    assert budget.snapshot()["released"] >= 1
+
+
+async def test_a_cancelled_async_admission_gives_back_its_half_open_probe(
+    redis_server: RedisServer,
+) -> None:
+    """A half-open breaker lets one probe through for the fleet. A caller cancelled while
+    its admission (which took that probe) waits in Redis never sends the probe: the slot is
+    given back, so the next call probes instead of the provider staying unprobed."""
+    import asyncio
+
+    from agency.resilience._store import RedisState, StatePolicy
+    from agency.resilience.limits import RateLimitPolicy
+    from agency.resilience.shared import Fleet, SharedBreaker, SharedLimiter
+
+    store = RedisState(StatePolicy(backend="redis", url=redis_server.url, timeout_s=2.0))
+    breaker = SharedBreaker(store, BreakerPolicy(cooldown_s=0.2), name="p")
+    fleet = Fleet(breaker, SharedLimiter(store, RateLimitPolicy(rpm=100), name="p"))
+    assert (await fleet.aadmit(10, None, None, None)).kind == "ok"  # (connected now)
+    breaker.force("open", 0.2)
+    await asyncio.sleep(0.3)  # half-open now: one probe for the fleet
+    client = redis_server.client()
+    client.execute_command("CLIENT", "PAUSE", 300, "ALL")
+    caller = asyncio.ensure_future(fleet.aadmit(10, None, None, None))
+    await asyncio.sleep(0.1)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    await asyncio.sleep(0.5)  # the admission ran (it took the probe), its answer came back
+    assert store.flush()
+    verdict = await fleet.aadmit(10, None, None, None)
+    assert verdict is not None and verdict.kind == "ok"  # the probe, given back, is this one
+    again = await fleet.aadmit(10, None, None, None)
+    assert again is not None and again.kind == "breaker"  # one probe at a time, as before
 
 
 async def test_an_async_admission_gives_up_after_the_stores_timeout(
