@@ -13,8 +13,10 @@ Contract (the provider's side is `agency.providers.local.LocalAdapter`):
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +35,28 @@ _WORDLLAMA_SHIPPED_DIM = 256
 _INSTALL_LOCAL = "pip install 'agency[local]'"
 
 
+@contextlib.contextmanager
+def _root_logging_kept() -> Iterator[None]:
+    """The root logger as it was: wordllama calls ``logging.basicConfig(level=INFO)`` when
+    imported, which would configure logging for the whole program (a handler on stderr, every
+    library's INFO lines) behind the user's back."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    try:
+        yield
+    finally:
+        for handler in root.handlers[:]:
+            if handler not in handlers:
+                root.removeHandler(handler)
+        root.setLevel(level)
+
+
 @functools.lru_cache(maxsize=4)
 def _wordllama(dim: int) -> Any:
     """The wordllama model with ``dim``-wide weights, from disk only (never downloaded)."""
     try:
-        import wordllama
+        with _root_logging_kept():
+            import wordllama
     except ImportError as exc:
         what = "the local provider's embeddings need wordllama, which is not installed"
         raise ConfigError(what, key="local", fix=_INSTALL_LOCAL) from exc

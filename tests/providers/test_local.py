@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import sys
 import threading
@@ -434,6 +435,23 @@ async def test_async_embeddings_match_sync(emb: agency.AgencyEmbeddings) -> None
     texts = [f"sentence number {i}" for i in range(100)]  # above the inline limit: a thread
     assert await emb.aembed_documents(texts) == emb.embed_documents(texts)
     assert await emb.aembed_query("hello") == emb.embed_query("hello")
+
+
+def test_local_embeddings_leave_the_programs_logging_alone() -> None:
+    """wordllama configures the root logger when imported (a stderr handler, level INFO);
+    using local embeddings must not change a program's logging (a fresh process: wordllama
+    is imported once per process)."""
+    import subprocess
+
+    code = (
+        "import logging, agency\n"
+        "agency.embeddings('local:wordllama').embed_query('hello')\n"
+        "import wordllama\n"  # imported by then (by the call above)
+        "root = logging.getLogger()\n"
+        "print(len(root.handlers), root.level)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["0", str(logging.WARNING)], out.stderr
 
 
 def test_embedding_dimensions_truncate(emb: agency.AgencyEmbeddings) -> None:
