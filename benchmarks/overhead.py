@@ -35,6 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import orjson
+from langchain_core.messages import AIMessage, AIMessageChunk
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from rich.console import Console
 from rich.table import Table
 
@@ -126,9 +130,6 @@ def _httpx_client(name: str, client: Any, base: str) -> Client:
 
 
 def _aiohttp(base: str) -> Client:
-
-    import aiohttp
-
     session: aiohttp.ClientSession | None = None
 
     def s() -> aiohttp.ClientSession:
@@ -176,11 +177,6 @@ class _FloorParts:
         self.session: Any = None
 
     async def result(self) -> Any:
-        import aiohttp
-        import orjson
-        from langchain_core.messages import AIMessage
-        from langchain_core.outputs import ChatGeneration, ChatResult
-
         if self.session is None:
             self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1000))
         url = f"{self.base}/v1/chat/completions"
@@ -203,10 +199,6 @@ class _FloorParts:
         return ChatResult(generations=[ChatGeneration(message=message)])
 
     async def chunks(self) -> AsyncIterator[Any]:
-        import orjson
-        from langchain_core.messages import AIMessageChunk
-        from langchain_core.outputs import ChatGenerationChunk
-
         body = {**BODY, "stream": True}
         url = f"{self.base}/stream/v1/chat/completions"
         async with self.hx.stream("POST", url, json=body, headers=HEADERS) as r:
