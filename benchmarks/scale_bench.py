@@ -1,6 +1,6 @@
 """What sharing provider state in Redis costs, and that a fleet holds its limits.
 
-    python benchmarks/scale_bench.py [--quick]
+    python benchmarks/scale_bench.py [--quick] [--one-cpu]
 
 Upstream: nginx on 127.0.0.1 with canned OpenAI answers (`_nginx`); state: a redis-server
 started here (`_redis`). Tables:
@@ -8,12 +8,20 @@ started here (`_redis`). Tables:
 1. Per-call cost of ``[state] backend = "redis"`` over the in-process default, for one
    `Agency` entry with an RPM limit and a budget (so breaker, limiter and budget all work on
    every call): sync and async at c=1 (ms a call, and the difference), async at c=50
-   (calls/s), and the Redis round trips a call waits for.
+   (calls/s), and the Redis round trips a call waits for. Two floors beside it: the
+   in-process model with a bare PING before each call, and with the admission script itself
+   sent by hand (redis-py, none of our code): what one round trip costs here, and what that
+   round trip with the script's own work in Redis costs.
 2. A simulated fleet: N = 1, 2, 4, 8 processes calling as fast as they can for a few seconds
    under one ``rpm``, with the Redis backend and with the in-process one: the calls the
    upstream received against what the limit allows (the bucket's burst plus its refill).
 3. `run_batch` of a one-step workflow over the same upstream: ``local`` (asyncio, one
    process) against ``ray`` (a local cluster of 2 CPUs, its start timed apart), runs/s.
+
+``--one-cpu`` runs table 1 alone, with this process, nginx and redis-server on one CPU: at
+c=1 the chain is serial (client, then nginx, then client, then Redis), so one CPU takes
+the wake-ups between CPUs out (on a VM each is a halted vCPU woken by the hypervisor) and
+leaves the software's own cost.
 """
 
 from __future__ import annotations
@@ -64,21 +72,22 @@ ROUNDS = 11
 busy moment of the machine lands on both backends instead of on one."""
 
 
-class _Pinging:
-    """The in-process model with one bare Redis round trip (a PING) before each call: the
-    floor of any shared state that costs one round trip a call, on this machine, in situ
-    (a blocked process and a woken one cost more here than the PING's own time)."""
+class _Prefixed:
+    """The in-process model with one bare Redis command before each call, on redis-py's own
+    connection and nothing of ours: a PING (the floor of any shared state that costs one
+    round trip a call, on this machine, in situ: a blocked process and a woken one cost more
+    here than the PING's own time), or the admission script itself (`_admit_by_hand`)."""
 
-    def __init__(self, model: Any, redis_url: str) -> None:
+    def __init__(self, model: Any, redis_url: str, *command: Any) -> None:
         import redis
 
         self.model, self.url = model, redis_url
         self.conn = redis.Redis.from_url(redis_url).connection_pool.make_connection()
-        self.ping = self.conn.pack_command("PING")
+        self.command = self.conn.pack_command(*command)
         self.aconn: Any = None
 
     def invoke(self, *args: Any, **kwargs: Any) -> Any:
-        self.conn.send_packed_command(self.ping, check_health=False)
+        self.conn.send_packed_command(self.command, check_health=False)
         self.conn.read_response()
         return self.model.invoke(*args, **kwargs)
 
@@ -87,21 +96,48 @@ class _Pinging:
             from redis import asyncio as aioredis
 
             self.aconn = aioredis.Redis.from_url(self.url).connection_pool.make_connection()
-        await self.aconn.send_packed_command(self.ping, check_health=False)
+        await self.aconn.send_packed_command(self.command, check_health=False)
         await self.aconn.read_response()
         return await self.model.ainvoke(*args, **kwargs)
 
 
+def _admit_by_hand(redis_url: str) -> tuple[Any, ...]:
+    """The command a call of `per_call`'s Redis model waits for, written out by hand: the
+    admission script (`_lua.ADMIT`) with the same policy, limits and worst case, carrying
+    what the previous call queued (its budget settlement, limiter refund and breaker
+    success), on keys of its own. Its hold is given back by the settlement it carries next
+    time, so it can run forever; answered "ok" every time."""
+    import orjson
+    import redis
+
+    from agency.resilience import _lua
+
+    sha = redis.Redis.from_url(redis_url).script_load(_lua.ADMIT)
+    keys = ("floor:breaker", "floor:breaker:outcomes", "floor:limiter", "floor:budget")
+    policy = "20|60.0|5|0.5|3|30.0|300.0|1|600.0|2.0"
+    nanos, limit = 13_500, 10**18
+    carried = orjson.dumps([
+        ["BUDGET", [4], ["close", nanos, "", -1, limit, 3_150]],
+        ["LIMITER", [3], ["settle", 10**9, 0, 18]],
+        ["BREAKER", [1, 2], ["success", 0.0, policy]],
+    ])  # fmt: skip
+    return ("EVALSHA", sha, len(keys), *keys, policy, 10**9, 0, 30, nanos, "", -1, limit, carried)
+
+
 def per_call(base: str, redis_url: str, calls: int) -> list[tuple[str, float, float, float]]:
-    """(backend, sync ms, async ms, async c=50 calls/s) per backend, and the floor (memory
-    with a PING a call, `_Pinging`; no c=50 figure, nan): c=1 figures are medians over
-    `ROUNDS` rounds of ``calls // ROUNDS`` calls, the three taking turns."""
+    """(backend, sync ms, async ms, async c=50 calls/s) per backend, and two floors: memory
+    with a PING a call, and with the admission script by hand (`_Prefixed`; no c=50 figure,
+    nan). c=1 figures are medians over `ROUNDS` rounds of ``calls // ROUNDS`` calls, the four
+    taking turns."""
     from agency.resilience import _store
 
     states = {"memory": {}, "redis": {"backend": "redis", "url": redis_url}}
     models = {name: _model(_config(base, state, rpm=10**9, budget=1e9)) for name, state in
               states.items()}  # fmt: skip
-    models["memory + a PING"] = _Pinging(models["memory"], redis_url)
+    models["memory + a PING"] = _Prefixed(models["memory"], redis_url, "PING")
+    models["memory + the script"] = _Prefixed(
+        models["memory"], redis_url, *_admit_by_hand(redis_url)
+    )
     each = max(calls // ROUNDS, 50)
     sync: dict[str, list[float]] = {name: [] for name in models}
     single: dict[str, list[float]] = {name: [] for name in models}
@@ -126,7 +162,7 @@ def per_call(base: str, redis_url: str, calls: int) -> list[tuple[str, float, fl
                 sync[name].append((time.perf_counter() - start) / each * 1e3)
                 single[name].append(await timed(model, each))
         for name, model in models.items():
-            if isinstance(model, _Pinging):
+            if isinstance(model, _Prefixed):
                 rate[name] = float("nan")
                 continue
             left = calls * 2
@@ -317,55 +353,83 @@ max_tokens = 20
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer calls, shorter fleets")
+    parser.add_argument(
+        "--one-cpu", action="store_true", help="the per-call table alone, everything on one CPU"
+    )
     args = parser.parse_args()
     calls, seconds = (500, 2.0) if args.quick else (3000, 5.0)
     console = Console()
+    if args.one_cpu:  # nginx and redis-server, started below, inherit it
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     console.print(
-        f"python {sys.version.split()[0]}, {os.cpu_count()} cores; nginx and "
-        "redis-server on 127.0.0.1"
+        f"python {sys.version.split()[0]}, {os.cpu_count()} cores"
+        f"{' (all of this on one)' if args.one_cpu else ''}; nginx and redis-server on "
+        "127.0.0.1"
     )
     import tempfile
 
     with Nginx() as up, RedisServer() as rs, tempfile.TemporaryDirectory() as tmp:
-        rows = per_call(up.base, rs.url, calls)
-        ping_sync, ping_async, script = floor(rs.url)
-        waits = round_trips(up.base, rs.url)
-        t = Table(title="per call: one entry with an rpm limit and a budget")
-        for col in ("state", "sync c=1 ms", "async c=1 ms", "async c=50 calls/s"):
-            t.add_column(col, justify="right" if col != "state" else "left")
-        for name, sync, single, rate in rows:
-            t.add_row(name, f"{sync:.3f}", f"{single:.3f}", "" if rate != rate else f"{rate:,.0f}")
-        (_, s0, a0, _), (_, s1, a1, _), (_, s2, a2, _) = rows
-        t.add_row("redis - memory", f"{s1 - s0:+.3f}", f"{a1 - a0:+.3f}", "")
-        t.add_row("floor: a PING a call", f"{s2 - s0:+.3f}", f"{a2 - a0:+.3f}", "")
-        t.add_row("a PING alone", f"{ping_sync:.3f}", f"{ping_async:.3f}", "")
-        t.add_row("the script's time in Redis", f"{script:.3f}", f"{script:.3f}", "")
-        console.print(t)
-        console.print(
-            f"Redis round trips a call waits for: {waits:.2f} (the admission; "
-            "verdicts, refunds, settlements and counters are queued off the path)"
+        try:
+            tables(args, console, up.base, rs.url, Path(tmp), calls, seconds)
+        finally:
+            # What the models queued goes now, while this Redis runs (exit is too late).
+            from agency.resilience import flush_state
+
+            flush_state()
+
+
+def tables(
+    args: argparse.Namespace,
+    console: Console,
+    base: str,
+    redis_url: str,
+    tmp: Path,
+    calls: int,
+    seconds: float,
+) -> None:
+    """The three tables (see the module's docstring), on nginx at ``base`` and Redis."""
+    rows = per_call(base, redis_url, calls)
+    ping_sync, ping_async, script = floor(redis_url)
+    waits = round_trips(base, redis_url)
+    t = Table(title="per call: one entry with an rpm limit and a budget")
+    for col in ("state", "sync c=1 ms", "async c=1 ms", "async c=50 calls/s"):
+        t.add_column(col, justify="right" if col != "state" else "left")
+    for name, sync, single, rate in rows:
+        t.add_row(name, f"{sync:.3f}", f"{single:.3f}", "" if rate != rate else f"{rate:,.0f}")
+    (_, s0, a0, _), (_, s1, a1, _), (_, s2, a2, _), (_, s3, a3, _) = rows
+    t.add_row("redis - memory", f"{s1 - s0:+.3f}", f"{a1 - a0:+.3f}", "")
+    t.add_row("floor: a PING a call", f"{s2 - s0:+.3f}", f"{a2 - a0:+.3f}", "")
+    t.add_row("floor: the script by hand", f"{s3 - s0:+.3f}", f"{a3 - a0:+.3f}", "")
+    t.add_row("a PING alone", f"{ping_sync:.3f}", f"{ping_async:.3f}", "")
+    t.add_row("the script's time in Redis", f"{script:.3f}", f"{script:.3f}", "")
+    console.print(t)
+    console.print(
+        f"Redis round trips a call waits for: {waits:.2f} (the admission; "
+        "verdicts, refunds, settlements and counters are queued off the path)"
+    )
+    if args.one_cpu:
+        return
+
+    rpm = 60
+    t = Table(title=f"a fleet under one rpm = {rpm}, {seconds:g} s of calls as fast as allowed")
+    for col in ("processes", "limit allows", "redis: upstream got", "memory: upstream got"):
+        t.add_column(col, justify="right")
+    allows = rpm + rpm * seconds / 60
+    for n in (1, 2, 4, 8):
+        shared = fleet(
+            base, redis_url, n, {"backend": "redis", "url": redis_url}, rpm, seconds, tmp
         )
+        alone = fleet(base, redis_url, n, {}, rpm, seconds, tmp)
+        t.add_row(str(n), f"{allows:.0f}", str(shared), str(alone))
+    console.print(t)
 
-        rpm = 60
-        t = Table(title=f"a fleet under one rpm = {rpm}, {seconds:g} s of calls as fast as allowed")
-        for col in ("processes", "limit allows", "redis: upstream got", "memory: upstream got"):
-            t.add_column(col, justify="right")
-        allows = rpm + rpm * seconds / 60
-        for n in (1, 2, 4, 8):
-            shared = fleet(
-                up.base, rs.url, n, {"backend": "redis", "url": rs.url}, rpm, seconds, Path(tmp)
-            )
-            alone = fleet(up.base, rs.url, n, {}, rpm, seconds, Path(tmp))
-            t.add_row(str(n), f"{allows:.0f}", str(shared), str(alone))
-        console.print(t)
-
-        runs = 100 if args.quick else 400
-        t = Table(title=f"run_batch: a one-step workflow over {runs} inputs, concurrency 8")
-        for col in ("engine", "start s", "runs/s"):
-            t.add_column(col, justify="right" if col != "engine" else "left")
-        for engine, started, rate in batch(up.base, rs.url, runs, Path(tmp)):
-            t.add_row(engine, f"{started:.1f}" if started else "", f"{rate:,.0f}")
-        console.print(t)
+    runs = 100 if args.quick else 400
+    t = Table(title=f"run_batch: a one-step workflow over {runs} inputs, concurrency 8")
+    for col in ("engine", "start s", "runs/s"):
+        t.add_column(col, justify="right" if col != "engine" else "left")
+    for engine, started, rate in batch(base, redis_url, runs, tmp):
+        t.add_row(engine, f"{started:.1f}" if started else "", f"{rate:,.0f}")
+    console.print(t)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,10 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 -- the same breaker and limiter once: breaker state by hash, limiter (see load) by hash.
 local states, limiters = {}, {}
 
--- A breaker policy travels as one argument, its numbers joined by '|' (one value to encode).
+-- A breaker policy travels as one argument, its numbers joined by '|' (one value to encode),
+-- read only when needed: a closed breaker's common verdicts need its window alone.
 local policies = {}
+local function window_of(packed) return tonumber(string.match(packed, '^[^|]+')) end
 local function policy(packed)
   if policies[packed] then return policies[packed] end
   local n = {}
@@ -33,17 +35,18 @@ local function policy(packed)
   return policies[packed]
 end
 
--- A breaker's outcomes: the list keeps at least the newest p.window ("time|failed"), trimmed
+-- A breaker's outcomes: the list keeps at least the newest `window` ("time|failed"), trimmed
 -- once it holds twice that; only those, and only the ones younger than window_s, count.
-local function record(w, p, failed)
-  if redis.call('RPUSH', w, tostring(now) .. (failed and '|1' or '|0')) > 2 * p.window then
-    redis.call('LTRIM', w, -p.window, -1)
+local function record(w, window, failed)
+  if redis.call('RPUSH', w, tostring(now) .. (failed and '|1' or '|0')) > 2 * window then
+    redis.call('LTRIM', w, -window, -1)
   end
 end
 
--- A breaker: hash h, outcomes list w ("time|failed", oldest first). Returns {allowed, state,
--- retry_in, cooldown, probes, consecutive, trips, reason, failures, successes, opened_ago}.
-local function breaker(h, w, op, p, seconds)
+-- A breaker: hash h, outcomes list w ("time|failed", oldest first), its policy packed (see
+-- policy). Returns {allowed, state, retry_in, cooldown, probes, consecutive, trips, reason,
+-- failures, successes, opened_ago}.
+local function breaker(h, w, op, packed, seconds)
   local st = states[h]
   if st == nil then
     local f = redis.call('HMGET', h, 'st', 'cons')
@@ -53,10 +56,11 @@ local function breaker(h, w, op, p, seconds)
   if op == 'allow' and st[1] == 'closed' then return {'1', 'closed'} end
   if op == 'success' and st[1] == 'closed' then
     -- The common verdict: only the run of failures (cons) and the outcomes change.
-    record(w, p, false)
+    record(w, window_of(packed), false)
     if st[2] ~= '0' then redis.call('HSET', h, 'cons', 0); st[2] = '0' end
     return {'0', 'closed'}
   end
+  local p = policy(packed)
   st = st[1]
   local f = redis.call('HMGET', h, 'until', 'cd', 'pr', 'cons', 'lastf', 'trips', 'reason', 'at')
   local untl, cd, pr = tonumber(f[1]) or 0, tonumber(f[2]) or p.base, tonumber(f[3]) or 0
@@ -80,7 +84,7 @@ local function breaker(h, w, op, p, seconds)
     return kept, failures
   end
   local function fail()
-    record(w, p, true)
+    record(w, p.window, true)
     local kept, failures = outcomes()
     return #kept, failures
   end
@@ -263,40 +267,69 @@ local function limiter(h, op, rpm, tpm, tokens, extra)
   return out
 end
 
+-- A budget's counters change by deltas, summed per hash and field and written once when the
+-- script ends (`written`): the settlement an admission carries in front of the next hold
+-- mostly cancels out with it (5 HINCRBYs become 1). Reads add what is pending.
+local deltas = {}
+local function add(h, field, n)
+  local d = deltas[h]
+  if d == nil then d = {}; deltas[h] = d end
+  d[field] = (d[field] or 0) + n
+end
+local function pending(h, field)
+  local d = deltas[h]
+  return d and d[field] or 0
+end
+local function written(only)  -- the pending deltas of hash `only` (nil: of every hash)
+  for h, d in pairs(deltas) do
+    if only == nil or h == only then
+      for field, n in pairs(d) do
+        if n ~= 0 then redis.call('HINCRBY', h, field, n) end
+      end
+      deltas[h] = nil
+    end
+  end
+end
+
 -- A budget: hash h with 'spent', 'reserved', 'spent:<role>', 'reserved:<role>', counters;
 -- nanodollars. 'reserve' returns {} when held, else {scope, limit, left}.
 local function budget(h, op, nanos, role, role_limit, total_limit, actual)
   if op == 'reserve' then
+    local function left_of(limit, spent, reserved)
+      local v = redis.call('HMGET', h, spent, reserved)
+      return limit - ((tonumber(v[1]) or 0) + pending(h, spent))
+                   - ((tonumber(v[2]) or 0) + pending(h, reserved))
+    end
     if role ~= '' and role_limit >= 0 then
-      local v = redis.call('HMGET', h, 'spent:' .. role, 'reserved:' .. role)
-      local left = role_limit - (tonumber(v[1]) or 0) - (tonumber(v[2]) or 0)
+      local left = left_of(role_limit, 'spent:' .. role, 'reserved:' .. role)
       if nanos > left then
-        redis.call('HINCRBY', h, 'refused', 1)
+        add(h, 'refused', 1)
         return {'role:' .. role, tostring(role_limit), tostring(left)}
       end
     end
     if total_limit >= 0 then
-      local v = redis.call('HMGET', h, 'spent', 'reserved')
-      local left = total_limit - (tonumber(v[1]) or 0) - (tonumber(v[2]) or 0)
+      local left = left_of(total_limit, 'spent', 'reserved')
       if nanos > left then
-        redis.call('HINCRBY', h, 'refused', 1)
+        add(h, 'refused', 1)
         return {'total', tostring(total_limit), tostring(left)}
       end
     end
-    redis.call('HINCRBY', h, 'reserved', nanos)
-    if role ~= '' then redis.call('HINCRBY', h, 'reserved:' .. role, nanos) end
-    redis.call('HINCRBY', h, 'open', 1)
+    add(h, 'reserved', nanos)
+    if role ~= '' then add(h, 'reserved:' .. role, nanos) end
+    add(h, 'open', 1)
     return {}
   elseif op == 'close' then
-    redis.call('HINCRBY', h, 'reserved', -nanos)
-    redis.call('HINCRBY', h, 'spent', actual)
+    add(h, 'reserved', -nanos)
+    add(h, 'spent', actual)
     if role ~= '' then
-      redis.call('HINCRBY', h, 'reserved:' .. role, -nanos)
-      redis.call('HINCRBY', h, 'spent:' .. role, actual)
+      add(h, 'reserved:' .. role, -nanos)
+      add(h, 'spent:' .. role, actual)
     end
-    redis.call('HINCRBY', h, 'open', -1)
+    add(h, 'open', -1)
     return {}
-  elseif op == 'seed' then
+  end
+  written(h)  -- what follows reads the hash as it is
+  if op == 'seed' then
     -- What was spent before this hash existed (e.g. a key's spend kept on disk), once.
     redis.call('HSETNX', h, 'spent', actual)
     return {}
@@ -316,7 +349,7 @@ local function writes(keys, packed)
   for _, w in ipairs(cjson.decode(packed)) do
     local kind, k, a = w[1], w[2], w[3]
     if kind == 'BREAKER' then
-      breaker(keys[k[1]], keys[k[2]], a[1], policy(a[3]), tonumber(a[2]))
+      breaker(keys[k[1]], keys[k[2]], a[1], a[3], tonumber(a[2]))
     elseif kind == 'LIMITER' then
       local extra = {}
       for j = 5, #a do table.insert(extra, a[j]) end
@@ -335,7 +368,7 @@ BREAKER = (
     _LIBRARY
     + """
 -- KEYS: hash, outcomes. ARGV: op, seconds, policy.
-return breaker(KEYS[1], KEYS[2], ARGV[1], policy(ARGV[3]), tonumber(ARGV[2]))
+return breaker(KEYS[1], KEYS[2], ARGV[1], ARGV[3], tonumber(ARGV[2]))
 """
 )
 """One breaker call (`CircuitBreaker`'s methods)."""
@@ -356,8 +389,10 @@ BUDGET = (
     _LIBRARY
     + """
 -- KEYS: hash. ARGV: op, nanos, role ('' for none), role limit (-1), total limit (-1), actual.
-return budget(KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]),
-              tonumber(ARGV[5]), tonumber(ARGV[6] or '0'))
+local answer = budget(KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]),
+                      tonumber(ARGV[5]), tonumber(ARGV[6] or '0'))
+written()
+return answer
 """
 )
 """One budget call (`Budget`'s methods)."""
@@ -377,6 +412,7 @@ BATCH = (
     + """
 -- KEYS: the writes' keys. ARGV: the writes (see writes).
 writes(KEYS, ARGV[1])
+written()
 return 1
 """
 )
@@ -394,28 +430,33 @@ ADMIT = (
 --       total limit, the queued writes (optional, see writes).
 -- Returns {'ok', breaker state} | {'breaker', retry_in, state, probes, cooldown}
 --       | {'limiter', wait} | {'budget', scope, limit, left}.
-writes(KEYS, ARGV[9])  -- this process's queued writes first: it reads its own writes
-local p = policy(ARGV[1])
-local rpm, tpm, tokens = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local nanos = tonumber(ARGV[5])
-local b = breaker(KEYS[1], KEYS[2], 'allow', p, 0)
-if b[1] ~= '1' then
-  local full = breaker(KEYS[1], KEYS[2], 'read', p, 0)
-  return {'breaker', full[3], full[2], full[5], full[4]}
+local function admit()
+  writes(KEYS, ARGV[9])  -- this process's queued writes first: it reads its own writes
+  local p = ARGV[1]
+  local rpm, tpm, tokens = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+  local nanos = tonumber(ARGV[5])
+  local b = breaker(KEYS[1], KEYS[2], 'allow', p, 0)
+  if b[1] ~= '1' then
+    local full = breaker(KEYS[1], KEYS[2], 'read', p, 0)
+    return {'breaker', full[3], full[2], full[5], full[4]}
+  end
+  local function give_back()
+    if b[2] ~= 'closed' then breaker(KEYS[1], KEYS[2], 'release', p, 0) end
+  end
+  local l = load(KEYS[3], rpm, tpm)
+  local wait = wait_for(l, tokens)
+  if wait > 0 then give_back(); return {'limiter', tostring(wait)} end
+  if nanos >= 0 then
+    local refused = budget(KEYS[4], 'reserve', nanos, ARGV[6], tonumber(ARGV[7]),
+                           tonumber(ARGV[8]), 0)
+    if #refused > 0 then give_back(); return {'budget', refused[1], refused[2], refused[3]} end
+  end
+  take(l, tokens)
+  return {'ok', b[2]}
 end
-local function give_back()
-  if b[2] ~= 'closed' then breaker(KEYS[1], KEYS[2], 'release', p, 0) end
-end
-local l = load(KEYS[3], rpm, tpm)
-local wait = wait_for(l, tokens)
-if wait > 0 then give_back(); return {'limiter', tostring(wait)} end
-if nanos >= 0 then
-  local refused = budget(KEYS[4], 'reserve', nanos, ARGV[6], tonumber(ARGV[7]),
-                         tonumber(ARGV[8]), 0)
-  if #refused > 0 then give_back(); return {'budget', refused[1], refused[2], refused[3]} end
-end
-take(l, tokens)
-return {'ok', b[2]}
+local answer = admit()
+written()  -- the budgets' deltas, whatever the verdict
+return answer
 """
 )
 """A call's admission: breaker, limiter and budget in one script."""

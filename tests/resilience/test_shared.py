@@ -14,7 +14,7 @@ from typing import Any
 import fakeredis
 import pytest
 import redis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from agency.config import AgencyConfig
@@ -200,6 +200,63 @@ def test_a_shared_budget_refuses_what_a_local_one_refuses(
             assert budgets[1].spent(role_) == pytest.approx(budgets[0].spent(role_))
             assert budgets[1].reserved(role_) == pytest.approx(budgets[0].reserved(role_))
             assert budgets[1].remaining(role_) == pytest.approx(budgets[0].remaining(role_))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@example(ops=[("admit", None, 30)] * 3 + [("release", None, 0), ("admit", None, 30)])
+@example(ops=[("admit", "code", 30), ("settle", None, 0), ("admit", "code", 25)])
+@given(
+    ops=st.lists(
+        st.tuples(
+            st.sampled_from(["admit", "settle", "release"]),
+            st.sampled_from([None, "code"]),
+            st.integers(min_value=0, max_value=30),  # (over 0.3: refused before any round trip)
+        ),
+        max_size=30,
+    )
+)
+def test_an_admission_carrying_settlements_holds_what_a_local_budget_holds(
+    ops: list[tuple[str, str | None, int]],
+) -> None:
+    """The admission script runs the queued settlements and releases first, their budget
+    changes summed with its own hold (one write per field): the verdicts and the books are
+    those of a local budget doing each step in turn."""
+    from agency.resilience.shared import Fleet
+
+    policy = BudgetPolicy(max_cost_per_request=0.3, max_cost_total=1.0, roles={"code": 0.4})
+    store = _store()
+    local, shared = Budget(policy), SharedBudget(store, policy)
+    fleet = Fleet(
+        SharedBreaker(store, BreakerPolicy(), name="p"),
+        SharedLimiter(store, RateLimitPolicy(rpm=10**6), name="p"),
+    )
+    held: list[list[Any]] = [[], []]
+    for op, role, cents in ops:
+        if op == "admit":
+            try:
+                held[0].append(local.reserve(cents / 100, role=role))
+                expected = "held"
+            except BudgetExceeded as exc:
+                expected = f"{exc.scope} {exc.remaining:.6f}"
+            verdict = fleet.admit(10, cents / 100, role, shared)
+            assert verdict is not None
+            if verdict.kind == "ok":
+                assert verdict.reservation is not None
+                held[1].append(verdict.reservation)
+                got = "held"
+            else:
+                assert verdict.kind == "budget" and verdict.error is not None
+                got = f"{verdict.error.scope} {verdict.error.remaining:.6f}"
+            assert got == expected
+        else:
+            for hold in (h.pop(0) for h in held if h):
+                hold.settle(hold.amount * 0.5) if op == "settle" else hold.release()
+    for role_ in (None, "code"):
+        assert shared.spent(role_) == pytest.approx(local.spent(role_))
+        assert shared.reserved(role_) == pytest.approx(local.reserved(role_))
+    books = {k.decode(): int(v) for k, v in store.client.hgetall("agency:budget").items()}
+    assert books.get("open", 0) == len(held[1])
+    assert books.get("refused", 0) == local.snapshot()["refused"]
 
 
 def test_two_processes_share_one_budget() -> None:
