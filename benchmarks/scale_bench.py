@@ -34,9 +34,12 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
+from hiredis import pack_command
 from rich.console import Console
 from rich.table import Table
 
@@ -76,18 +79,18 @@ class _Prefixed:
     """The in-process model with one bare Redis command before each call, on redis-py's own
     connection and nothing of ours: a PING (the floor of any shared state that costs one
     round trip a call, on this machine, in situ: a blocked process and a woken one cost more
-    here than the PING's own time), or the admission script itself (`_admit_by_hand`)."""
+    here than the PING's own time), or the admission script itself (`_AdmitByHand`). The
+    command is packed by hiredis, as the store packs its own."""
 
-    def __init__(self, model: Any, redis_url: str, *command: Any) -> None:
+    def __init__(self, model: Any, redis_url: str, command: Callable[[], tuple[Any, ...]]) -> None:
         import redis
 
-        self.model, self.url = model, redis_url
+        self.model, self.url, self.command = model, redis_url, command
         self.conn = redis.Redis.from_url(redis_url).connection_pool.make_connection()
-        self.command = self.conn.pack_command(*command)
         self.aconn: Any = None
 
     def invoke(self, *args: Any, **kwargs: Any) -> Any:
-        self.conn.send_packed_command(self.command, check_health=False)
+        self.conn.send_packed_command(pack_command(self.command()), check_health=False)
         self.conn.read_response()
         return self.model.invoke(*args, **kwargs)
 
@@ -96,32 +99,42 @@ class _Prefixed:
             from redis import asyncio as aioredis
 
             self.aconn = aioredis.Redis.from_url(self.url).connection_pool.make_connection()
-        await self.aconn.send_packed_command(self.command, check_health=False)
+        await self.aconn.send_packed_command(pack_command(self.command()), check_health=False)
         await self.aconn.read_response()
         return await self.model.ainvoke(*args, **kwargs)
 
 
-def _admit_by_hand(redis_url: str) -> tuple[Any, ...]:
+class _AdmitByHand:
     """The command a call of `per_call`'s Redis model waits for, written out by hand: the
     admission script (`_lua.ADMIT`) with the same policy, limits and worst case, carrying
     what the previous call queued (its budget settlement, limiter refund and breaker
-    success), on keys of its own. Its hold is given back by the settlement it carries next
-    time, so it can run forever; answered "ok" every time."""
-    import orjson
-    import redis
+    success, as one numbered group), on keys of its own. Its hold is given back by the
+    settlement it carries next time, so it can run forever; answered "ok" every time."""
 
-    from agency.resilience import _lua
+    POLICY = "20|60.0|5|0.5|3|30.0|300.0|1|600.0|2.0"
+    KEYS = ("floor:breaker", "floor:breaker:outcomes", "floor:limiter", "floor:budget")
 
-    sha = redis.Redis.from_url(redis_url).script_load(_lua.ADMIT)
-    keys = ("floor:breaker", "floor:breaker:outcomes", "floor:limiter", "floor:budget")
-    policy = "20|60.0|5|0.5|3|30.0|300.0|1|600.0|2.0"
-    nanos, limit = 13_500, 10**18
-    carried = orjson.dumps([
-        ["BUDGET", [4], ["close", nanos, "", -1, limit, 3_150]],
-        ["LIMITER", [3], ["settle", 10**9, 0, 18]],
-        ["BREAKER", [1, 2], ["success", 0.0, policy]],
-    ])  # fmt: skip
-    return ("EVALSHA", sha, len(keys), *keys, policy, 10**9, 0, 30, nanos, "", -1, limit, carried)
+    def __init__(self, redis_url: str) -> None:
+        import redis
+
+        from agency.resilience import _lua
+
+        self.sha = redis.Redis.from_url(redis_url).script_load(_lua.ADMIT)
+        self.bucket = _lua.ONCE_BUCKET
+        self.number = 0
+
+    def __call__(self) -> tuple[Any, ...]:
+        nanos, limit, policy = 13_500, 10**18, self.POLICY
+        self.number += 1
+        notes = f"floor:once:{self.number // self.bucket}"
+        carried = orjson.dumps([[self.number, 5, [
+            ["BUDGET", [4], ["close", nanos, "", -1, limit, 3_150]],
+            ["LIMITER", [3], ["settle", 10**9, 0, 18]],
+            ["BREAKER", [1, 2], ["success", 0.0, policy]],
+        ]]])  # fmt: skip
+        keys = (*self.KEYS, notes)
+        return ("EVALSHA", self.sha, len(keys), *keys, policy, 10**9, 0, 30, nanos, "", -1,
+                limit, carried)  # fmt: skip
 
 
 def per_call(base: str, redis_url: str, calls: int) -> list[tuple[str, float, float, float]]:
@@ -134,10 +147,8 @@ def per_call(base: str, redis_url: str, calls: int) -> list[tuple[str, float, fl
     states = {"memory": {}, "redis": {"backend": "redis", "url": redis_url}}
     models = {name: _model(_config(base, state, rpm=10**9, budget=1e9)) for name, state in
               states.items()}  # fmt: skip
-    models["memory + a PING"] = _Prefixed(models["memory"], redis_url, "PING")
-    models["memory + the script"] = _Prefixed(
-        models["memory"], redis_url, *_admit_by_hand(redis_url)
-    )
+    models["memory + a PING"] = _Prefixed(models["memory"], redis_url, lambda: ("PING",))
+    models["memory + the script"] = _Prefixed(models["memory"], redis_url, _AdmitByHand(redis_url))
     each = max(calls // ROUNDS, 50)
     sync: dict[str, list[float]] = {name: [] for name in models}
     single: dict[str, list[float]] = {name: [] for name in models}

@@ -12,7 +12,23 @@ integers, which would cut every fraction of a second.
 
 from __future__ import annotations
 
-__all__ = ["ADMIT", "BATCH", "BREAKER", "BUDGET", "LIMITER", "STATS"]
+__all__ = [
+    "ADMIT",
+    "BATCH",
+    "BREAKER",
+    "BUDGET",
+    "LIMITER",
+    "ONCE_BUCKET",
+    "ONCE_KEEP_S",
+    "STATS",
+]
+
+ONCE_BUCKET = 256
+"""Group numbers noted per hash (see ``writes``): a process's notes are a few small hashes."""
+
+ONCE_KEEP_S = 3600
+"""How long Redis keeps a note that it ran a group of queued writes: a group sent again
+later than this after its first try (its answer lost, the store down since) may run twice."""
 
 _LIBRARY = """
 local t = redis.call('TIME')
@@ -341,28 +357,37 @@ local function stats(h, argv, from)
   for i = from, #argv, 2 do redis.call('HINCRBY', h, argv[i], argv[i + 1]) end
 end
 
--- Queued writes, in order, as one JSON argument: a list of [kind, key indexes, arguments]
--- (kind BREAKER, LIMITER, BUDGET or STATS; the indexes point into KEYS, each key given once).
--- Each write runs as its own script would.
+-- Queued writes, in order, as one JSON argument: a list of groups [number, notes key index,
+-- writes], each write [kind, key indexes, arguments] (kind BREAKER, LIMITER, BUDGET or
+-- STATS; the indexes point into KEYS, each key given once). Each write runs as its own
+-- script would. A group runs once: its number is noted in the hash KEYS[notes] (one hash per
+-- @BUCKET@ numbers, kept @KEEP@ s), and a group sent again whose number is there (Redis ran
+-- it, and its answer was lost) is skipped.
 local function writes(keys, packed)
   if not packed then return end
-  for _, w in ipairs(cjson.decode(packed)) do
-    local kind, k, a = w[1], w[2], w[3]
-    if kind == 'BREAKER' then
-      breaker(keys[k[1]], keys[k[2]], a[1], a[3], tonumber(a[2]))
-    elseif kind == 'LIMITER' then
-      local extra = {}
-      for j = 5, #a do table.insert(extra, a[j]) end
-      limiter(keys[k[1]], a[1], tonumber(a[2]), tonumber(a[3]), tonumber(a[4]), extra)
-    elseif kind == 'BUDGET' then
-      budget(keys[k[1]], a[1], tonumber(a[2]), a[3], tonumber(a[4]), tonumber(a[5]),
-             tonumber(a[6] or 0))
-    elseif kind == 'STATS' then
-      stats(keys[k[1]], a, 1)
+  for _, group in ipairs(cjson.decode(packed)) do
+    local number, notes = group[1], keys[group[2]]
+    if redis.call('HSETNX', notes, number, 1) == 1 then
+      if number % @BUCKET@ == 1 then redis.call('EXPIRE', notes, @KEEP@) end
+      for _, w in ipairs(group[3]) do
+        local kind, k, a = w[1], w[2], w[3]
+        if kind == 'BREAKER' then
+          breaker(keys[k[1]], keys[k[2]], a[1], a[3], tonumber(a[2]))
+        elseif kind == 'LIMITER' then
+          local extra = {}
+          for j = 5, #a do table.insert(extra, a[j]) end
+          limiter(keys[k[1]], a[1], tonumber(a[2]), tonumber(a[3]), tonumber(a[4]), extra)
+        elseif kind == 'BUDGET' then
+          budget(keys[k[1]], a[1], tonumber(a[2]), a[3], tonumber(a[4]), tonumber(a[5]),
+                 tonumber(a[6] or 0))
+        elseif kind == 'STATS' then
+          stats(keys[k[1]], a, 1)
+        end
+      end
     end
   end
 end
-"""
+""".replace("@BUCKET@", str(ONCE_BUCKET)).replace("@KEEP@", str(ONCE_KEEP_S))
 
 BREAKER = (
     _LIBRARY

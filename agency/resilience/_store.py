@@ -11,6 +11,10 @@ Two ways to reach Redis, so that a call waits for one round trip at most:
   stays queued, in order, until the store answers again, so a hold on the budget is always
   given back. Everything queued is sent at exit too (`flush_state`).
 
+Writes go in numbered groups, and Redis notes each group's number as it runs it
+(`_lua.ONCE_BUCKET`): a group sent again because its answer did not come in time (Redis may
+have run it all the same) runs at most once, so a settlement never counts twice.
+
 Scripts go on the store's own connections (one for sync calls, a few per event loop), packed
 by hiredis: no pool, no retry wrapper, about half of redis-py's own time per call.
 
@@ -26,6 +30,7 @@ import asyncio
 import atexit
 import contextlib
 import logging
+import secrets
 import threading
 import time
 import weakref
@@ -42,6 +47,7 @@ from agency.resilience import _lua
 __all__ = [
     "COUNTS_LINGER_S",
     "IDLE_CHECK_S",
+    "LATE_ANSWER_S",
     "MAX_QUEUED_WRITES",
     "QUIET_S",
     "WRITE_LINGER_S",
@@ -65,6 +71,11 @@ IDLE_CHECK_S = 1.0
 before a command goes on it, so a Redis restart or an idle timeout between two calls costs a
 reconnect, not a failed admission. (Nothing is retried: a command whose answer is lost may
 have run.)"""
+
+LATE_ANSWER_S = 10.0
+"""How long the answer of a command whose caller stopped waiting (cancelled, or past
+``timeout_s``) is still awaited, off every caller's path: Redis may run it late, and what
+an admission took then is given back (`RedisState.run`'s ``orphaned``)."""
 
 QUIET_S = 1.0
 """With nothing queued and no write for this long, the writer stops looking every linger and
@@ -118,6 +129,7 @@ class StoreDown(Exception):
 
 
 _Command = tuple[str, tuple[str, ...], tuple[Any, ...]]
+_Group = tuple[int, list[_Command]]  # queued writes under one number: run once, in order
 
 
 class RedisState:
@@ -133,6 +145,7 @@ class RedisState:
         self.policy = policy
         self.errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
         self._no_script = redis.exceptions.NoScriptError
+        self._timeout = redis.exceptions.TimeoutError
         self._script_error = redis.exceptions.ResponseError
         self.client = client or redis.Redis.from_url(
             policy.url,
@@ -145,6 +158,10 @@ class RedisState:
         self._warned = False
         self._dropped = 0
         self._queue: deque[_Command] = deque()
+        self._again: deque[_Group] = deque()  # groups whose send failed: first, same number
+        self._groups = 0  # the last group's number
+        # Where Redis notes the groups it ran (this store's own: numbers are per store).
+        self._once = self.key("once", secrets.token_hex(6))
         self._counts: dict[str, dict[str, int]] = {}
         self._counted_at = 0.0
         self._lock = threading.Lock()  # the queue and the counters
@@ -155,6 +172,10 @@ class RedisState:
         self._last_write = 0.0  # when `later` or `count` was last called
         self._queued_at = 0.0  # when the oldest queued write came
         self._conn: Any = None  # our own connection for single commands (see _evalsha)
+        # Answers _conn still owes, oldest first: commands whose caller stopped waiting
+        # (past timeout_s), each with when it was sent and its ``orphaned`` (None: nobody's).
+        # They are read, in order, before the next command's answer.
+        self._owed: deque[tuple[float, Callable[[Any], None] | None]] = deque()
         self._own = client is None
         # redis.asyncio clients are bound to their event loop: one per loop.
         self._async_clients: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
@@ -171,15 +192,23 @@ class RedisState:
         return time.monotonic() >= self._down_until
 
     # -- the two ways in ------------------------------------------------------------------
-    def run(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    def run(
+        self,
+        script: str,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        *,
+        orphaned: Callable[[Any], None] | None = None,
+    ) -> Any:
         """One script's answer, after the queued writes (one round trip); `StoreDown` when
-        the store does not answer (at once while it rests)."""
+        the store does not answer (at once while it rests). If the answer comes after
+        ``timeout_s``, Redis may have run the command all the same: its answer is read later
+        (before the next command's) and goes to ``orphaned``, so what it took can be given
+        back."""
         if not self.up:
             raise StoreDown
         with self._io:
-            batch = self._drain()
-            batch.append((script, tuple(keys), tuple(args)))
-            return self._send(batch)[-1]
+            return self._send(self._drain(), (script, tuple(keys), tuple(args)), orphaned)
 
     async def arun(
         self,
@@ -200,7 +229,7 @@ class RedisState:
         if not self._shas:
             self._load()
         writes = self._drain() if script == "ADMIT" else []
-        keys, args = _carrying(keys, args, writes)
+        keys, args = self._carrying(keys, args, writes)
         sent: list[bool] = []
         try:
             try:
@@ -212,7 +241,7 @@ class RedisState:
         except self._script_error:
             raise  # the script's own error: a bug to see, not a store that is down
         except self.errors as exc:
-            self._requeue(writes)  # (a timeout included: the writes may count twice, rarely)
+            self._requeue(writes)  # (a timeout included: Redis runs a group once)
             self._failed(exc)
             raise StoreDown from exc
         except BaseException:  # cancelled
@@ -257,7 +286,7 @@ class RedisState:
             conn.agency_used = time.monotonic()
             idle.append(conn)  # an answer: the connection is fine
             raise
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, TimeoutError):  # the caller stopped waiting
             if sent:  # Redis runs it: its answer is read off the caller's path, conn kept
                 finish = asyncio.ensure_future(self._answer_of(conn, idle, orphaned))
                 self._finishing.add(finish)
@@ -277,11 +306,12 @@ class RedisState:
     async def _answer_of(
         self, conn: Any, idle: list[Any], orphaned: Callable[[Any], None] | None
     ) -> None:
-        """Read the answer of a command whose caller was cancelled and hand it to
-        ``orphaned``; the connection goes back to ``idle`` after it (closed if the answer
-        does not come: then nobody knows what the command took, as for a timeout)."""
+        """Read the answer of a command whose caller stopped waiting (cancelled, or past
+        ``timeout_s``) and hand it to ``orphaned``; the connection goes back to ``idle``
+        after it (closed if the answer does not come within `LATE_ANSWER_S`: then nobody
+        knows what the command took)."""
         try:
-            async with asyncio.timeout(self.policy.timeout_s):
+            async with asyncio.timeout(LATE_ANSWER_S):
                 answer = await conn.read_response(disconnect_on_error=False)
         except self._script_error:
             answer = None  # an answer: the script failed, it took nothing
@@ -292,10 +322,7 @@ class RedisState:
         conn.agency_used = time.monotonic()
         idle.append(conn)
         if orphaned is not None and answer is not None:
-            try:
-                orphaned(answer)
-            except Exception:  # off every caller's path: say so, never raise into the loop
-                log.exception("state store: giving back what a cancelled admission took")
+            _hand_over(orphaned, answer)
 
     def _async_client(self) -> tuple[Any, list[Any]]:
         """The running loop's client (redis.asyncio is bound to a loop) and its idle
@@ -349,7 +376,7 @@ class RedisState:
                     return True
                 if self.up and time.monotonic() < deadline:
                     with contextlib.suppress(StoreDown):
-                        self._send(self._drain(counts=True), answer=False)
+                        self._send(self._drain(counts=True))
                     continue
             if time.monotonic() >= deadline:
                 return False
@@ -359,7 +386,8 @@ class RedisState:
     def pending(self) -> int:
         """Writes queued and not yet sent."""
         with self._lock:
-            return len(self._queue) + len(self._counts)
+            again = sum(len(writes) for _, writes in self._again)
+            return len(self._queue) + len(self._counts) + again
 
     # -- plumbing ---------------------------------------------------------------------------
     def _woken(self) -> None:
@@ -375,76 +403,93 @@ class RedisState:
             self._asleep = False
             self._wake.notify()
 
-    def _drain(self, *, counts: bool = False) -> list[_Command]:
-        """The queued writes, and the counters with them when ``counts`` or when they have
-        waited `COUNTS_LINGER_S` (counters add up: their order does not matter)."""
+    def _drain(self, *, counts: bool = False) -> list[_Group]:
+        """The groups sent before that did not get through, then the queued writes as a new
+        group, with the counters when ``counts`` or when they have waited `COUNTS_LINGER_S`
+        (counters add up: their order does not matter)."""
         with self._lock:
-            batch = list(self._queue)
+            groups = list(self._again)
+            self._again.clear()
+            fresh = list(self._queue)
             self._queue.clear()
             if self._counts and (counts or self._counts_due() <= 0):
                 for key, fields in self._counts.items():
                     args = tuple(x for field, n in fields.items() if n for x in (field, n))
-                    batch.append(("STATS", (key,), args))
+                    fresh.append(("STATS", (key,), args))
                 self._counts.clear()
-        return batch
+            if fresh:
+                self._groups += 1
+                groups.append((self._groups, fresh))
+        return groups
 
     def _counts_due(self) -> float:
         return self._counted_at + COUNTS_LINGER_S - time.monotonic()
 
-    def _requeue(self, batch: list[_Command]) -> None:
+    def _requeue(self, groups: list[_Group]) -> None:
+        """``groups`` go first next time, under the same numbers (Redis may have run them)."""
         with self._lock:
-            self._queue.extendleft(reversed(batch))
+            self._again.extendleft(reversed(groups))
 
-    def _send(self, batch: list[_Command], *, answer: bool = True) -> list[Any]:
-        """Run ``batch`` in one pipeline (the lock held). With ``answer`` the last command is
-        the caller's: its result is returned, its error raised. A batch that does not get
-        through goes back to the front of the queue (but the caller's command: `StoreDown`)."""
+    def _send(
+        self,
+        groups: list[_Group],
+        command: _Command | None = None,
+        orphaned: Callable[[Any], None] | None = None,
+    ) -> Any:
+        """Run the queued ``groups``, then ``command`` (the caller's), in one round trip (the
+        lock held): the command's answer is returned, its error raised. Groups that do not get
+        through go back to the front of the queue (the caller's command: `StoreDown`)."""
+        if not groups and command is None:
+            return None
         try:
-            results = self._pipeline(batch, answer) if batch else []
+            written, result = self._pipeline(groups, command, orphaned)
         except self.errors as exc:
-            self._requeue(batch[:-1] if answer else batch)
+            self._requeue(groups)
             self._failed(exc)
             raise StoreDown from exc
         self._answered()
-        writes = len(batch) - 1 if answer else len(batch)
-        for command, result in zip(batch[:writes], results[:writes], strict=True):
-            if isinstance(result, Exception):  # a bug in a script: say so, never retry it
-                log.error("state store: %s failed: %s", command[0], result)
-        if answer and isinstance(results[-1], Exception):
-            raise results[-1]
-        return results
+        if isinstance(written, Exception):  # a bug in a script: say so, never retry it
+            log.error("state store: queued writes failed: %s", written)
+        if isinstance(result, Exception):
+            raise result
+        return result
 
-    def _pipeline(self, batch: list[_Command], answer: bool) -> list[Any]:
-        """The queued writes as one BATCH script, then the caller's command (if ``answer``):
-        at most two commands a round trip. Results: one per command of ``batch``."""
+    def _pipeline(
+        self,
+        groups: list[_Group],
+        command: _Command | None,
+        orphaned: Callable[[Any], None] | None = None,
+    ) -> tuple[Any, Any]:
+        """The queued writes as one BATCH script, then ``command``: at most two commands a
+        round trip. Results: the writes' (None without any) and the command's. (``orphaned``:
+        see `run`; an admission's alone, which goes as one command.)"""
         if not self._shas:
             self._load()
-        writes = batch[:-1] if answer else batch
-        if answer and batch[-1][0] == "ADMIT":
+        if command is not None and command[0] == "ADMIT":
             # The admission runs the queued writes first, in the same script: one command.
-            _, k, a = batch[-1]
-            keys, args = _carrying(k, a, writes)
-            result = self._execute([("ADMIT", keys, args)])[0]
-            return [result] * len(batch)
+            keys, args = self._carrying(command[1], command[2], groups)
+            result = self._execute([("ADMIT", keys, args)], orphaned)[0]
+            return (result if groups else None), result
         commands: list[_Command] = []
-        if writes:
+        if groups:
             touched: list[str] = []
-            packed = _pack(writes, touched)
+            packed = self._pack(groups, touched)
             commands.append(("BATCH", tuple(touched), (packed,)))
-        if answer:
-            commands.append(batch[-1])
+        if command is not None:
+            commands.append(command)
         results = self._execute(commands)
-        written = [results[0]] * len(writes) if writes else []
-        return [*written, results[-1]] if answer else written
+        return (results[0] if groups else None), (results[-1] if command else None)
 
-    def _execute(self, commands: list[_Command]) -> list[Any]:
+    def _execute(
+        self, commands: list[_Command], orphaned: Callable[[Any], None] | None = None
+    ) -> list[Any]:
         if len(commands) == 1:  # one command: no pipeline to build
             script, keys, args = commands[0]
             try:
-                return [self._evalsha(self._shas[script], keys, args)]
+                return [self._evalsha(self._shas[script], keys, args, orphaned)]
             except self._no_script:
                 self._load()
-                return self._execute(commands)
+                return self._execute(commands, orphaned)
             except self._script_error as exc:  # the script's own error, not the store's
                 return [exc]
         pipe = self.client.pipeline(transaction=False)
@@ -458,17 +503,30 @@ class RedisState:
             return self._execute(commands)
         return results
 
-    def _evalsha(self, sha: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    def _evalsha(
+        self,
+        sha: str,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        orphaned: Callable[[Any], None] | None = None,
+    ) -> Any:
         """One script's answer (the lock held). On a client we made, it goes on a connection
         of our own: no pool to take it from and give it back to, no retry wrapper (a failure
-        is the store's, handled by the caller); that is half of redis-py's time for a call."""
+        is the store's, handled by the caller); that is half of redis-py's time for a call.
+        An answer that does not come within ``timeout_s`` is owed: the connection is kept,
+        and that answer is read before the next command's and handed to ``orphaned`` (see
+        `run`), within `LATE_ANSWER_S`."""
         if not self._own:  # a client given to us (a test's fakeredis): its own way
             return self.client.evalsha(sha, len(keys), *keys, *args)
         if self._conn is None:
             self._conn = self.client.connection_pool.make_connection()
-        conn = self._conn
+        conn, owed = self._conn, self._owed
+        if owed and time.monotonic() - owed[0][0] > LATE_ANSWER_S:
+            conn.disconnect()  # those answers are not coming: start clean
+            owed.clear()
+        sent = False
         try:
-            if _idle(conn):
+            if not owed and _idle(conn):
                 try:  # closed by the server meanwhile (or stray bytes): start clean
                     if conn.can_read(timeout=0):
                         conn.disconnect()
@@ -476,16 +534,75 @@ class RedisState:
                     conn.disconnect()
             packed = _command(conn, "EVALSHA", sha, len(keys), *keys, *args)
             conn.send_packed_command(packed, check_health=False)
-            result = conn.read_response()
+            sent = True
+            owed.append((time.monotonic(), orphaned))  # this one's, until it is read
+            while len(owed) > 1:  # late answers of commands before this one come first
+                try:
+                    late = conn.read_response(disconnect_on_error=False)
+                except self._script_error:
+                    late = None  # (the script failed: it took nothing)
+                _, given = owed.popleft()
+                if given is not None and late is not None:
+                    _hand_over(given, late)
+            try:
+                result = conn.read_response(disconnect_on_error=False)
+            except self._script_error:
+                owed.popleft()  # an answer: the connection is fine
+                conn.agency_used = time.monotonic()
+                raise
+            owed.popleft()
         except self._script_error:
-            conn.agency_used = time.monotonic()
-            raise  # an answer: the connection is fine
+            raise
+        except self._timeout:
+            if not sent:  # half a command may have gone: start clean
+                conn.disconnect()
+                owed.clear()
+            # Else Redis has the command and may still run it: the connection is kept, and
+            # the answers it owes (this one's too) are read before the next command's.
+            conn.agency_used = None
+            raise
         except BaseException:
             conn.disconnect()  # whatever was half sent or half read goes with it
             conn.agency_used = None
+            owed.clear()
             raise
         conn.agency_used = time.monotonic()
         return result
+
+    def _carrying(
+        self, keys: Sequence[str], args: Sequence[Any], groups: list[_Group]
+    ) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+        """An admission's keys and arguments with ``groups`` carried along (run first by the
+        script, see `_lua.ADMIT`)."""
+        if not groups:
+            return tuple(keys), tuple(args)
+        every = list(keys)
+        packed = self._pack(groups, every)
+        return tuple(every), (*args, packed)
+
+    def _pack(self, groups: list[_Group], keys: list[str]) -> bytes:
+        """``groups`` as the scripts' one JSON argument (see `_lua`'s ``writes``): each
+        ``[number, notes key, writes]``, each write ``[script, key indexes, arguments]``, keys
+        added to ``keys`` once (the indexes are Lua's, from 1). One argument instead of a few
+        per write: Redis and the client encode one string."""
+        index = {key: i for i, key in enumerate(keys, 1)}
+
+        def at(key: str) -> int:
+            i = index.get(key)
+            if i is None:
+                keys.append(key)
+                i = index[key] = len(keys)
+            return i
+
+        packed = [
+            (
+                number,
+                at(f"{self._once}:{number // _lua.ONCE_BUCKET}"),
+                [(script, [at(key) for key in k], a) for script, k, a in writes],
+            )
+            for number, writes in groups
+        ]
+        return orjson.dumps(packed)
 
     def _load(self) -> None:
         self._shas = {name: self.client.script_load(getattr(_lua, name)) for name in _SCRIPTS}
@@ -495,6 +612,7 @@ class RedisState:
             with self._wake:
                 while (
                     not self._queue
+                    and not self._again
                     and not self._counts
                     and time.monotonic() - self._last_write > QUIET_S
                 ):
@@ -513,9 +631,7 @@ class RedisState:
                 if self._queue and time.monotonic() - self._queued_at < WRITE_LINGER_S:
                     continue
             with self._io, contextlib.suppress(StoreDown):
-                batch = self._drain()  # (counters only once they are due)
-                if batch:
-                    self._send(batch, answer=False)
+                self._send(self._drain())  # (counters only once they are due)
 
     def _answered(self) -> None:
         if self._warned:
@@ -557,34 +673,13 @@ def _idle(conn: Any) -> bool:
     return used is not None and time.monotonic() - used > IDLE_CHECK_S
 
 
-def _carrying(
-    keys: Sequence[str], args: Sequence[Any], writes: list[_Command]
-) -> tuple[tuple[str, ...], tuple[Any, ...]]:
-    """An admission's keys and arguments with ``writes`` carried along (run first by the
-    script, see `_lua.ADMIT`)."""
-    if not writes:
-        return tuple(keys), tuple(args)
-    every = list(keys)
-    packed = _pack(writes, every)
-    return tuple(every), (*args, packed)
-
-
-def _pack(writes: list[_Command], keys: list[str]) -> bytes:
-    """``writes`` as the scripts' one JSON argument (see `_lua`): each ``[script, key
-    indexes, arguments]``, its keys added to ``keys`` once (the indexes are Lua's, from 1).
-    One argument instead of a few per write: Redis and the client encode one string."""
-    index = {key: i for i, key in enumerate(keys, 1)}
-    packed = []
-    for script, k, a in writes:
-        where = []
-        for key in k:
-            i = index.get(key)
-            if i is None:
-                keys.append(key)
-                i = index[key] = len(keys)
-            where.append(i)
-        packed.append((script, where, a))
-    return orjson.dumps(packed)
+def _hand_over(orphaned: Callable[[Any], None], answer: Any) -> None:
+    """The answer of a command nobody waited for, to its ``orphaned``: off every caller's
+    path, so a failure is logged, never raised."""
+    try:
+        orphaned(answer)
+    except Exception:
+        log.exception("state store: giving back what an admission nobody waited for took")
 
 
 _LIVE: weakref.WeakSet[RedisState] = weakref.WeakSet()

@@ -425,11 +425,13 @@ class Fleet:
         ask = self._ask(tokens, worst_case, role, budget)
         if not isinstance(ask, tuple):
             return ask
+        keys, args, nanos = ask
+        orphaned = self._orphaned(tokens, nanos, role, budget)
         try:
-            out = self._store.run("ADMIT", ask[0], ask[1])
+            out = self._store.run("ADMIT", keys, args, orphaned=orphaned)
         except StoreDown:
             return None
-        return self._verdict(out, ask[2], role, budget)
+        return self._verdict(out, nanos, role, budget)
 
     async def aadmit(
         self, tokens: int, worst_case: float | None, role: str | None, budget: Budget | None
@@ -439,21 +441,35 @@ class Fleet:
         if not isinstance(ask, tuple):
             return ask
         keys, args, nanos = ask
-
-        def orphaned(raw: Any) -> None:  # the caller was cancelled with the command sent
-            verdict = self._verdict(raw, nanos, role, budget)
-            if verdict.kind == "ok":  # nothing was sent upstream: give it all back
-                if _text(raw[1]) == "half_open":
-                    self.breaker.release()
-                self.limiter.settle(tokens, 0)
-                if verdict.reservation is not None:
-                    verdict.reservation.release()
-
+        orphaned = self._orphaned(tokens, nanos, role, budget)
         try:
             out = await self._store.arun("ADMIT", keys, args, orphaned=orphaned)
         except StoreDown:
             return None
         return self._verdict(out, nanos, role, budget)
+
+    def _orphaned(
+        self, tokens: int, nanos: int, role: str | None, budget: Budget | None
+    ) -> Callable[[Any], None]:
+        """What to do with the answer of an admission nobody waited for (its caller was
+        cancelled, or gave up after ``timeout_s``, and Redis ran it all the same): nothing
+        was sent upstream, so what it took is given back."""
+
+        def orphaned(raw: Any) -> None:
+            verdict = self._verdict(raw, nanos, role, budget)
+            if verdict.kind != "ok":
+                return
+            # Queued for Redis even while the store rests (after a timeout it does): what
+            # the script took is in Redis, so that is where it goes back.
+            if _text(raw[1]) == "half_open":
+                args = ("release", 0.0, breaker_args(self.breaker.policy))
+                self._store.later("BREAKER", self.breaker._keys, args)
+            if tokens:
+                self.limiter._later("settle", tokens)
+            if verdict.reservation is not None:
+                verdict.reservation.release()  # (queued in any case)
+
+        return orphaned
 
     def _ask(
         self, tokens: int, worst_case: float | None, role: str | None, budget: Budget | None

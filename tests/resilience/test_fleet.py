@@ -436,3 +436,137 @@ async def test_an_async_admission_gives_up_after_the_stores_timeout(
     await asyncio.sleep(0.25)  # retry_s
     verdict = await fleet.aadmit(10, 0.1, None, budget)
     assert verdict is not None and verdict.kind == "ok" and store.up
+
+
+_BUSY = """
+local t = redis.call('TIME')
+local start = t[1] * 1000000 + t[2]
+repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] - start >= tonumber(ARGV[1])
+return 1
+"""
+
+
+def _busy(redis_server: RedisServer, seconds: float) -> threading.Thread:
+    """Redis busy for ``seconds`` (a script that runs that long, from another client): a
+    command sent meanwhile waits in its socket, and runs once the script ends."""
+    client = redis_server.client()
+    busy = threading.Thread(target=client.eval, args=(_BUSY, 0, int(seconds * 1e6)))
+    busy.start()
+    time.sleep(0.05)  # (the script has started)
+    return busy
+
+
+def _books(redis_server: RedisServer) -> dict[str, float]:
+    raw = redis_server.client().hgetall("agency:budget")
+    return {k.decode(): int(v) / 1e9 for k, v in raw.items()}
+
+
+def _late_fleet(redis_server: RedisServer) -> tuple[Any, Any, Any]:
+    from agency.resilience._store import RedisState, StatePolicy
+    from agency.resilience.budget import BudgetPolicy
+    from agency.resilience.limits import RateLimitPolicy
+    from agency.resilience.shared import Fleet, SharedBreaker, SharedBudget, SharedLimiter
+
+    store = RedisState(
+        StatePolicy(backend="redis", url=redis_server.url, timeout_s=0.2, retry_s=0.2)
+    )
+    budget = SharedBudget(store, BudgetPolicy(max_cost_total=1.0))
+    fleet = Fleet(
+        SharedBreaker(store, BreakerPolicy(), name="p"),
+        SharedLimiter(store, RateLimitPolicy(rpm=100), name="p"),
+    )
+    return store, budget, fleet
+
+
+def test_an_admission_answered_too_late_counts_its_writes_once_and_gives_back_its_hold(
+    redis_server: RedisServer,
+) -> None:
+    """A busy Redis answers an admission after ``timeout_s``: the caller goes on without it
+    (the store is down for ``retry_s``) and its carried writes are queued again, yet Redis
+    runs the command once it gets to it. Sent again, those writes are skipped (Redis noted
+    their group), so the settlement counts once; and the late answer, read before the next
+    command's, gives back the hold that admission took for a call that never went out."""
+    store, budget, fleet = _late_fleet(redis_server)
+    verdict = fleet.admit(10, 0.1, None, budget)  # connected, the scripts loaded
+    assert verdict is not None and verdict.reservation is not None
+    verdict.reservation.release()
+    hold = budget.reserve(0.3)
+    busy = _busy(redis_server, 0.8)
+    hold.settle(0.25)  # queued: rides with the admission (the writer thread lingers first)
+    start = time.monotonic()
+    assert fleet.admit(10, 0.1, None, budget) is None  # the answer did not come in time
+    assert time.monotonic() - start < 0.6 and not store.up
+    assert store.pending == 1  # the settlement, queued again
+    busy.join()  # ... and then Redis ran that admission: the settlement, and a hold taken
+    time.sleep(0.25)  # retry_s
+    # The writer thread or this call sends the settlement again, and reads the late answer.
+    verdict = fleet.admit(10, 0.1, None, budget)
+    assert verdict is not None and verdict.reservation is not None
+    verdict.reservation.release()
+    assert store.flush()
+    books = _books(redis_server)
+    assert books["spent"] == pytest.approx(0.25)  # once
+    assert books["reserved"] == 0 and books["open"] == 0  # no hold left behind
+    assert budget.remaining() == pytest.approx(0.75)
+
+
+async def test_an_async_admission_answered_too_late_counts_once_and_gives_back(
+    redis_server: RedisServer,
+) -> None:
+    """`test_an_admission_answered_too_late_counts_its_writes_once_and_gives_back_its_hold`
+    for async callers: the late answer is read off the caller's path (within
+    `LATE_ANSWER_S`) and gives back what the admission took."""
+    import asyncio
+
+    store, budget, fleet = _late_fleet(redis_server)
+    verdict = await fleet.aadmit(10, 0.1, None, budget)  # a connection of the loop's
+    assert verdict is not None and verdict.reservation is not None
+    verdict.reservation.release()
+    hold = budget.reserve(0.3)
+    busy = _busy(redis_server, 0.8)
+    hold.settle(0.25)
+    assert await fleet.aadmit(10, 0.1, None, budget) is None
+    assert not store.up and store.pending == 1
+    await asyncio.to_thread(busy.join)
+    await asyncio.sleep(0.25)  # the late answer is read meanwhile, and retry_s passes
+    verdict = await fleet.aadmit(10, 0.1, None, budget)
+    assert verdict is not None and verdict.reservation is not None
+    verdict.reservation.release()
+    assert store.flush()
+    books = _books(redis_server)
+    assert books["spent"] == pytest.approx(0.25)
+    assert books["reserved"] == 0 and books["open"] == 0
+
+
+async def test_a_half_open_probe_taken_by_an_admission_answered_too_late_is_given_back(
+    redis_server: RedisServer,
+) -> None:
+    """The admission that took a half-open breaker's one probe is answered too late: the
+    call is not made, so the probe goes back to the fleet when the late answer comes (in
+    Redis, though the store rests then), and the next call probes instead of the provider
+    staying unprobed."""
+    import asyncio
+
+    from agency.resilience._store import RedisState, StatePolicy
+    from agency.resilience.limits import RateLimitPolicy
+    from agency.resilience.shared import Fleet, SharedBreaker, SharedLimiter
+
+    store = RedisState(
+        StatePolicy(backend="redis", url=redis_server.url, timeout_s=0.2, retry_s=1.0)
+    )
+    breaker = SharedBreaker(store, BreakerPolicy(cooldown_s=0.2), name="p")
+    fleet = Fleet(breaker, SharedLimiter(store, RateLimitPolicy(rpm=100), name="p"))
+    assert (await fleet.aadmit(10, None, None, None) or pytest.fail()).kind == "ok"
+    breaker.force("open", 0.2)
+    await asyncio.sleep(0.3)  # half-open now: one probe for the fleet
+    busy = _busy(redis_server, 0.6)
+    assert await fleet.aadmit(10, None, None, None) is None  # took the probe; too late
+    await asyncio.to_thread(busy.join)
+    await asyncio.sleep(0.1)  # the late answer is read (the store rests until ~1.2 s)
+    assert not store.up
+    await asyncio.sleep(1.0)
+    assert store.flush()  # the probe, given back
+    verdict = await fleet.aadmit(10, None, None, None)
+    assert verdict is not None and verdict.kind == "ok"  # this call probes
+    again = await fleet.aadmit(10, None, None, None)
+    assert again is not None and again.kind == "breaker"  # one probe at a time, as before

@@ -307,9 +307,9 @@ def test_counters_add_up_in_the_process_and_go_as_one_write(
     sent: list[str] = []
     send = store._send
 
-    def spy(batch: list[Any], *, answer: bool = True) -> list[Any]:
-        sent.extend(command[0] for command in batch)
-        return send(batch, answer=answer)
+    def spy(groups: list[Any], command: Any = None) -> Any:
+        sent.extend(write[0] for _, writes in groups for write in writes)
+        return send(groups, command)
 
     monkeypatch.setattr(store, "_send", spy)
     stats = SharedStats(store)
