@@ -278,12 +278,12 @@ def test_the_stores_own_connections_answer_and_outlive_a_server_hangup(
     the next call is answered instead of finding the store "down"."""
     import asyncio
 
-    from agency.resilience import _store
+    from agency.resilience import _conns
     from agency.resilience._store import RedisState, StatePolicy
 
     if packer == "redis-py":
-        monkeypatch.setattr(_store, "_hiredis_pack", None)
-    monkeypatch.setattr(_store, "IDLE_CHECK_S", 0.05)
+        monkeypatch.setattr(_conns, "_hiredis_pack", None)
+    monkeypatch.setattr(_conns, "IDLE_CHECK_S", 0.05)
     store = RedisState(StatePolicy(backend="redis", url=redis_server.url))
     key = (store.key("budget"),)
 
