@@ -23,8 +23,8 @@ __all__ = [
     "STATS",
 ]
 
-ONCE_BUCKET = 256
-"""Group numbers noted per hash (see ``writes``): a process's notes are a few small hashes."""
+ONCE_BUCKET = 65536
+"""Group numbers noted per key (see ``writes``): one bit each, so a key is at most 8 KiB."""
 
 ONCE_KEEP_S = 3600
 """How long Redis keeps a note that it ran a group of queued writes: a group sent again
@@ -360,15 +360,16 @@ end
 -- Queued writes, in order, as one JSON argument: a list of groups [number, notes key index,
 -- writes], each write [kind, key indexes, arguments] (kind BREAKER, LIMITER, BUDGET or
 -- STATS; the indexes point into KEYS, each key given once). Each write runs as its own
--- script would. A group runs once: its number is noted in the hash KEYS[notes] (one hash per
--- @BUCKET@ numbers, kept @KEEP@ s), and a group sent again whose number is there (Redis ran
--- it, and its answer was lost) is skipped.
+-- script would. A group runs once: its number is noted as a bit of KEYS[notes] (a bitmap per
+-- @BUCKET@ numbers, kept @KEEP@ s; SETBIT says whether it was there), and a group sent again
+-- whose number is there (Redis ran it, and its answer was lost) is skipped.
 local function writes(keys, packed)
   if not packed then return end
   for _, group in ipairs(cjson.decode(packed)) do
     local number, notes = group[1], keys[group[2]]
-    if redis.call('HSETNX', notes, number, 1) == 1 then
-      if number % @BUCKET@ == 1 then redis.call('EXPIRE', notes, @KEEP@) end
+    local bit = number % @BUCKET@
+    if redis.call('SETBIT', notes, bit, 1) == 0 then
+      if bit < 2 then redis.call('EXPIRE', notes, @KEEP@) end  -- (a new key)
       for _, w in ipairs(group[3]) do
         local kind, k, a = w[1], w[2], w[3]
         if kind == 'BREAKER' then
