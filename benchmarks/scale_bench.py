@@ -90,7 +90,7 @@ class _Prefixed:
         self.aconn: Any = None
 
     def invoke(self, *args: Any, **kwargs: Any) -> Any:
-        self.conn.send_packed_command(pack_command(self.command()), check_health=False)
+        self.conn.send_packed_command([pack_command(self.command())], check_health=False)
         self.conn.read_response()
         return self.model.invoke(*args, **kwargs)
 
@@ -99,7 +99,7 @@ class _Prefixed:
             from redis import asyncio as aioredis
 
             self.aconn = aioredis.Redis.from_url(self.url).connection_pool.make_connection()
-        await self.aconn.send_packed_command(pack_command(self.command()), check_health=False)
+        await self.aconn.send_packed_command([pack_command(self.command())], check_health=False)
         await self.aconn.read_response()
         return await self.model.ainvoke(*args, **kwargs)
 
@@ -240,10 +240,10 @@ def round_trips(base: str, redis_url: str, calls: int = 300) -> float:
     waited = 0
     original = RedisState.run
 
-    def counting(self: RedisState, *args: Any) -> Any:
+    def counting(self: RedisState, *args: Any, **kwargs: Any) -> Any:
         nonlocal waited
         waited += 1
-        return original(self, *args)
+        return original(self, *args, **kwargs)
 
     RedisState.run = counting  # type: ignore[method-assign,assignment]
     try:
