@@ -46,7 +46,7 @@ class Connections:
     def __init__(self, policy: StatePolicy, client: Any, *, own: bool) -> None:
         import redis
 
-        self.policy, self.client, self._own = policy, client, own
+        self.policy, self.client, self.own = policy, client, own
         self.errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
         self._timeout = redis.exceptions.TimeoutError
         self._script_error = redis.exceptions.ResponseError
@@ -72,7 +72,7 @@ class Connections:
         An answer that does not come within ``timeout_s`` is owed: the connection is kept,
         and that answer is read before the next command's and handed to ``orphaned`` (see
         `RedisState.run`), within `LATE_ANSWER_S`."""
-        if not self._own:  # a client given to us (a test's fakeredis): its own way
+        if not self.own:  # a client given to us (a test's fakeredis): its own way
             return self.client.evalsha(sha, len(keys), *keys, *args)
         if self._conn is None:
             self._conn = self.client.connection_pool.make_connection()

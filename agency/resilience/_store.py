@@ -30,6 +30,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import os
 import secrets
 import threading
 import time
@@ -427,6 +428,20 @@ class RedisState:
         ]
         return orjson.dumps(packed)
 
+    def _forked(self) -> None:
+        """In a forked child: start afresh. Its own connections (the parent's sockets are the
+        parent's), its own notes (group numbers are per process), new locks and no writer
+        (threads do not survive a fork); what the parent had queued is the parent's to send."""
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._io = threading.Lock()
+        self._writer, self._asleep = None, False
+        self._queue.clear()
+        self._again.clear()
+        self._counts.clear()
+        self._once = self.key("once", secrets.token_hex(6))
+        self._conns = Connections(self.policy, self.client, own=self._conns.own)
+
     def _load(self) -> None:
         self._shas = {name: self.client.script_load(getattr(_lua, name)) for name in _SCRIPTS}
 
@@ -484,4 +499,10 @@ def flush_state(timeout: float | None = None) -> bool:
     return all([store.flush(timeout) for store in list(_LIVE)])
 
 
+def _forked() -> None:
+    for store in list(_LIVE):
+        store._forked()
+
+
 atexit.register(flush_state)
+os.register_at_fork(after_in_child=_forked)

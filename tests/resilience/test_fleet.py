@@ -412,19 +412,7 @@ async def test_an_async_admission_gives_up_after_the_stores_timeout(
     on a fresh connection."""
     import asyncio
 
-    from agency.resilience._store import RedisState, StatePolicy
-    from agency.resilience.budget import BudgetPolicy
-    from agency.resilience.limits import RateLimitPolicy
-    from agency.resilience.shared import Fleet, SharedBreaker, SharedBudget, SharedLimiter
-
-    store = RedisState(
-        StatePolicy(backend="redis", url=redis_server.url, timeout_s=0.2, retry_s=0.2)
-    )
-    budget = SharedBudget(store, BudgetPolicy(max_cost_total=1.0))
-    fleet = Fleet(
-        SharedBreaker(store, BreakerPolicy(), name="p"),
-        SharedLimiter(store, RateLimitPolicy(rpm=100), name="p"),
-    )
+    store, budget, fleet = _late_fleet(redis_server)  # timeout_s 0.2, retry_s 0.2
     await fleet.aadmit(10, 0.1, None, budget)  # a connection of the loop's, idle now
     budget.reserve(0.2).settle(0.125)  # queued: rides with the next admission
     client = redis_server.client()
@@ -464,6 +452,8 @@ def _books(redis_server: RedisServer) -> dict[str, float]:
 
 
 def _late_fleet(redis_server: RedisServer) -> tuple[Any, Any, Any]:
+    """A store that waits 0.2 s for Redis and rests 0.2 s, a shared budget of $1, and the
+    fleet's admission for one entry."""
     from agency.resilience._store import RedisState, StatePolicy
     from agency.resilience.budget import BudgetPolicy
     from agency.resilience.limits import RateLimitPolicy
@@ -572,3 +562,36 @@ async def test_a_half_open_probe_taken_by_an_admission_answered_too_late_is_give
     assert verdict is not None and verdict.kind == "ok"  # this call probes
     again = await fleet.aadmit(10, None, None, None)
     assert again is not None and again.kind == "breaker"  # one probe at a time, as before
+
+
+def test_a_forked_child_is_a_process_of_its_own_in_the_fleet(redis_server: RedisServer) -> None:
+    """A store made before a fork (an `Agency` built at import time, then
+    ``multiprocessing`` with fork): the child gets connections and group numbers of its own,
+    so its writes and the parent's, both numbered from the same count, all count, and neither
+    sends what the other queued."""
+    import os
+
+    store, budget, fleet = _late_fleet(redis_server)
+    verdict = fleet.admit(10, 0.1, None, budget)  # the parent's connection, in use
+    assert verdict is not None and verdict.reservation is not None
+    verdict.reservation.settle(0.125)
+    budget.reserve(0.1).release()  # queued when the fork comes: the parent's to send
+    pid = os.fork()
+    if pid == 0:  # the child: one call, settled, sent
+        code = 1
+        try:
+            mine = fleet.admit(10, 0.1, None, budget)
+            if mine is not None and mine.reservation is not None:
+                mine.reservation.settle(0.5)
+                code = 0 if store.flush() else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    ours = fleet.admit(10, 0.1, None, budget)  # after the child's: same group numbers
+    assert ours is not None and ours.reservation is not None
+    ours.reservation.settle(0.25)
+    assert store.flush()
+    books = _books(redis_server)
+    assert books["spent"] == pytest.approx(0.125 + 0.5 + 0.25)
+    assert books["reserved"] == 0 and books["open"] == 0
