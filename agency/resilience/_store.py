@@ -440,6 +440,7 @@ class RedisState:
         self._again.clear()
         self._counts.clear()
         self._once = self.key("once", secrets.token_hex(6))
+        self._groups = 0  # (numbered from 1 in the new notes: the first sets their expiry)
         self._conns = Connections(self.policy, self.client, own=self._conns.own)
 
     def _load(self) -> None:

@@ -595,3 +595,6 @@ def test_a_forked_child_is_a_process_of_its_own_in_the_fleet(redis_server: Redis
     books = _books(redis_server)
     assert books["spent"] == pytest.approx(0.125 + 0.5 + 0.25)
     assert books["reserved"] == 0 and books["open"] == 0
+    client = redis_server.client()
+    notes = list(client.scan_iter("agency:once:*"))
+    assert len(notes) == 2 and all(client.ttl(key) > 0 for key in notes)  # each expires
