@@ -304,8 +304,9 @@ def test_an_agent_loop_with_create_agent() -> None:
     """LangChain's own agent runs on the embedded model as a new user would build it (the
     Agency's default model, default sampling): a call, its result, an answer that uses it.
     Sampling is random per process, and on a few runs in a hundred the 135M model answers in
-    words instead (`benchmarks/local_tools_eval.py` measures how often it chooses well), so a
-    run may be that answer; one of three tries must be the whole loop."""
+    words instead (`benchmarks/local_tools_eval.py` measures how often it chooses well), or
+    calls the tool and then answers without its result; so a run may be either, and one of
+    three tries must be the whole loop with an answer that uses the result."""
     from langchain.agents import create_agent
 
     seen: list[str] = []
@@ -320,13 +321,15 @@ def test_an_agent_loop_with_create_agent() -> None:
     with agency.Agency() as ag:
         agent = create_agent(ag.chat_model(), tools=[get_weather])
         for _ in range(3):
+            seen.clear()
             result = agent.invoke({"messages": [HumanMessage("What's the weather in Paris?")]})
             kinds = [type(m).__name__ for m in result["messages"]]
             assert kinds in (loop, ["HumanMessage", "AIMessage"])  # a loop or words, no other
             if kinds == loop:
-                break
-    assert kinds == loop
-    assert seen == ["Paris"] and "sunny" in result["messages"][-1].text
+                assert seen == ["Paris"]  # the call went to the tool, with the city asked for
+                if "sunny" in result["messages"][-1].text:
+                    break
+    assert kinds == loop and "sunny" in result["messages"][-1].text
 
 
 def test_images_raise_capability_error(llm: agency.AgencyChatModel) -> None:
