@@ -3,7 +3,8 @@
 One library of Lua functions (a breaker, a limiter, a budget, counters), each mirroring the
 in-process class it shares (same rules, same states: their docstrings hold the contract), and
 one entry script per use: the four single ones for the classes' own methods, `ADMIT` (breaker,
-limiter and budget in one round trip before a call) and `SETTLE` (everything after it).
+limiter and budget in one round trip before a call, after this process's queued writes) and
+`BATCH` (queued writes alone: verdicts, refunds, settlements, counters; each group once).
 
 Every script reads the time from Redis (``TIME``), so processes on machines whose clocks
 disagree still share one clock. Numbers go back as strings: Redis turns Lua numbers into
@@ -458,16 +459,16 @@ ADMIT = (
 --       | {'limiter', wait} | {'budget', scope, limit, left}.
 local function admit()
   writes(KEYS, ARGV[9])  -- this process's queued writes first: it reads its own writes
-  local p = ARGV[1]
+  local packed_policy = ARGV[1]  -- (`breaker` parses it only when it needs more)
   local rpm, tpm, tokens = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
   local nanos = tonumber(ARGV[5])
-  local b = breaker(KEYS[1], KEYS[2], 'allow', p, 0)
+  local b = breaker(KEYS[1], KEYS[2], 'allow', packed_policy, 0)
   if b[1] ~= '1' then
-    local full = breaker(KEYS[1], KEYS[2], 'read', p, 0)
+    local full = breaker(KEYS[1], KEYS[2], 'read', packed_policy, 0)
     return {'breaker', full[3], full[2], full[5], full[4]}
   end
   local function give_back()
-    if b[2] ~= 'closed' then breaker(KEYS[1], KEYS[2], 'release', p, 0) end
+    if b[2] ~= 'closed' then breaker(KEYS[1], KEYS[2], 'release', packed_policy, 0) end
   end
   local l = load(KEYS[3], rpm, tpm)
   local wait = wait_for(l, tokens)
