@@ -111,20 +111,22 @@ class _AdmitByHand:
     success, as one numbered group), on keys of its own. Its hold is given back by the
     settlement it carries next time, so it can run forever; answered "ok" every time."""
 
-    POLICY = "20|60.0|5|0.5|3|30.0|300.0|1|600.0|2.0"
     KEYS = ("floor:breaker", "floor:breaker:outcomes", "floor:limiter", "floor:budget")
 
     def __init__(self, redis_url: str) -> None:
         import redis
 
         from agency.resilience import _lua
+        from agency.resilience.breaker import BreakerPolicy
+        from agency.resilience.shared import breaker_args
 
         self.sha = redis.Redis.from_url(redis_url).script_load(_lua.ADMIT)
+        self.policy = breaker_args(BreakerPolicy())  # the entry's (the default policy)
         self.bucket = _lua.ONCE_BUCKET
         self.number = 0
 
     def __call__(self) -> tuple[Any, ...]:
-        nanos, limit, policy = 13_500, 10**18, self.POLICY
+        nanos, limit, policy = 13_500, 10**18, self.policy
         self.number += 1
         notes = f"floor:once:{self.number // self.bucket}"
         carried = orjson.dumps([[self.number, 5, [

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from agency.resilience._store import StatePolicy
 
-__all__ = ["IDLE_CHECK_S", "LATE_ANSWER_S", "Connections", "hand_over"]
+__all__ = ["IDLE_CHECK_S", "LATE_ANSWER_S", "Connections"]
 
 log = logging.getLogger("agency.state")
 
@@ -99,7 +99,7 @@ class Connections:
                     late = None  # (the script failed: it took nothing)
                 _, given = owed.popleft()
                 if given is not None and late is not None:
-                    hand_over(given, late)
+                    _hand_over(given, late)
             try:
                 result = conn.read_response(disconnect_on_error=False)
             except self._script_error:
@@ -196,7 +196,7 @@ class Connections:
         conn.agency_used = time.monotonic()
         idle.append(conn)
         if orphaned is not None and answer is not None:
-            hand_over(orphaned, answer)
+            _hand_over(orphaned, answer)
 
     def _async_client(self) -> tuple[Any, list[Any]]:
         """The running loop's client (redis.asyncio is bound to a loop) and its idle
@@ -238,7 +238,7 @@ def _idle(conn: Any) -> bool:
     return used is not None and time.monotonic() - used > IDLE_CHECK_S
 
 
-def hand_over(orphaned: Callable[[Any], None], answer: Any) -> None:
+def _hand_over(orphaned: Callable[[Any], None], answer: Any) -> None:
     """The answer of a command nobody waited for, to its ``orphaned``: off every caller's
     path, so a failure is logged, never raised."""
     try:
